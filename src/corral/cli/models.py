@@ -1,0 +1,174 @@
+"""pull, list, rm, inspect."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from corral.cli.context import Context, add_trust_flags
+from corral.cli.output import human_bytes, human_count, print_json, table
+from corral.errors import BadReferenceError, ModelNotFoundError
+from corral.models.info import ModelInfo
+from corral.models.inspect import inspect_path
+from corral.models.refs import REPO_ID, parse_ref
+from corral.models.store import Entry
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("pull", help="download a Hugging Face model, or register a local or packaged one",
+                       description="REF: hf:ORG/NAME[@REVISION], ORG/NAME, a folder, a .gguf file, or pkg:PACKAGE")
+    p.add_argument("ref")
+    p.add_argument("--name", help="register under this name")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("list", aliases=["ls"], help="show registered models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("rm", help="remove a registration")
+    p.add_argument("name")
+    p.add_argument("--delete-files", action="store_true",
+                   help="also delete the files corral downloaded for it (never local or packaged files)")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("inspect", help="what a model is and needs, without loading its weights")
+    p.add_argument("ref")
+    p.add_argument("--json", action="store_true")
+    add_trust_flags(p)
+    p.set_defaults(func=cmd_inspect)
+
+
+def _pull_ref(text: str) -> str:
+    """`pull ORG/NAME` means the Hugging Face repo, unless a local folder has that name."""
+    ref = parse_ref(text)
+    if ref.kind == "name" and REPO_ID.match(ref.value):
+        if Path(ref.value).exists():
+            raise BadReferenceError(
+                f"{ref.value!r} is ambiguous: both a local folder and a Hugging Face repo id",
+                f"write ./{ref.value} for the folder or hf:{ref.value} for the repo")
+        return f"hf:{text}"
+    return text
+
+
+def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
+    text = _pull_ref(args.ref)
+    ref = parse_ref(text)
+    if ref.kind == "name":
+        target = ctx.settings.all_aliases().get(ref.value)
+        if target is None:
+            raise ModelNotFoundError(f"{ref.value!r} is not an alias, path, pkg: or hf: reference",
+                                     "write hf:ORG/NAME for a Hugging Face repo")
+        ref, args.name = parse_ref(target), args.name or ref.value
+    entry = ctx.resolver.register(ref, name=args.name, explicit_name=bool(args.name),
+                                  progress=not args.quiet)
+    tasks = ", ".join(entry.info.tasks) or "none detected"
+    print(f"registered {entry.name} ({entry.info.format}, {human_bytes(entry.info.size_bytes)}; tasks: {tasks})")
+    return 0
+
+
+def _row(e: Entry) -> list[str]:
+    i = e.info
+    return [e.name, ",".join(i.tasks) or "-", i.format, human_bytes(i.size_bytes),
+            human_count(i.parameters), i.quantization or i.dtype or "-", e.source]
+
+
+def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    entries = ctx.store.list()
+    if args.json:
+        print_json([{"name": e.name, "source": e.source, "source_kind": e.source_kind, "path": str(e.path),
+                     "owned": e.owned, "created_at": e.created_at, **e.info.to_dict()} for e in entries])
+        return 0
+    if not entries:
+        print("no models registered yet; try `corral pull smollm2` or `corral pull ./my-model`")
+        return 0
+    print(table(["name", "tasks", "format", "size", "params", "quant", "source"], [_row(e) for e in entries]))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
+    entry = ctx.store.get(args.name)
+    if entry is None:
+        raise ModelNotFoundError(f"no model named {args.name!r} is registered", "see `corral list`")
+    ctx.store.remove(entry.name)
+    print(f"removed {entry.name}")
+    if args.delete_files:
+        if not entry.owned:
+            print(f"left its files in place: {entry.path} was not downloaded by corral")
+        else:
+            removed = _delete_hf_snapshot(entry.path)
+            print(f"deleted {removed}" if removed else "its files were already gone")
+    return 0
+
+
+def _delete_hf_snapshot(snapshot: Path) -> str | None:
+    """Delete a downloaded repo's cache folder (models--org--name), which holds only that repo."""
+    repo_dir = snapshot.parent.parent
+    if snapshot.parent.name != "snapshots" or not repo_dir.name.startswith("models--"):
+        return None
+    if not repo_dir.exists():
+        return None
+    shutil.rmtree(repo_dir)
+    return str(repo_dir)
+
+
+def _inspect_target(text: str, ctx: Context) -> tuple[str, Path]:
+    ref = parse_ref(text)
+    if ref.kind == "name":
+        entry = ctx.store.get(ref.value)
+        if entry is None and ref.value in ctx.settings.all_aliases():
+            return _inspect_target(ctx.settings.all_aliases()[ref.value], ctx)
+        if entry is None:
+            entry = ctx.resolve(ref.value)  # raises a clear not-found error
+        return entry.name, entry.path
+    if ref.kind == "hf":
+        entry = ctx.store.find_by_source(str(ref))
+        if entry is None:
+            raise ModelNotFoundError(f"{ref} has not been downloaded", f"run `corral pull {ref}` first")
+        return entry.name, entry.path
+    if ref.kind == "package":
+        from corral.models.packaged import find_packaged_model
+
+        return str(ref), find_packaged_model(ref.value)
+    return ref.value, Path(ref.value)
+
+
+def _safety_line(info: ModelInfo, args: argparse.Namespace) -> str:
+    problems = []
+    if info.needs_pickle:
+        problems.append("pickle weights: refused unless --allow-pickle"
+                        + (" (allowed)" if args.allow_pickle else ""))
+    if info.needs_remote_code:
+        problems.append("custom code: refused unless --trust-remote-code"
+                        + (" (allowed)" if args.trust_remote_code else ""))
+    return "; ".join(problems) or "ok (safetensors/GGUF, no custom code)"
+
+
+def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
+    name, path = _inspect_target(args.ref, ctx)
+    info = inspect_path(path)
+    if args.json:
+        print_json({"name": name, **info.to_dict()})
+        return 0
+    needs = ", ".join(f"{r.package} ({'installed' if r.installed else 'missing'})" for r in info.requirements)
+    mem = info.memory
+    memory = "-"
+    if mem:
+        memory = f"CPU ~{human_bytes(mem.cpu_bytes)}, GPU ~{human_bytes(mem.gpu_bytes)}"
+        if mem.context_length:
+            memory += f" (with a {mem.context_length}-token context)"
+    rows = [
+        ("model", name), ("path", info.path), ("format", info.format),
+        ("architecture", info.architecture or "-"), ("tasks", ", ".join(info.tasks) or "-"),
+        ("engine", info.engine or "-"), ("needs", needs or "-"),
+        ("parameters", f"{human_count(info.parameters)} ({info.parameters})" if info.parameters else "-"),
+        ("dtype", info.dtype or "-"), ("quantization", info.quantization or "-"),
+        ("context length", str(info.context_length or "-")), ("weights", human_bytes(info.size_bytes)),
+        ("memory", memory), ("chat template", "yes" if info.chat_template else "no"),
+        ("safety", _safety_line(info, args)), ("read from", ", ".join(info.sources) or "-"),
+    ] + [("note", n) for n in info.notes]
+    width = max(len(k) for k, _ in rows)
+    sys.stdout.write("".join(f"{k.ljust(width)}  {v}\n" for k, v in rows))
+    return 0

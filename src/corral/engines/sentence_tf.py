@@ -1,0 +1,40 @@
+"""Embedding models through sentence-transformers: normalised vectors, batched input."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from corral.engines.base import Handler
+from corral.runtime.devices import pick_torch_device
+from corral.tasks import EmbedRequest, EmbedResult, Task, Usage
+
+
+class SentenceTransformersHandler(Handler):
+    engine = "sentence_transformers"
+    tasks: ClassVar[frozenset[Task]] = frozenset({Task.EMBED})
+    requires = ("sentence_transformers", "torch")
+    extra = "torch"
+
+    model: Any = None
+
+    def load(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from corral.engines.hf_quiet import quiet_hf
+
+        quiet_hf()
+        self.device = pick_torch_device(self.options.device)
+        self.model = SentenceTransformer(
+            str(self.path), device=self.device, local_files_only=True,
+            trust_remote_code=self.options.trust.trust_remote_code)
+
+    def unload(self) -> None:
+        self.model = None
+
+    def embed(self, request: EmbedRequest) -> EmbedResult:
+        texts = list(request.inputs)
+        vectors = self.model.encode(texts, normalize_embeddings=request.normalize,
+                                    convert_to_numpy=True, batch_size=32)
+        tokens = self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)
+        lengths = sum(len(ids) for ids in tokens["input_ids"])
+        return EmbedResult([row.astype(float).tolist() for row in vectors], Usage(prompt_tokens=int(lengths)))

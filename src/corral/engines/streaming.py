@@ -1,0 +1,68 @@
+"""Pieces every text-generation engine shares: stop sequences over a token stream, and the
+final chunk that carries finish reason and usage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from corral.tasks import TextChunk, Usage
+
+
+class StopMatcher:
+    """Finds stop sequences in streamed text, holding back only what could start one."""
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Return the text that is safe to emit now; sets ``stopped`` when a stop is found."""
+        if not self.stops:
+            return text
+        buf = self.pending + text
+        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.pending, self.stopped = "", True
+            return buf[:cut]
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(buf)), 0, -1):
+                if buf.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        self.pending = buf[len(buf) - hold:] if hold else ""
+        return buf[: len(buf) - hold]
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def stream_with_stops(pieces: Iterable[str], stops: Iterable[str], prompt_tokens: int,
+                      max_tokens: int, counted: list[int]) -> Iterator[TextChunk]:
+    """Turn engine text pieces into chunks, applying stop sequences.
+
+    ``counted[0]`` is updated by the engine with the number of tokens generated so far; the
+    iterator over ``pieces`` is closed as soon as a stop sequence is seen (stopping the engine).
+    ``pieces`` ends normally on end-of-generation or on reaching ``max_tokens``.
+    """
+    matcher = StopMatcher(stops)
+    it = iter(pieces)
+    try:
+        for piece in it:
+            out = matcher.feed(piece)
+            if out:
+                yield TextChunk(out)
+            if matcher.stopped:
+                break
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+    if not matcher.stopped:
+        rest = matcher.flush()
+        if rest:
+            yield TextChunk(rest)
+    reason = "length" if not matcher.stopped and counted[0] >= max_tokens else "stop"
+    yield TextChunk("", finish_reason=reason, usage=Usage(prompt_tokens, counted[0]))

@@ -1,0 +1,1 @@
+"""Model references, inspection and the local model store."""

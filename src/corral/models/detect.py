@@ -1,0 +1,140 @@
+"""Tables that map what a model's files say to the tasks it serves and the engine that runs it.
+
+Pure data and lookups: no file access here (see inspect.py), so every rule is easy to read.
+"""
+
+from __future__ import annotations
+
+from corral.tasks import Task
+
+# README front-matter pipeline_tag -> tasks
+PIPELINE_TAGS: dict[str, tuple[Task, ...]] = {
+    "text-generation": (Task.COMPLETE,),
+    "text2text-generation": (Task.TRANSLATE, Task.SUMMARIZE),
+    "translation": (Task.TRANSLATE,),
+    "summarization": (Task.SUMMARIZE,),
+    "text-classification": (Task.CLASSIFY_TEXT,),
+    "feature-extraction": (Task.EMBED,),
+    "sentence-similarity": (Task.EMBED,),
+    "text-ranking": (Task.RERANK,),
+    "question-answering": (Task.ANSWER_QUESTION,),
+    "image-classification": (Task.CLASSIFY_IMAGE,),
+    "zero-shot-image-classification": (Task.CLASSIFY_IMAGE,),
+    "object-detection": (Task.DETECT_OBJECTS,),
+    "image-segmentation": (Task.SEGMENT_IMAGE,),
+    "text-to-image": (Task.GENERATE_IMAGE,),
+    "image-text-to-text": (Task.DESCRIBE_IMAGE, Task.CHAT),
+    "visual-question-answering": (Task.DESCRIBE_IMAGE,),
+    "automatic-speech-recognition": (Task.TRANSCRIBE,),
+    "text-to-speech": (Task.SPEAK,),
+    "text-to-audio": (Task.SPEAK,),
+    "audio-classification": (Task.CLASSIFY_AUDIO,),
+    "video-classification": (Task.CLASSIFY_VIDEO,),
+    "text-to-video": (Task.GENERATE_VIDEO,),
+}
+
+# Architecture-name suffix -> tasks (checked in order; first match wins)
+ARCH_SUFFIXES: tuple[tuple[str, tuple[Task, ...]], ...] = (
+    ("ForCausalLM", (Task.COMPLETE,)),
+    ("LMHeadModel", (Task.COMPLETE,)),
+    ("ForSequenceClassification", (Task.CLASSIFY_TEXT,)),
+    ("ForQuestionAnswering", (Task.ANSWER_QUESTION,)),
+    ("ForSpeechSeq2Seq", (Task.TRANSCRIBE,)),
+    ("ForCTC", (Task.TRANSCRIBE,)),
+    ("ForImageClassification", (Task.CLASSIFY_IMAGE,)),
+    ("ForObjectDetection", (Task.DETECT_OBJECTS,)),
+    ("ForSemanticSegmentation", (Task.SEGMENT_IMAGE,)),
+    ("ForInstanceSegmentation", (Task.SEGMENT_IMAGE,)),
+    ("ForUniversalSegmentation", (Task.SEGMENT_IMAGE,)),
+    ("ForAudioClassification", (Task.CLASSIFY_AUDIO,)),
+    ("ForVideoClassification", (Task.CLASSIFY_VIDEO,)),
+    ("ForTextToSpeech", (Task.SPEAK,)),
+    ("ForTextToWaveform", (Task.SPEAK,)),
+    ("ForMaskedLM", (Task.EMBED,)),
+)
+
+# model_type -> tasks, for architectures whose suffix says little (ForConditionalGeneration, Model)
+MODEL_TYPES: dict[str, tuple[Task, ...]] = {
+    "whisper": (Task.TRANSCRIBE,),
+    "speech_to_text": (Task.TRANSCRIBE,),
+    "t5": (Task.TRANSLATE, Task.SUMMARIZE),
+    "mt5": (Task.TRANSLATE, Task.SUMMARIZE),
+    "bart": (Task.SUMMARIZE, Task.TRANSLATE),
+    "mbart": (Task.TRANSLATE, Task.SUMMARIZE),
+    "marian": (Task.TRANSLATE,),
+    "m2m_100": (Task.TRANSLATE,),
+    "nllb-moe": (Task.TRANSLATE,),
+    "pegasus": (Task.SUMMARIZE,),
+    "clip": (Task.CLASSIFY_IMAGE, Task.EMBED),
+    "siglip": (Task.CLASSIFY_IMAGE, Task.EMBED),
+    "llava": (Task.DESCRIBE_IMAGE, Task.CHAT),
+    "llava_next": (Task.DESCRIBE_IMAGE, Task.CHAT),
+    "qwen2_vl": (Task.DESCRIBE_IMAGE, Task.CHAT),
+    "qwen2_5_vl": (Task.DESCRIBE_IMAGE, Task.CHAT),
+    "paligemma": (Task.DESCRIBE_IMAGE,),
+    "idefics3": (Task.DESCRIBE_IMAGE, Task.CHAT),
+    "smolvlm": (Task.DESCRIBE_IMAGE, Task.CHAT),
+    "blip": (Task.DESCRIBE_IMAGE,),
+    "vits": (Task.SPEAK,),
+    "bert": (Task.EMBED,),
+    "xlm-roberta": (Task.EMBED,),
+    "roberta": (Task.EMBED,),
+    "mpnet": (Task.EMBED,),
+}
+
+# diffusers pipeline _class_name fragments -> tasks
+DIFFUSERS_CLASSES: tuple[tuple[str, tuple[Task, ...]], ...] = (
+    ("Video", (Task.GENERATE_VIDEO,)),
+    ("Pipeline", (Task.GENERATE_IMAGE,)),
+)
+
+# GGUF general.architecture values that are embedding-only encoders
+GGUF_ENCODERS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder"})
+
+ENGINE_PACKAGES: dict[str, tuple[str, ...]] = {
+    "llama_cpp": ("llama-cpp-python",),
+    "transformers": ("transformers", "torch"),
+    "sentence_transformers": ("sentence-transformers", "torch"),
+    "diffusers": ("diffusers", "transformers", "torch"),
+}
+
+
+def dedupe(tasks: list[Task]) -> list[str]:
+    seen: list[str] = []
+    for t in tasks:
+        if t.value not in seen:
+            seen.append(t.value)
+    return seen
+
+
+def tasks_for_config(architecture: str | None, model_type: str | None,
+                     pipeline_tag: str | None, has_chat_template: bool) -> list[str]:
+    """Tasks for a transformers-style model, most specific first."""
+    found: list[Task] = list(PIPELINE_TAGS.get(pipeline_tag or "", ()))
+    arch = architecture or ""
+    if (arch.endswith("ForSequenceClassification") and model_type in ("bert", "xlm-roberta")
+            and pipeline_tag == "text-ranking"):
+        found.append(Task.RERANK)
+    for suffix, tasks in ARCH_SUFFIXES:
+        if arch.endswith(suffix):
+            found.extend(tasks)
+            break
+    else:
+        found.extend(MODEL_TYPES.get(model_type or "", ()))
+    if Task.COMPLETE in found and has_chat_template:
+        found.insert(0, Task.CHAT)
+    return dedupe(found)
+
+
+def tasks_for_diffusers(class_name: str) -> list[str]:
+    for fragment, tasks in DIFFUSERS_CLASSES:
+        if fragment in class_name:
+            return dedupe(list(tasks))
+    return []
+
+
+def tasks_for_gguf(architecture: str, has_chat_template: bool) -> list[str]:
+    if architecture in GGUF_ENCODERS:
+        return [Task.EMBED.value]
+    tasks = [Task.CHAT, Task.COMPLETE, Task.EMBED] if has_chat_template else [Task.COMPLETE, Task.EMBED]
+    return dedupe(tasks)

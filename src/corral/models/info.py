@@ -1,0 +1,44 @@
+"""What inspection learns about a model, without loading its weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Requirement:
+    package: str  # distribution name as pip knows it
+    installed: bool
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    cpu_bytes: int
+    gpu_bytes: int
+    context_length: int | None = None  # the context the KV-cache share was sized for
+
+
+@dataclass
+class ModelInfo:
+    path: str  # the folder or file inspected
+    format: str  # "safetensors" | "gguf" | "onnx" | "pickle" | "unknown"
+    architecture: str | None = None  # e.g. "LlamaForCausalLM", or GGUF's "llama"
+    model_type: str | None = None  # config.json model_type / GGUF general.architecture
+    tasks: list[str] = field(default_factory=list)  # Task values, most specific first
+    engine: str | None = None  # "llama_cpp" | "transformers" | "sentence_transformers" | "diffusers"
+    parameters: int | None = None
+    dtype: str | None = None  # e.g. "float32", "bfloat16"
+    quantization: str | None = None  # e.g. "Q4_1"
+    context_length: int | None = None
+    size_bytes: int = 0  # bytes of weight files
+    requirements: list[Requirement] = field(default_factory=list)
+    memory: MemoryEstimate | None = None
+    chat_template: bool = False  # whether the model ships a chat template
+    needs_pickle: bool = False  # weights only in a pickle-based format
+    needs_remote_code: bool = False  # config has auto_map / custom code
+    sources: list[str] = field(default_factory=list)  # files the facts came from
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

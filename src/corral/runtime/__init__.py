@@ -1,0 +1,1 @@
+"""Runtime: devices, loading handlers, and (for the server) registry and scheduling."""

