@@ -9,10 +9,10 @@ finish reason and the usage figures.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     CHAT = "chat"
     COMPLETE = "complete"
     EMBED = "embed"

@@ -63,7 +63,7 @@ def test_gguf_tensor_with_too_many_dims(tmp_path: Path) -> None:
 
 def test_gguf_truncated_and_bad_magic(tmp_path: Path, smollm2_path: Path) -> None:
     truncated = write(tmp_path, "cut.gguf", smollm2_path.read_bytes()[:5000])
-    with pytest.raises(InvalidModelFileError, match="file ends first|more than the file can hold"):
+    with pytest.raises(InvalidModelFileError, match=r"file ends first|more than the file can hold"):
         inspect_path(truncated)
     with pytest.raises(InvalidModelFileError, match="magic"):
         inspect_path(write(tmp_path, "bad.gguf", b"NOPE" + b"\0" * 100))

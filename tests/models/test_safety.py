@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import run_cli
 
 from corral.errors import UnsafeModelError
 from corral.models.inspect import inspect_path
 from corral.models.safety import Trust, check_trust
 from corral.tasks import Message
 from corral.templating import ChatTemplateError, render_chat
-from tests.conftest import run_cli
 
 
 def pickle_model(tmp_path: Path) -> Path:
@@ -47,8 +47,8 @@ def test_pickle_only_weights_flagged(tmp_path: Path, suffix: str) -> None:
 
 
 def test_safetensors_beside_pickle_is_not_flagged(tmp_path: Path) -> None:
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     folder = pickle_model(tmp_path)
     save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(folder / "model.safetensors"))

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from corral import __version__
 from corral.errors import CorralError
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     models.register(sub)
     generate.register(sub)
     return parser

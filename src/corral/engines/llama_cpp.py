@@ -46,8 +46,10 @@ class LlamaCppHandler(Handler):
     def load(self) -> None:
         from llama_cpp import Llama
 
-        self._llm = Llama(**self._params(embedding=False))
-        self.context_length = int(self._llm.n_ctx())
+        params = self._params(embedding=False)
+        self._llm = Llama(**params)
+        # llama.cpp may pad the context; llama-cpp-python's buffers keep the size asked for
+        self.context_length = min(int(self._llm.n_ctx()), int(params["n_ctx"]))
         meta = self._llm.metadata
         self._template = meta.get("tokenizer.chat_template") or None
         self._bos = self._token_text(self._llm.token_bos())

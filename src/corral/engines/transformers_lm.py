@@ -44,7 +44,8 @@ class TransformersLMHandler(Handler):
         self.model = AutoModelForCausalLM.from_pretrained(
             str(self.path), trust_remote_code=trust.trust_remote_code,
             use_safetensors=not trust.allow_pickle, dtype=dtype,
-        ).to(self.device)
+        )
+        self.model.to(self.device)
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(
             str(self.path), trust_remote_code=trust.trust_remote_code)

@@ -10,14 +10,16 @@ from typing import Any
 
 from corral.errors import InvalidModelFileError, ModelNotFoundError
 from corral.models import detect, memory
-from corral.models.gguf_reader import read_gguf_header
 from corral.models.gguf_reader import quantization as gguf_quantization
+from corral.models.gguf_reader import read_gguf_header
 from corral.models.info import ModelInfo, Requirement
 from corral.models.safetensors_header import DTYPE_BYTES, TORCH_NAMES, read_safetensors_header
+from corral.tasks import Task
 
 MAX_JSON = 16 * 1024 * 1024
 MAX_FILES = 20_000
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+UNQUANTIZED = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 _PIPELINE_TAG = re.compile(r"^pipeline_tag:\s*['\"]?([\w-]+)", re.MULTILINE)
 
 
@@ -98,7 +100,8 @@ def _weights_facts(info: ModelInfo, files: list[Path], root: Path) -> float:
                 total += t.nbytes
                 dtype_bytes[t.dtype] = dtype_bytes.get(t.dtype, 0) + t.nbytes
             info.sources.append(str(f.relative_to(root)))
-        info.parameters, info.size_bytes = params, total
+        info.parameters = params
+        info.size_bytes = sum(f.stat().st_size for f in safetensors)
         if dtype_bytes:
             main = max(dtype_bytes, key=lambda k: dtype_bytes[k])
             info.dtype = TORCH_NAMES.get(main, main.lower())
@@ -171,8 +174,8 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     if (root / "modules.json").is_file():
         info.engine = "sentence_transformers"
         info.sources.append("modules.json")
-        info.tasks = detect.dedupe([detect.Task(t) for t in detect.tasks_for_config(None, None, tag, False)]
-                                   + [detect.Task.EMBED])
+        info.tasks = detect.dedupe([Task(t) for t in detect.tasks_for_config(None, None, tag, False)]
+                                   + [Task.EMBED])
     else:
         info.engine = "transformers" if cfg else None
         info.tasks = detect.tasks_for_config(info.architecture, info.model_type, tag, info.chat_template)
@@ -181,7 +184,7 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     if not cfg and info.format == "unknown":
         raise InvalidModelFileError(f"{root} has no config.json, GGUF file or weights",
                                     "point corral at a model folder or a .gguf file")
-    is_lm = detect.Task.COMPLETE.value in info.tasks
+    is_lm = Task.COMPLETE.value in info.tasks
     ctx = min(info.context_length or memory.DEFAULT_CONTEXT, memory.DEFAULT_CONTEXT) if is_lm else None
     kv = memory.kv_from_config(cfg, ctx) if ctx else 0
     info.memory = memory.estimate(info.size_bytes, bpp, info.parameters, kv, ctx)
@@ -215,6 +218,8 @@ def inspect_gguf(path: Path) -> ModelInfo:
         context_length=ctx if isinstance(ctx, int) else None, size_bytes=header.file_size,
         chat_template=isinstance(template, str) and bool(template), sources=[path.name],
     )
+    if info.quantization in UNQUANTIZED:
+        info.dtype, info.quantization = UNQUANTIZED[info.quantization], None
     info.tasks = detect.tasks_for_gguf(arch, info.chat_template)
     run_ctx = min(info.context_length or memory.DEFAULT_CONTEXT, memory.DEFAULT_CONTEXT)
     kv = memory.kv_from_gguf(meta, arch, run_ctx)

