@@ -76,7 +76,7 @@ def main() -> None:
                                                                           "llama-cpp-python": run_direct}
     prompt_tps: dict[str, list[float]] = {k: [] for k in runners}
     decode_tps: dict[str, list[float]] = {k: [] for k in runners}
-    for name, run in runners.items():  # warm-up
+    for run in runners.values():  # warm-up
         run(10_000, 4)
     for rep in range(args.reps):
         for name, run in (runners.items() if rep % 2 == 0 else reversed(runners.items())):
