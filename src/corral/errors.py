@@ -89,3 +89,21 @@ class ContextLengthError(CorralError):
     """The prompt does not fit the model's context window."""
 
     http_status = 400
+
+
+class InsufficientMemoryError(CorralError):
+    """A model cannot fit the memory budget even with every other model unloaded."""
+
+    http_status = 507
+
+
+class BusyError(CorralError):
+    """The server cannot take this request now (queue full, loading, draining); retry later."""
+
+    http_status = 503
+
+    def __init__(self, message: str, hint: str | None = None, *, retry_after: int = 1,
+                 status: int = 503) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+        self.http_status = status

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Task(StrEnum):
@@ -57,12 +58,23 @@ class Sampling:
 class ChatRequest:
     messages: tuple[Message, ...]
     sampling: Sampling = field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None  # constrain the output to JSON matching this schema
+    logprobs: int | None = None  # None: off; k >= 0: the chosen token's logprob and k alternatives
 
 
 @dataclass(frozen=True)
 class CompletionRequest:
     prompt: str
     sampling: Sampling = field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class TextChunk:
     text: str
     finish_reason: str | None = None  # "stop" | "length" | None while streaming
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,3 +107,4 @@ class EmbedRequest:
 class EmbedResult:
     vectors: list[list[float]]
     usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows

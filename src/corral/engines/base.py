@@ -43,6 +43,7 @@ class Handler:
     tasks: ClassVar[frozenset[Task]] = frozenset()
     requires: ClassVar[tuple[str, ...]] = ()  # import names checked before load
     extra: ClassVar[str] = ""  # the pip extra that installs them
+    max_concurrency: int = 1  # generation requests served at once (batched engines raise it)
 
     def __init__(self, path: Path, info: ModelInfo, options: LoadOptions) -> None:
         self.path, self.info, self.options = path, info, options
@@ -50,6 +51,12 @@ class Handler:
     def serves(self) -> frozenset[Task]:
         """Tasks this loaded model can serve: the engine's tasks the model supports."""
         return frozenset(t for t in self.tasks if t.value in self.info.tasks)
+
+    @classmethod
+    def import_libraries(cls) -> None:
+        """Import the engine's libraries, so that a memory measurement of load() counts the model only."""
+        for mod in cls.requires:
+            importlib.import_module(mod)
 
     def load(self) -> None:
         raise NotImplementedError

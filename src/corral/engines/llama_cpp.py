@@ -81,12 +81,17 @@ class LlamaCppHandler(Handler):
             raise UnsupportedTaskError(f"{self.path.name} has no chat template; use completion instead")
         prompt = render_chat(self._template, request.messages, bos_token=self._bos, eos_token=self._eos)
         add_bos = self._add_bos and not (self._bos and prompt.startswith(self._bos))
-        return self._generate(self.tokenize(prompt, add_bos=add_bos), request.sampling)
+        return self._generate(self.tokenize(prompt, add_bos=add_bos), request.sampling, request.json_schema,
+                              request.logprobs)
 
     def complete(self, request: CompletionRequest) -> Iterator[TextChunk]:
-        return self._generate(self.tokenize(request.prompt, add_bos=self._add_bos), request.sampling)
+        return self._generate(self.tokenize(request.prompt, add_bos=self._add_bos), request.sampling,
+                              request.json_schema, request.logprobs)
 
-    def _generate(self, tokens: list[int], sampling: Sampling) -> Iterator[TextChunk]:
+    def _generate(self, tokens: list[int], sampling: Sampling, schema: dict[str, Any] | None = None,
+                  logprobs: int | None = None) -> Iterator[TextChunk]:
+        if logprobs is not None:
+            raise UnsupportedTaskError("logprobs need the batched llama.cpp decoder (corral serve)")
         room = self.context_length - len(tokens)
         if room <= 0:
             raise ContextLengthError(
@@ -99,13 +104,15 @@ class LlamaCppHandler(Handler):
             counted[0] += 1
             return False
 
+        grammar = json_grammar(schema) if schema is not None else None
+
         def pieces() -> Iterator[str]:
             from llama_cpp import StoppingCriteriaList
 
             stream = self._llm.create_completion(
                 tokens, max_tokens=max_tokens, temperature=sampling.temperature,
                 top_p=sampling.top_p, seed=sampling.seed, stream=True,
-                stopping_criteria=StoppingCriteriaList([count]))
+                stopping_criteria=StoppingCriteriaList([count]), grammar=grammar)
             try:
                 for chunk in stream:
                     choice = chunk["choices"][0]
@@ -131,3 +138,17 @@ class LlamaCppHandler(Handler):
         vectors, n_tokens = self._embedder.embed(list(request.inputs), normalize=request.normalize,
                                                  truncate=True, return_count=True)
         return EmbedResult([list(map(float, v)) for v in vectors], Usage(prompt_tokens=int(n_tokens)))
+
+
+def json_grammar(schema: dict[str, Any]) -> Any:
+    """A llama.cpp grammar that only admits JSON matching ``schema`` (any JSON object for {})."""
+    import json
+
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    from corral.errors import UsageError
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as exc:  # the converter rejects schemas it cannot express
+        raise UsageError(f"cannot constrain output to this JSON schema: {exc}") from None

@@ -36,5 +36,6 @@ class SentenceTransformersHandler(Handler):
         vectors = self.model.encode(texts, normalize_embeddings=request.normalize,
                                     convert_to_numpy=True, batch_size=32)
         tokens = self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)
-        lengths = sum(len(ids) for ids in tokens["input_ids"])
-        return EmbedResult([row.astype(float).tolist() for row in vectors], Usage(prompt_tokens=int(lengths)))
+        lengths = [len(ids) for ids in tokens["input_ids"]]
+        return EmbedResult([row.astype(float).tolist() for row in vectors], Usage(prompt_tokens=sum(lengths)),
+                           input_tokens=lengths)

@@ -66,13 +66,19 @@ class TransformersLMHandler(Handler):
         prompt = render_chat(template, request.messages,
                              bos_token=self.tokenizer.bos_token or "", eos_token=self.tokenizer.eos_token or "")
         ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        return self._generate(ids, request.sampling)
+        return self._generate(ids, request.sampling, request.json_schema, request.logprobs)
 
     def complete(self, request: CompletionRequest) -> Iterator[TextChunk]:
         ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"]
-        return self._generate(ids, request.sampling)
+        return self._generate(ids, request.sampling, request.json_schema, request.logprobs)
 
-    def _generate(self, input_ids: Any, sampling: Sampling) -> Iterator[TextChunk]:
+    def _generate(self, input_ids: Any, sampling: Sampling, schema: dict[str, Any] | None = None,
+                  logprobs: int | None = None) -> Iterator[TextChunk]:
+        if schema is not None:
+            raise UnsupportedTaskError("JSON-constrained output (response_format, forced tool calls) needs a "
+                                       "GGUF model on the llama.cpp engine for now")
+        if logprobs is not None:
+            raise UnsupportedTaskError("logprobs are not available on the transformers engine yet")
         n_prompt = int(input_ids.shape[1])
         room = self.context_length - n_prompt
         if room <= 0:

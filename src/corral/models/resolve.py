@@ -55,6 +55,9 @@ class Resolver:
             if REPO_ID.match(ref.value):
                 raise ModelNotFoundError(f"no model named {ref.value!r} is registered",
                                          f"download it with `corral pull hf:{ref.value}`")
+            if not self.allow_paths:
+                raise ModelNotFoundError(f"no model named {ref.value!r}",
+                                         "GET /v1/models lists the models this server has")
             raise ModelNotFoundError(f"no model, alias or file named {ref.value!r}",
                                      "see `corral list`, or give a path, pkg:NAME or hf:ORG/NAME")
         existing = self.store.find_by_source(str(ref))

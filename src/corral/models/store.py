@@ -28,6 +28,12 @@ CREATE TABLE IF NOT EXISTS models (
     info TEXT NOT NULL,          -- ModelInfo as JSON
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS measurements (
+    name TEXT PRIMARY KEY,       -- memory measured after a real load, used for later fit decisions
+    bytes INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    measured_at REAL NOT NULL
+);
 """
 
 
@@ -106,7 +112,17 @@ class Store:
     def remove(self, name: str) -> bool:
         with self._connect() as conn:
             cur = conn.execute("DELETE FROM models WHERE name = ?", (name,))
+            conn.execute("DELETE FROM measurements WHERE name = ?", (name,))
         return cur.rowcount > 0
+
+    def record_measurement(self, name: str, nbytes: int, device: str) -> None:
+        with self._connect() as conn:
+            conn.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)",
+                         (name, int(nbytes), device, time.time()))
+
+    def measurements(self) -> dict[str, int]:
+        with self._connect() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute("SELECT name, bytes FROM measurements")}
 
     def names(self) -> set[str]:
         with self._connect() as conn:

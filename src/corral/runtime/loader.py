@@ -9,6 +9,12 @@ from corral.models.store import Entry
 from corral.tasks import Task
 
 
+def import_engine(entry: Entry) -> None:
+    """Import the engine libraries a model needs (before its memory is measured)."""
+    if entry.info.engine:
+        handler_class(entry.info.engine).import_libraries()
+
+
 def open_model(entry: Entry, options: LoadOptions) -> Handler:
     """Check the trust opt-ins, pick the engine inspection named, and load the model."""
     check_trust(entry.name, entry.info, options.trust)

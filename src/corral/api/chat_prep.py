@@ -1,0 +1,194 @@
+"""/v1/chat/completions in corral's terms: OpenAI messages, tools and response_format become a
+ChatRequest; engine chunks become OpenAI choices, deltas and tool calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from corral.api.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
+from corral.api.sse import DONE, event
+from corral.tasks import ChatRequest, Message, Sampling, TextChunk, TokenLogprob, Usage
+from corral.toolcalls import ParsedCall, calls_schema, maybe_call, parse_calls, tools_prompt
+
+UNBOUNDED = 1 << 30  # no max_tokens: the engine caps by the context left
+
+
+def _message(m: ChatMessage) -> Message:
+    if m.role == "assistant" and m.tool_calls:
+        calls = [{"name": c.function.name, "arguments": _loads(c.function.arguments)} for c in m.tool_calls]
+        return Message("assistant", json.dumps({"tool_calls": calls}))
+    if m.role == "tool":
+        return Message("user", f"Result of function call {m.tool_call_id or ''}: {m.text()}".replace("  ", " "))
+    return Message("system" if m.role == "developer" else m.role, m.text())
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
+    return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()),
+                         "top_logprobs": [{"token": a, "logprob": lp, "bytes": list(a.encode())} for a, lp in t.top]}
+                        for t in items]}
+
+
+@dataclass
+class ChatResult:
+    text: str
+    usage: Usage
+    finish_reason: str
+    logprobs: list[TokenLogprob] | None
+    calls: list[ParsedCall] | None
+
+    def choice(self, index: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": None if self.calls else self.text}
+        if self.calls:
+            message["tool_calls"] = [_call_json(c) for c in self.calls]
+        return {"index": index, "message": message,
+                "logprobs": _logprobs(self.logprobs) if self.logprobs is not None else None,
+                "finish_reason": "tool_calls" if self.calls else self.finish_reason}
+
+
+def _call_json(call: ParsedCall, index: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                           "function": {"name": call.name, "arguments": call.arguments}}
+    return out if index is None else {"index": index, **out}
+
+
+@dataclass
+class PreparedChat:
+    request: ChatRequest
+    tool_names: set[str] = field(default_factory=set)
+    want_logprobs: bool = False
+
+    def request_for(self, i: int) -> ChatRequest:
+        seed = self.request.sampling.seed
+        return self.request if seed is None or i == 0 else \
+            replace(self.request, sampling=replace(self.request.sampling, seed=seed + i))
+
+    def _calls(self, text: str) -> list[ParsedCall] | None:
+        return parse_calls(text, self.tool_names) if self.tool_names else None
+
+    async def collect(self, stream: AsyncIterator[TextChunk]) -> ChatResult:
+        parts: list[str] = []
+        lps: list[TokenLogprob] = []
+        last = TextChunk("", finish_reason="stop", usage=Usage())
+        async for chunk in stream:
+            parts.append(chunk.text)
+            lps.extend(chunk.logprobs)
+            last = chunk
+        text = "".join(parts)
+        return ChatResult(text, last.usage or Usage(), last.finish_reason or "stop",
+                          lps if self.want_logprobs else None, self._calls(text))
+
+    async def stream_events(self, streams: list[AsyncIterator[TextChunk]], head: dict[str, Any],
+                            include_usage: bool) -> AsyncIterator[str]:
+        base = {**head, "object": "chat.completion.chunk"}
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
+                  lps: list[TokenLogprob] | None = None) -> str:
+            choice = {"index": index, "delta": delta,
+                      "logprobs": _logprobs(lps) if self.want_logprobs and lps is not None else None,
+                      "finish_reason": finish}
+            return event({**base, "choices": [choice]})
+
+        held = [""] * len(streams)
+        holding = [bool(self.tool_names)] * len(streams)
+        prompt_tokens, completion_tokens = 0, 0
+        for i in range(len(streams)):
+            yield chunk(i, {"role": "assistant", "content": ""})
+        async for i, c in _merge(streams):
+            if c.text:
+                if holding[i]:
+                    held[i] += c.text
+                    if not maybe_call(held[i]):
+                        holding[i] = False
+                        yield chunk(i, {"content": held[i]}, lps=list(c.logprobs))
+                else:
+                    yield chunk(i, {"content": c.text}, lps=list(c.logprobs))
+            if c.finish_reason is None:
+                continue
+            usage = c.usage or Usage()
+            prompt_tokens = usage.prompt_tokens
+            completion_tokens += usage.completion_tokens
+            calls = self._calls(held[i]) if holding[i] else None
+            if calls:
+                yield chunk(i, {"tool_calls": [_call_json(call, k) for k, call in enumerate(calls)]})
+                yield chunk(i, {}, "tool_calls")
+            else:
+                if holding[i] and held[i]:
+                    yield chunk(i, {"content": held[i]})
+                yield chunk(i, {}, c.finish_reason)
+        if include_usage:
+            yield event({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                          "completion_tokens": completion_tokens,
+                                                          "total_tokens": prompt_tokens + completion_tokens}})
+        yield DONE
+
+
+async def _merge(streams: list[AsyncIterator[TextChunk]]) -> AsyncIterator[tuple[int, TextChunk]]:
+    """Chunks of several streams as they come, tagged with the stream's index."""
+    queue: asyncio.Queue[tuple[int, TextChunk | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, stream: AsyncIterator[TextChunk]) -> None:
+        try:
+            async for c in stream:
+                await queue.put((i, c))
+            await queue.put((i, None))
+        except BaseException as exc:
+            await queue.put((i, exc))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    open_streams = len(streams)
+    try:
+        while open_streams:
+            i, item = await queue.get()
+            if item is None:
+                open_streams -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        for s in streams:
+            await s.aclose()  # type: ignore[attr-defined]
+
+
+def prepare_chat(body: ChatCompletionBody) -> PreparedChat:
+    messages = [_message(m) for m in body.messages]
+    tools = [t.function.model_dump() for t in body.tools or []] if body.tool_choice != "none" else []
+    choice: str | None = body.tool_choice if isinstance(body.tool_choice, str) else None
+    if isinstance(body.tool_choice, NamedToolChoice):
+        choice = body.tool_choice.function.get("name")
+        if not tools or choice not in {t["name"] for t in tools}:
+            from corral.errors import UsageError
+
+            raise UsageError(f"tool_choice names {choice!r}, which is not among the tools")
+    schema: dict[str, Any] | None = None
+    if body.response_format and body.response_format.type == "json_object":
+        schema = {"type": "object"}
+    elif body.response_format and body.response_format.type == "json_schema":
+        schema = body.response_format.json_schema.schema_ if body.response_format.json_schema else {}
+        schema = schema or {"type": "object"}
+    names: set[str] = set()
+    if tools:
+        names = {t["name"] for t in tools}
+        messages.insert(0, Message("system", tools_prompt(tools, choice)))
+        if choice != "auto" and choice is not None:
+            schema = calls_schema(tools, choice)
+    max_tokens = body.max_completion_tokens or body.max_tokens or UNBOUNDED
+    sampling = Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
+                        stop=(body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()))
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    request = ChatRequest(tuple(messages), sampling, json_schema=schema, logprobs=logprobs)
+    return PreparedChat(request, names, body.logprobs)

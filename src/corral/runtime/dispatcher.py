@@ -1,0 +1,106 @@
+"""The one dispatcher every transport calls: resolve and load the model, queue for a slot,
+run the task on the engine, and log and count every request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from corral.errors import BusyError, CorralError
+from corral.runtime.loader import require_task
+from corral.runtime.metrics import Metrics
+from corral.runtime.registry import LoadedModel, Registry
+from corral.runtime.requestlog import LogRow, RequestLog
+from corral.runtime.scheduler import EmbedBatcher, Gate, stream_from_thread
+from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Task, TextChunk, Usage
+
+
+@dataclass
+class CallInfo:
+    """What the log needs to know about a call, from the transport."""
+
+    route: str
+    client: str | None = None
+    prompt: str | None = None
+
+
+class Dispatcher:
+    def __init__(self, registry: Registry, log: RequestLog, metrics: Metrics, *, max_queue: int = 64) -> None:
+        self.registry, self.log, self.metrics, self.max_queue = registry, log, metrics, max_queue
+
+    def gate(self, model: LoadedModel) -> Gate:
+        gate = model.extras.get("gate")
+        if not isinstance(gate, Gate):
+            gate = Gate(max(1, model.handler.max_concurrency), self.max_queue)
+            model.extras["gate"] = gate
+        return gate
+
+    def batcher(self, model: LoadedModel) -> EmbedBatcher:
+        batcher = model.extras.get("embed_batcher")
+        if not isinstance(batcher, EmbedBatcher):
+            batcher = EmbedBatcher(model.handler)
+            model.extras["embed_batcher"] = batcher
+        return batcher
+
+    async def _record(self, model: str | None, call: CallInfo, status: int, usage: Usage, started: float,
+                      ttft: float | None, error: str | None) -> None:
+        total = time.perf_counter() - started
+        self.metrics.observe(model, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
+        row = LogRow(model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
+                     None if ttft is None else ttft * 1000, total * 1000, call.client, error, call.prompt)
+        await asyncio.to_thread(self.log.write, row)
+
+    async def generate(self, task: Task, name: str, request: ChatRequest | CompletionRequest,
+                       call: CallInfo) -> AsyncIterator[TextChunk]:
+        """Stream a chat or completion. Errors before the first chunk propagate to the caller."""
+        started = time.perf_counter()
+        ttft: float | None = None
+        usage, status, error, model_name = Usage(), 200, None, name
+        try:
+            async with self.registry.use(name) as model:
+                model_name = model.name
+                require_task(model.name, model.handler, task)
+                method = model.handler.chat if task is Task.CHAT else model.handler.complete
+                async with self.gate(model).slot(model.name):
+                    async for chunk in stream_from_thread(lambda: method(request)):  # type: ignore[arg-type]
+                        if ttft is None:
+                            ttft = time.perf_counter() - started
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        yield chunk
+        except CorralError as exc:
+            status, error = exc.http_status, exc.message
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            status, error = 499, "client closed the connection"
+            raise
+        except Exception as exc:
+            status, error = 500, f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            await asyncio.shield(self._record(model_name, call, status, usage, started, ttft, error))
+
+    async def embed(self, name: str, request: EmbedRequest, call: CallInfo) -> EmbedResult:
+        started = time.perf_counter()
+        status, error, usage, model_name = 200, None, Usage(), name
+        try:
+            async with self.registry.use(name) as model:
+                model_name = model.name
+                require_task(model.name, model.handler, Task.EMBED)
+                batcher = self.batcher(model)
+                if batcher.pending >= self.max_queue:
+                    raise BusyError(f"the queue for {model.name} is full ({self.max_queue} waiting)",
+                                    "retry after the time in Retry-After", retry_after=1, status=429)
+                result = await batcher.embed(request)
+                usage = result.usage
+                return result
+        except CorralError as exc:
+            status, error = exc.http_status, exc.message
+            raise
+        except Exception as exc:
+            status, error = 500, f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            await asyncio.shield(self._record(model_name, call, status, usage, started, None, error))

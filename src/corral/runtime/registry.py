@@ -1,0 +1,180 @@
+"""The registry of loaded models: load on first use (once, however many ask at the same time),
+keep for keep_alive after the last use, evict the least recently used idle model when the memory
+budget or the count limit would be exceeded, and record the memory each load really took."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+from corral.engines.base import Handler, LoadOptions
+from corral.errors import BusyError, InsufficientMemoryError
+from corral.models.store import Entry
+from corral.runtime.loader import import_engine
+from corral.runtime.memory import MemoryProbe, human
+
+
+@dataclass
+class LoadedModel:
+    entry: Entry
+    handler: Handler
+    need_bytes: int  # what fit decisions count for it: measured after load
+    estimate_bytes: int
+    measured_bytes: int
+    loaded_at: float
+    last_used: float
+    in_flight: int = 0
+    extras: dict[str, object] = field(default_factory=dict)  # per-model runtime helpers (batchers, gates)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+Opener = Callable[[Entry, LoadOptions], Handler]
+Listener = Callable[[str, str], None]  # (event, model name): "loaded" | "unloaded" | "evicted"
+
+
+class Registry:
+    def __init__(self, *, resolve: Callable[[str], Entry], opener: Opener, options: LoadOptions,
+                 budget_bytes: int, max_loaded: int, keep_alive: float, probe: MemoryProbe,
+                 measurements: Callable[[], dict[str, int]],
+                 record: Callable[[str, int, str], None], listener: Listener | None = None) -> None:
+        self._resolve, self._open, self.options = resolve, opener, options
+        self.budget_bytes, self.max_loaded, self.keep_alive = budget_bytes, max_loaded, keep_alive
+        self._probe, self._measurements, self._record = probe, measurements, record
+        self._listener = listener or (lambda event, name: None)
+        self.models: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        self._reserved: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self.loads = 0  # how many loads really ran (tests check single-flight with it)
+
+    # --- sizing -------------------------------------------------------------------------------
+
+    def need_for(self, entry: Entry) -> tuple[int, int]:
+        """(bytes to plan for, inspection estimate): the measured figure once there is one."""
+        mem = entry.info.memory
+        estimate = (mem.gpu_bytes if self._probe.uses_gpu(self.options.device) else mem.cpu_bytes) if mem else 0
+        measured = self._measurements().get(entry.name)
+        return (measured if measured else estimate), estimate
+
+    def resident_bytes(self) -> int:
+        return sum(m.need_bytes for m in self.models.values()) + sum(self._reserved.values())
+
+    # --- use ----------------------------------------------------------------------------------
+
+    async def resolve(self, name: str) -> Entry:
+        return await asyncio.to_thread(self._resolve, name)
+
+    @asynccontextmanager
+    async def use(self, name: str) -> AsyncIterator[LoadedModel]:
+        model = await self.get(name)
+        model.in_flight += 1
+        try:
+            yield model
+        finally:
+            model.in_flight -= 1
+            model.last_used = time.monotonic()
+
+    async def get(self, name: str) -> LoadedModel:
+        entry = await self.resolve(name)
+        async with self._lock:
+            loaded = self.models.get(entry.name)
+            if loaded is not None:
+                loaded.last_used = time.monotonic()
+                return loaded
+            future = self._loading.get(entry.name)
+            if future is None:
+                self._make_room(entry)  # raises before anything is reserved when it cannot fit
+                future = asyncio.get_running_loop().create_future()
+                self._loading[entry.name] = future
+                asyncio.get_running_loop().create_task(self._load(entry, future))
+        return await asyncio.shield(future)
+
+    def _make_room(self, entry: Entry) -> None:
+        """Reserve room for ``entry`` (lock held), evicting idle models least recently used first."""
+        need, _ = self.need_for(entry)
+        if need > self.budget_bytes:
+            raise InsufficientMemoryError(
+                f"{entry.name} needs about {human(need)} but the memory budget is {human(self.budget_bytes)}",
+                "raise --memory-budget, or use a smaller or more quantized model")
+        while (self.resident_bytes() + need > self.budget_bytes
+               or len(self.models) + len(self._reserved) >= self.max_loaded):
+            # a model already loading is not evictable: wait for room like any busy model
+            idle = sorted((m for m in self.models.values() if m.in_flight == 0), key=lambda m: m.last_used)
+            if not idle:
+                raise BusyError(f"cannot load {entry.name} now: every loaded model is busy and no room is left",
+                                "retry shortly", retry_after=2)
+            self._evict(idle[0], "evicted")
+        self._reserved[entry.name] = need
+
+    def _evict(self, model: LoadedModel, event: str) -> None:
+        self.models.pop(model.name, None)
+        model.handler.unload()
+        gc.collect()
+        self._listener(event, model.name)
+
+    async def _load(self, entry: Entry, future: asyncio.Future[LoadedModel]) -> None:
+        try:
+            with suppress(Exception):  # a missing engine is reported by the load itself
+                await asyncio.to_thread(import_engine, entry)
+            before = self._probe.snapshot(self.options.device)
+            handler = await asyncio.to_thread(self._open, entry, self.options)
+            measured = self._probe.delta(before, self.options.device)
+            _, estimate = self.need_for(entry)
+            measured = max(measured, 1)
+            await asyncio.to_thread(self._record, entry.name, measured, self._probe.device_name(self.options.device))
+            now = time.monotonic()
+            loaded = LoadedModel(entry, handler, need_bytes=measured, estimate_bytes=estimate,
+                                 measured_bytes=measured, loaded_at=now, last_used=now)
+            async with self._lock:
+                self.models[entry.name] = loaded
+                self.loads += 1
+            self._listener("loaded", entry.name)
+            future.set_result(loaded)
+        except BaseException as exc:  # the waiting requests get the error, not a hang
+            if not future.done():
+                future.set_exception(exc)
+            with suppress(Exception):
+                future.exception()  # mark retrieved: a load nobody awaits any more is not an "unhandled" error
+        finally:
+            async with self._lock:
+                self._reserved.pop(entry.name, None)
+                self._loading.pop(entry.name, None)
+
+    # --- admin and lifecycle ------------------------------------------------------------------
+
+    async def unload(self, name: str) -> bool:
+        entry = await self.resolve(name)
+        async with self._lock:
+            model = self.models.get(entry.name)
+            if model is None:
+                return False
+            if model.in_flight:
+                raise BusyError(f"{entry.name} is serving {model.in_flight} request(s); unload it when idle",
+                                retry_after=2, status=409)
+            await asyncio.to_thread(self._evict, model, "unloaded")
+            return True
+
+    async def reap_idle(self) -> list[str]:
+        """Unload models idle for longer than keep_alive (negative keep_alive: never)."""
+        if self.keep_alive < 0:
+            return []
+        now = time.monotonic()
+        gone = []
+        async with self._lock:
+            for model in list(self.models.values()):
+                if model.in_flight == 0 and now - model.last_used >= self.keep_alive:
+                    await asyncio.to_thread(self._evict, model, "unloaded")
+                    gone.append(model.name)
+        return gone
+
+    async def close(self) -> None:
+        async with self._lock:
+            for model in list(self.models.values()):
+                await asyncio.to_thread(self._evict, model, "unloaded")

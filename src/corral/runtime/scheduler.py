@@ -1,0 +1,165 @@
+"""Scheduling work onto loaded models: bounded per-model queues, streams bridged from engine
+threads to asyncio with cancellation, and micro-batching of concurrent embedding requests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from corral.engines.base import Handler
+from corral.errors import BusyError
+from corral.tasks import EmbedRequest, EmbedResult, TextChunk, Usage
+
+T = TypeVar("T")
+_END = object()
+
+
+class Gate:
+    """At most ``slots`` requests run at once; at most ``max_queue`` wait; beyond that: 429."""
+
+    def __init__(self, slots: int, max_queue: int) -> None:
+        self.slots, self.max_queue = slots, max_queue
+        self._sem = asyncio.Semaphore(slots)
+        self.waiting = 0
+        self.running = 0
+
+    @asynccontextmanager
+    async def slot(self, model: str) -> AsyncIterator[None]:
+        if self._sem.locked() and self.waiting >= self.max_queue:
+            raise BusyError(f"the queue for {model} is full ({self.max_queue} waiting)",
+                            "retry after the time in Retry-After", retry_after=1, status=429)
+        self.waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._sem.release()
+
+
+async def stream_from_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """Run a blocking iterator in its own thread and yield its items on the event loop.
+
+    When the consumer stops early (client gone, task cancelled), the thread closes the engine's
+    iterator after its current item, which stops generation and frees the model's slot.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: object) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def work() -> None:
+        try:
+            iterator = make()
+            try:
+                for item in iterator:
+                    put(item)
+                    if stop.is_set():
+                        break
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+        finally:
+            put(_END)
+
+    thread = threading.Thread(target=work, name="corral-stream", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join)
+
+
+async def collect(stream: AsyncIterator[TextChunk]) -> tuple[str, TextChunk]:
+    parts: list[str] = []
+    last = TextChunk("", finish_reason="stop", usage=Usage())
+    async for chunk in stream:
+        parts.append(chunk.text)
+        last = chunk
+    return "".join(parts), last
+
+
+class EmbedBatcher:
+    """Concurrent embed requests to one model become one engine call (one forward pass).
+
+    While a batch runs, new requests gather; the next batch takes all of them (up to
+    ``max_inputs``). An idle model therefore adds no waiting, and a busy one batches.
+    """
+
+    def __init__(self, handler: Handler, max_inputs: int = 256) -> None:
+        self.handler, self.max_inputs = handler, max_inputs
+        self._pending: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]] = []
+        self._running = False
+        self.batches: list[int] = []  # inputs per engine call, for tests and metrics
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        future: asyncio.Future[EmbedResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                await asyncio.sleep(0)  # let requests that arrived in the same tick join
+                batch: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]] = []
+                size = 0
+                while self._pending and (not batch or size + len(self._pending[0][0].inputs) <= self.max_inputs):
+                    item = self._pending.pop(0)
+                    batch.append(item)
+                    size += len(item[0].inputs)
+                await self._run(batch)
+        finally:
+            self._running = False
+
+    async def _run(self, batch: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]]) -> None:
+        groups: dict[bool, list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]]] = {}
+        for item in batch:
+            groups.setdefault(item[0].normalize, []).append(item)
+        for normalize, items in groups.items():
+            texts = tuple(t for req, _ in items for t in req.inputs)
+            self.batches.append(len(texts))
+            try:
+                result = await asyncio.to_thread(self.handler.embed, EmbedRequest(texts, normalize))
+            except BaseException as exc:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            start = 0
+            total = len(texts) or 1
+            for req, fut in items:
+                n = len(req.inputs)
+                if result.input_tokens:
+                    tokens = result.input_tokens[start:start + n]
+                    share = Usage(prompt_tokens=sum(tokens))
+                else:  # the engine reports only a total: split it by input count
+                    tokens, share = [], Usage(prompt_tokens=round(result.usage.prompt_tokens * n / total))
+                if not fut.done():
+                    fut.set_result(EmbedResult(result.vectors[start:start + n], share, tokens))
+                start += n
