@@ -83,7 +83,10 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     d = dispatcher(request)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     requests = [prepared.request_for(i) for i in range(body.n)]
-    streams = [await primed(d.generate(Task.CHAT, body.model, r, call)) for r in requests]
+    # only the first choice is primed: its errors are every choice's errors, and priming the others
+    # would hold a model slot that the first one needs to finish
+    streams = [d.generate(Task.CHAT, body.model, r, call) for r in requests]
+    streams[0] = await primed(streams[0])
     head = {"id": rid, "created": created, "model": body.model, "system_fingerprint": "corral"}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -112,7 +115,8 @@ async def completions(body: CompletionBody, request: Request) -> Response:
             sampling = Sampling(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
                                 seed=seed, stop=stop_tuple(body.stop))
             call = call_info(request, "/v1/completions", prompt)
-            jobs.append(await primed(d.generate(Task.COMPLETE, body.model, CompletionRequest(prompt, sampling), call)))
+            job = d.generate(Task.COMPLETE, body.model, CompletionRequest(prompt, sampling), call)
+            jobs.append(await primed(job) if not jobs else job)
     head = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -6,10 +6,19 @@ ONE ``llama_batch`` holding the next token of every generating sequence plus (ch
 prompt tokens of newly admitted sequences, calls ``llama_decode`` once, and samples each sequence from its
 own output row with its own sampler chain. Requests beyond ``max_sequences`` wait in a FIFO for a slot.
 
-The KV cache is *unified* (one cell pool shared by all sequences): llama.cpp then splits a batch with
-``split_simple``, so a step is one ubatch whatever mix of sequence ids and prompt/decode tokens it holds.
-A per-sequence (non-unified) cache would make llama.cpp split every step into equal-length ubatches of
-consecutive sequence ids (``split_equal``), i.e. several forward passes per step.
+The KV cache is per-sequence (``kv_unified = false``: one KV stream per slot, laid out exactly as a
+single-sequence context lays out its cache). That is what keeps a sequence's logits bit-identical to
+decoding it alone: with a unified cache a sequence's cells sit at cell indices that depend on its
+neighbours, and the attention reductions over the cells (SIMD lanes by cell index) round differently.
+llama.cpp splits a multi-stream batch into ubatches of equal token counts over *consecutive* sequence
+ids, so the decoder keeps the busy slots contiguous (lowest free slot first; when a sequence ends, the
+highest one is moved into the hole with ``llama_memory_seq_cp``): a decode-only step is one ubatch.
+
+Flash attention is on by default because it makes a sequence's logits independent of how its tokens
+are cut into ubatches (the CPU kernel walks one query row over its cells in order). Without it, ggml's
+attention for a stream with a single query row rounds differently from the multi-row path, so a prompt
+whose tail llama.cpp happens to put alone in a ubatch can differ from the same prompt decoded alone.
+With ``flash_attn=True`` outputs equal ``llama_cpp.Llama(..., flash_attn=True)`` token for token.
 
 Stop sequences are not handled here: callers apply them to the text (``StopMatcher``) and ``cancel()``.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import heapq
 import os
 import queue
 import threading
@@ -40,7 +50,7 @@ class DecoderClosedError(CorralError):
 @dataclass
 class TokenPiece:
     text: str  # UTF-8 safe: bytes of a character split across tokens are held until it is complete
-    token: int  # -1 only for a last piece that flushes an incomplete character at the end
+    token: int  # (bytes of a character still incomplete when the sequence ends are dropped)
     logprob: float | None = None  # log-softmax of the chosen token over the raw logits
     top_logprobs: list[tuple[str, float]] | None = None  # the k most likely tokens, best first
 
@@ -74,10 +84,6 @@ class SequenceStream:
         self._cancel.set()
         self._decoder._wake()
 
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None or self.error is not None
-
     def _put(self, piece: TokenPiece) -> None:
         self._queue.put(piece)
 
@@ -105,7 +111,7 @@ class BatchedDecoder:
     """Decode concurrent requests to one GGUF model together: one ``llama_decode`` per step for all."""
 
     def __init__(self, model_path: str, *, n_ctx_per_seq: int, max_sequences: int = 8, n_threads: int | None = None,
-                 n_gpu_layers: int = 0, n_batch: int = 512) -> None:
+                 n_gpu_layers: int = 0, n_batch: int = 512, flash_attn: bool = True) -> None:
         import llama_cpp
         from llama_cpp._internals import LlamaContext, LlamaModel
         from llama_cpp._logger import set_verbose
@@ -123,28 +129,36 @@ class BatchedDecoder:
         self._model = model
         threads = n_threads or max(1, os.cpu_count() or 1)
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = max_sequences * n_ctx_per_seq
+        cparams.n_ctx = max_sequences * -(-n_ctx_per_seq // 256) * 256  # llama.cpp pads each stream to 256
         cparams.n_batch = cparams.n_ubatch = n_batch
         cparams.n_seq_max = max_sequences
         cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.kv_unified = True  # one ubatch per step; see the module docstring
-        # as llama_cpp.Llama: no flash attention (keeps batched logits equal to the single-stream engine's)
-        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cparams.kv_unified = False  # one KV stream per slot; see the module docstring
+        # flash attention: see the module docstring (without it, results depend on how prompts are chunked)
+        cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         cparams.no_perf = True
         try:
-            self._ctx: Any = LlamaContext(model=self._model, params=cparams, verbose=True)
+            context: Any = LlamaContext(model=model, params=cparams, verbose=True)
         except Exception:
             model.close()
             raise
+        self._ctx = context
+        per_seq = int(llama_cpp.llama_n_ctx_seq(context.ctx))
+        if per_seq < n_ctx_per_seq:
+            context.close()
+            model.close()
+            raise ValueError(f"llama.cpp gave each sequence {per_seq} KV cells, fewer than n_ctx_per_seq")
         self._batch: Any = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self.n_ctx_per_seq, self.max_sequences, self.n_batch = n_ctx_per_seq, max_sequences, n_batch
         self.n_vocab = int(self._model.n_vocab())
         self.add_bos = bool(self._model.add_bos_token())
+        self.bos_token, self.eos_token = int(self._model.token_bos()), int(self._model.token_eos())
         self.steps = 0  # llama_decode calls made (one per step)
         self._cond = threading.Condition()
         self._waiting: deque[_Seq] = deque()
         self._active: dict[int, _Seq] = {}
-        self._free = list(range(max_sequences - 1, -1, -1))  # pop() hands out slot 0 first
+        self._free = list(range(max_sequences))  # a heap: the lowest free slot is handed out first
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="corral-llama-batch", daemon=True)
         self._thread.start()
@@ -186,17 +200,21 @@ class BatchedDecoder:
                 "shorten the prompt or conversation")
         if any(t < 0 or t >= self.n_vocab for t in prompt):
             raise ValueError(f"prompt token ids must lie in [0, {self.n_vocab})")
+        if logprobs is not None and logprobs < 0:
+            raise ValueError("logprobs must be >= 0")
         stream = SequenceStream(self, len(prompt))
         budget = min(max(0, max_tokens), self.n_ctx_per_seq - len(prompt))
+        sampler = SamplerChain(self._model.vocab, sampling, grammar)  # raises on a bad grammar
         with self._cond:
             if self._closed:
+                sampler.close()
                 raise DecoderClosedError("the batched decoder is closed")
             if budget == 0:
+                sampler.close()
                 stream._end("length")
-                return stream
-            sampler = SamplerChain(self._model.vocab, sampling, grammar)
-            self._waiting.append(_Seq(stream, prompt, budget, sampler, logprobs))
-            self._cond.notify()
+            else:
+                self._waiting.append(_Seq(stream, prompt, budget, sampler, logprobs))
+                self._cond.notify()
         return stream
 
     def _wake(self) -> None:
@@ -236,7 +254,7 @@ class BatchedDecoder:
                     if self._closed:
                         return
                     self._schedule()
-                    seqs = list(self._active.values())
+                    seqs = sorted(self._active.values(), key=lambda s: s.slot)
                 if seqs:
                     self._step(seqs)
         except BaseException as exc:  # never leave readers blocked on a dead loop
@@ -256,14 +274,22 @@ class BatchedDecoder:
             seq.stream._end("cancelled")
         while self._waiting and self._free:
             seq = self._waiting.popleft()
-            seq.slot = self._free.pop()
+            seq.slot = heapq.heappop(self._free)
+            self._active[seq.slot] = seq
+        while self._free and self._active and self._free[0] < max(self._active):
+            # close a hole: llama.cpp batches only consecutive sequence ids into one ubatch
+            seq = self._active.pop(max(self._active))
+            src, seq.slot = seq.slot, heapq.heapreplace(self._free, seq.slot)
+            if seq.n_past:  # copies the whole KV stream (same cell layout) at the start of the next decode
+                self._ll.llama_memory_seq_cp(self._ctx.memory, src, seq.slot, -1, -1)
+                self._ll.llama_memory_seq_rm(self._ctx.memory, src, -1, -1)
             self._active[seq.slot] = seq
 
     def _retire(self, seq: _Seq, reason: str | None, error: BaseException | None = None) -> None:
         """Under the lock (or after the loop ended): free the slot, its KV cells and its sampler."""
         if self._active.pop(seq.slot, None) is not None:
             self._ll.llama_memory_seq_rm(self._ctx.memory, seq.slot, -1, -1)
-            self._free.append(seq.slot)
+            heapq.heappush(self._free, seq.slot)
         seq.sampler.close()
         seq.stream._end(reason, error)
 
@@ -331,18 +357,15 @@ class BatchedDecoder:
         if seq.logprobs is not None:  # read raw logits before the sampler chain modifies its copy
             lp = log_softmax(logits_row(self._ctx.ctx, row, self.n_vocab))
         token = seq.sampler.sample(self._ctx.ctx, row)
-        if self.is_eog(token):
+        if self.is_eog(token):  # not counted, not emitted; bytes of an unfinished character are dropped
             seq.pending = None
-            rest = seq.utf8.decode(b"", final=True)
-            if rest:
-                seq.stream._put(TokenPiece(rest, -1))
             return "stop"
         if seq.logprobs is not None:
             logprob = float(lp[token])
             alternatives = [(self.detokenize_piece(t), v) for t, v in top_logprobs(lp, seq.logprobs)]
         seq.stream.completion_tokens += 1
         last = seq.stream.completion_tokens >= seq.budget
-        text = seq.utf8.decode(self.token_bytes(token), final=last)
+        text = seq.utf8.decode(self.token_bytes(token))  # holds an incomplete character's bytes back
         seq.stream._put(TokenPiece(text, token, logprob, alternatives))
         seq.pending = None if last else token
         return "length" if last else None
