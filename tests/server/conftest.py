@@ -22,14 +22,20 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True,
+                 config: str | None = None, register: dict[str, Path] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = home
         self.log = home / "server.log"
         home.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            (home / "config.toml").write_text(config)
         full_env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_CONFIG": str(home / "config.toml"),
                     "HF_HOME": str(home / "hf"), **(env or {})}
+        for name, path in (register or {}).items():  # models registered before the server starts
+            subprocess.run([sys.executable, "-m", "corral", "pull", str(path), "--name", name], env=full_env,
+                           check=True, capture_output=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", "--port", str(self.port), *args],
                                      env=full_env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
         if wait:
@@ -74,8 +80,10 @@ def make_server(tmp_path: Path) -> Iterator[type[Server]]:
     started: list[Server] = []
 
     class Factory(Server):
-        def __init__(self, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
-            super().__init__(tmp_path / f"home{len(started)}", *args, env=env, wait=wait)
+        def __init__(self, *args: str, env: dict[str, str] | None = None, wait: bool = True,
+                     config: str | None = None, register: dict[str, Path] | None = None) -> None:
+            super().__init__(tmp_path / f"home{len(started)}", *args, env=env, wait=wait, config=config,
+                             register=register)
             started.append(self)
 
     yield Factory

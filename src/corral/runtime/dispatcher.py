@@ -40,7 +40,7 @@ class Dispatcher:
     def batcher(self, model: LoadedModel) -> EmbedBatcher:
         batcher = model.extras.get("embed_batcher")
         if not isinstance(batcher, EmbedBatcher):
-            batcher = EmbedBatcher(model.handler)
+            batcher = EmbedBatcher(model.handler, on_batch=self.metrics.embed_batch.labels(model.name).observe)
             model.extras["embed_batcher"] = batcher
         return batcher
 
@@ -58,6 +58,7 @@ class Dispatcher:
         started = time.perf_counter()
         ttft: float | None = None
         usage, status, error, model_name = Usage(), 200, None, name
+        pieces = 0
         try:
             async with self.registry.use(name) as model:
                 model_name = model.name
@@ -69,12 +70,15 @@ class Dispatcher:
                             ttft = time.perf_counter() - started
                         if chunk.usage is not None:
                             usage = chunk.usage
+                        elif chunk.text:
+                            pieces += 1
                         yield chunk
         except CorralError as exc:
             status, error = exc.http_status, exc.message
             raise
         except (GeneratorExit, asyncio.CancelledError):
-            status, error = 499, "client closed the connection"
+            # generation stopped where the client left: log the pieces streamed so far
+            status, error, usage = 499, "client closed the connection", Usage(usage.prompt_tokens, pieces)
             raise
         except Exception as exc:
             status, error = 500, f"{type(exc).__name__}: {exc}"

@@ -105,8 +105,10 @@ class EmbedBatcher:
     ``max_inputs``). An idle model therefore adds no waiting, and a busy one batches.
     """
 
-    def __init__(self, handler: Handler, max_inputs: int = 256) -> None:
+    def __init__(self, handler: Handler, max_inputs: int = 256,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.handler, self.max_inputs = handler, max_inputs
+        self.on_batch = on_batch or (lambda n: None)
         self._pending: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]] = []
         self._running = False
         self.batches: list[int] = []  # inputs per engine call, for tests and metrics
@@ -144,6 +146,7 @@ class EmbedBatcher:
         for normalize, items in groups.items():
             texts = tuple(t for req, _ in items for t in req.inputs)
             self.batches.append(len(texts))
+            self.on_batch(len(texts))
             try:
                 result = await asyncio.to_thread(self.handler.embed, EmbedRequest(texts, normalize))
             except BaseException as exc:
