@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,9 +40,19 @@ def test_serves_declared_tasks(llama: Handler) -> None:
     assert llama.serves() == {Task.CHAT, Task.COMPLETE, Task.EMBED}
 
 
-def test_chat_matches_llama_cpp_own_chat(llama: Handler) -> None:
+@pytest.fixture(scope="module")
+def direct(smollm2_path: Path) -> Iterator[Any]:
+    """llama-cpp-python called directly, with the settings corral's decoder uses (flash attention on)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(smollm2_path), n_ctx=4096, n_threads=2, flash_attn=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+def test_chat_matches_llama_cpp_own_chat(llama: Handler, direct: Any) -> None:
     text, last = collect(llama.chat(ChatRequest(QUESTION, greedy())))
-    direct = llama._llm.create_chat_completion(  # type: ignore[attr-defined]
+    direct = direct.create_chat_completion(
         [{"role": "user", "content": "List three colours."}], temperature=0, max_tokens=24, seed=7)
     assert text == direct["choices"][0]["message"]["content"]
     assert last.usage is not None
@@ -63,13 +74,13 @@ def test_seeded_sampling_is_reproducible(llama: Handler) -> None:
     assert a == b
 
 
-def test_max_tokens_gives_length(llama: Handler) -> None:
+def test_max_tokens_gives_length(llama: Handler, direct: Any) -> None:
     text, last = collect(llama.complete(CompletionRequest("Once upon a time", greedy(max_tokens=5))))
     assert last.finish_reason == "length" and last.usage is not None
     assert last.usage.completion_tokens == 5
-    direct = llama._llm.create_completion(  # type: ignore[attr-defined]
+    answer = direct.create_completion(
         llama.tokenize("Once upon a time", add_bos=llama._add_bos), max_tokens=5, temperature=0)  # type: ignore[attr-defined]
-    assert text == direct["choices"][0]["text"]
+    assert text == answer["choices"][0]["text"]
 
 
 def test_stop_sequence_cuts_text_and_generation(llama: Handler) -> None:
@@ -90,6 +101,20 @@ def test_closing_the_stream_stops_generation(llama: Handler) -> None:
     # the model is immediately usable again and answers exactly as before
     text, _ = collect(llama.complete(CompletionRequest("Count: 1, 2, 3,", greedy(max_tokens=3))))
     assert text.startswith(first.text)
+
+
+def test_logprobs_and_json_schema(llama: Handler) -> None:
+    import json
+
+    req = ChatRequest(QUESTION, greedy(max_tokens=6), logprobs=2)
+    chunks = list(llama.chat(req))
+    lps = [lp for c in chunks for lp in c.logprobs]
+    assert len(lps) == chunks[-1].usage.completion_tokens  # type: ignore[union-attr]
+    assert all(lp.logprob <= 0 and len(lp.top) == 2 and lp.top[0][1] == lp.logprob for lp in lps)  # greedy: top-1
+    schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 12}},
+              "required": ["colour"], "additionalProperties": False}
+    text, last = collect(llama.chat(ChatRequest(QUESTION, greedy(max_tokens=40), json_schema=schema)))
+    assert last.finish_reason == "stop" and isinstance(json.loads(text)["colour"], str)
 
 
 def test_context_too_long_is_a_clear_error(smollm2_path: Path) -> None:

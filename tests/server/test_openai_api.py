@@ -243,3 +243,13 @@ def test_request_body_cannot_name_a_host_or_credential(server: Server) -> None:
             "base_url": "http://169.254.169.254/", "api_key": "stolen", "model_path": "/etc/passwd"})
     assert r.status_code == 200  # unknown fields are ignored: nothing in a body reaches a host or a file
     _ = httpx
+
+
+def test_logprobs(server: Server) -> None:
+    r = sdk(server).chat.completions.create(model="smollm2", max_tokens=5, logprobs=True, top_logprobs=3,
+                                            messages=[{"role": "user", "content": "Hi"}], **GREEDY)
+    content = r.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == r.usage.completion_tokens  # type: ignore[union-attr]
+    for item in content:
+        assert item.logprob <= 0 and len(item.top_logprobs) == 3
+        assert item.top_logprobs[0].logprob == item.logprob  # greedy picks the most likely token

@@ -114,7 +114,7 @@ def test_keep_alive_unloads_idle_models(make_server: type[Server]) -> None:
 
 
 def test_queue_full_is_429_and_disconnect_frees_the_slot(make_server: type[Server]) -> None:
-    srv = make_server("--max-queue", "0", "--models", "smollm2")
+    srv = make_server("--max-queue", "0", "--parallel", "1", "--models", "smollm2")
     client = httpx.Client(base_url=srv.url, timeout=120)
     with client.stream("POST", CHAT, json=chat_body("Write a long story about a ship.", 2000, stream=True)) as r:
         lines = r.iter_lines()

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import time
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -61,6 +62,8 @@ def register(sub: Any) -> None:
                    help="a Host/Origin name to accept besides loopback names ('*' accepts any)")
     p.add_argument("--allow-insecure", action="store_true",
                    help="allow binding a non-loopback address without an API key")
+    p.add_argument("--parallel", type=int, default=8,
+                   help="GGUF requests decoded together per model, each with its own --ctx (default 8)")
     p.add_argument("--log-prompts", action="store_true", help="store prompt text in the request log")
     p.add_argument("--grace", default="30s", help="how long SIGTERM waits for requests in flight")
     add_load_flags(p)
@@ -90,15 +93,16 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError(
             f"refusing to serve on {args.host} without an API key: anyone who can reach it could use it",
             "pass --api-key KEY (or CORRAL_API_KEYS), or --allow-insecure if the network is trusted")
-    if args.max_loaded < 1 or args.max_queue < 0:
-        raise UsageError("--max-loaded must be at least 1 and --max-queue at least 0")
+    if args.max_loaded < 1 or args.max_queue < 0 or not 1 <= args.parallel <= 64:
+        raise UsageError("--max-loaded must be at least 1, --max-queue at least 0, --parallel 1 to 64")
     settings, store = ctx.settings, ctx.store
     resolver = Resolver(settings, store, allow_paths=False)
     probe = MemoryProbe()
     budget = parse_size(args.memory_budget) if args.memory_budget else probe.default_budget()
     state = ServerState()
     registry = Registry(resolve=lambda name: resolver.resolve(name, progress=False), opener=open_model,
-                        options=load_options(args, ctx), budget_bytes=budget, max_loaded=args.max_loaded,
+                        options=replace(load_options(args, ctx), parallel=args.parallel),
+                        budget_bytes=budget, max_loaded=args.max_loaded,
                         keep_alive=parse_duration(args.keep_alive), probe=probe,
                         measurements=store.measurements, record=store.record_measurement)
 

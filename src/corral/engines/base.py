@@ -34,6 +34,7 @@ class LoadOptions:
     trust: Trust = field(default_factory=Trust)
     context_length: int | None = None
     threads: int | None = None
+    parallel: int = 1  # sequences a batching engine decodes together (the server raises it)
 
 
 class Handler:

@@ -49,8 +49,10 @@ class DecoderClosedError(CorralError):
 
 @dataclass
 class TokenPiece:
-    text: str  # UTF-8 safe: bytes of a character split across tokens are held until it is complete
-    token: int  # (bytes of a character still incomplete when the sequence ends are dropped)
+    # UTF-8 safe: the bytes of a character split across tokens are held back until it is complete (bytes
+    # still incomplete when the sequence ends are dropped); invalid UTF-8 becomes U+FFFD
+    text: str
+    token: int  # the sampled token id
     logprob: float | None = None  # log-softmax of the chosen token over the raw logits
     top_logprobs: list[tuple[str, float]] | None = None  # the k most likely tokens, best first
 
@@ -65,19 +67,21 @@ class SequenceStream:
         self._decoder = decoder
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # unbounded: a slow reader never blocks
         self._cancel = threading.Event()
+        self._drained = False
         self.error: BaseException | None = None
         self.finish_reason: str | None = None  # "stop" | "length" | "cancelled"
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
 
     def __iter__(self) -> Iterator[TokenPiece]:
-        while True:
+        while not self._drained:
             item = self._queue.get()
             if item is _END:
-                if self.error is not None:
-                    raise self.error
-                return
+                self._drained = True
+                break
             yield item
+        if self.error is not None:
+            raise self.error
 
     def cancel(self) -> None:
         """Leave the batch at the next step (freeing the slot and its KV cells); no-op once finished."""
@@ -159,7 +163,7 @@ class BatchedDecoder:
         self._waiting: deque[_Seq] = deque()
         self._active: dict[int, _Seq] = {}
         self._free = list(range(max_sequences))  # a heap: the lowest free slot is handed out first
-        self._closed = False
+        self._closed = self._released = False
         self._thread = threading.Thread(target=self._run, name="corral-llama-batch", daemon=True)
         self._thread.start()
 
@@ -224,13 +228,13 @@ class BatchedDecoder:
     def close(self) -> None:
         """Stop the decode thread, end unfinished streams with DecoderClosedError, free llama.cpp state."""
         with self._cond:
-            if self._closed and self._batch is None:
+            if self._released:
                 return
-            self._closed = True
+            self._closed = self._released = True
             self._cond.notify()
         if self._thread is not threading.current_thread():
             self._thread.join()
-        self._fail_all(DecoderClosedError("the batched decoder was closed before the sequence finished"))
+        self._fail_all("the batched decoder was closed before the sequence finished")
         if self._batch is not None:
             self._ll.llama_batch_free(self._batch)
             self._batch = None
@@ -260,9 +264,7 @@ class BatchedDecoder:
         except BaseException as exc:  # never leave readers blocked on a dead loop
             with self._cond:
                 self._closed = True
-            error = DecoderClosedError(f"the batched decoder failed: {exc!r}")
-            error.__cause__ = exc
-            self._fail_all(error)
+            self._fail_all(f"the batched decoder failed: {exc!r}", exc)
 
     def _schedule(self) -> None:
         """Under the lock: drop cancelled sequences, then admit waiting ones into free slots (FIFO)."""
@@ -293,14 +295,19 @@ class BatchedDecoder:
         seq.sampler.close()
         seq.stream._end(reason, error)
 
-    def _fail_all(self, error: BaseException) -> None:
+    def _fail_all(self, message: str, cause: BaseException | None = None) -> None:
+        def error() -> DecoderClosedError:  # one instance per stream: each reader raises its own
+            exc = DecoderClosedError(message)
+            exc.__cause__ = cause
+            return exc
+
         with self._cond:
             for seq in list(self._active.values()):
-                self._retire(seq, None, error)
+                self._retire(seq, None, error())
             while self._waiting:
                 seq = self._waiting.popleft()
                 seq.sampler.close()
-                seq.stream._end(None, error)
+                seq.stream._end(None, error())
 
     def _step(self, seqs: list[_Seq]) -> None:
         batch = self._batch
@@ -318,7 +325,7 @@ class BatchedDecoder:
                 outputs.append((seq, n))
                 add(seq.pending, seq.n_past, seq.slot, True)
         fed: list[tuple[_Seq, int]] = []
-        for seq in seqs:  # then prompt chunks, in admission order, filling the rest of n_batch
+        for seq in seqs:  # then prompt chunks (slot order), filling the rest of n_batch
             if seq.pending is None and n < self.n_batch:
                 chunk = seq.prompt[seq.n_past: seq.n_past + self.n_batch - n]
                 for i, token in enumerate(chunk):
@@ -333,7 +340,7 @@ class BatchedDecoder:
         if rc != 0:
             with self._cond:
                 for seq in seqs:
-                    self._retire(seq, None, DecoderClosedError(f"llama_decode failed with code {rc}"))
+                    self._retire(seq, None, DecoderClosedError(f"llama_decode failed (code {rc})"))
             return
         for seq, _ in outputs:
             if seq.pending is not None:

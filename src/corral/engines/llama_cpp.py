@@ -1,17 +1,33 @@
-"""GGUF models through llama-cpp-python: chat (with the model's own template), completion,
-embeddings, streaming."""
+"""GGUF models through llama.cpp: chat (with the model's own template), completion, embeddings.
+
+Generation goes through :class:`BatchedDecoder`: one llama.cpp context whose KV cache holds
+``parallel`` sequences, decoded together one step at a time. The CLI uses one sequence; the
+server several, so concurrent requests share each decode step. A sequence's output does not
+depend on what else is in the batch (see llama_batch.py).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from corral.engines.base import Handler
 from corral.engines.streaming import stream_with_stops
-from corral.errors import ContextLengthError, UnsupportedTaskError
+from corral.errors import ContextLengthError, UnsupportedTaskError, UsageError
 from corral.runtime.devices import wants_gpu
-from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Sampling, Task, TextChunk, Usage
+from corral.tasks import (
+    ChatRequest,
+    CompletionRequest,
+    EmbedRequest,
+    EmbedResult,
+    Sampling,
+    Task,
+    TextChunk,
+    TokenLogprob,
+    Usage,
+)
 from corral.templating import render_chat
 
 DEFAULT_CONTEXT = 4096
@@ -23,58 +39,48 @@ class LlamaCppHandler(Handler):
     requires = ("llama_cpp",)
     extra = "llama"
 
-    _llm: Any = None
+    _decoder: Any = None
     _embedder: Any = None
 
-    def _params(self, embedding: bool) -> dict[str, Any]:
+    def _settings(self) -> tuple[int, int, int]:
         import llama_cpp
 
         ctx = self.options.context_length or min(self.info.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         gpu = wants_gpu(self.options.device) and bool(llama_cpp.llama_supports_gpu_offload())
         threads = self.options.threads or max(1, (os.cpu_count() or 2))
-        params: dict[str, Any] = {"model_path": str(self.path), "n_ctx": ctx, "n_threads": threads,
-                                  "n_gpu_layers": -1 if gpu else 0, "embedding": embedding,
-                                  "verbose": False}
-        if embedding and f"{self.info.model_type}.pooling_type" not in self._pooling_keys():
-            # decoder models declare no pooling: mean-pool so one input gives one vector
-            params["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
-        return params
-
-    def _pooling_keys(self) -> set[str]:
-        return {k for k in (self._llm.metadata if self._llm is not None else {}) if k.endswith(".pooling_type")}
+        return ctx, threads, -1 if gpu else 0
 
     def load(self) -> None:
-        from llama_cpp import Llama
+        from corral.engines.llama_batch import BatchedDecoder
 
-        params = self._params(embedding=False)
-        self._llm = Llama(**params)
-        # llama.cpp may pad the context; llama-cpp-python's buffers keep the size asked for
-        self.context_length = min(int(self._llm.n_ctx()), int(params["n_ctx"]))
-        meta = self._llm.metadata
-        self._template = meta.get("tokenizer.chat_template") or None
-        self._bos = self._token_text(self._llm.token_bos())
-        self._eos = self._token_text(self._llm.token_eos())
-        self._add_bos = bool(self._llm._model.add_bos_token())
+        ctx, threads, gpu_layers = self._settings()
+        self.max_concurrency = max(1, self.options.parallel)
+        self._decoder = BatchedDecoder(str(self.path), n_ctx_per_seq=ctx, max_sequences=self.max_concurrency,
+                                       n_threads=threads, n_gpu_layers=gpu_layers,
+                                       n_batch=max(512, self.max_concurrency))
+        self.context_length = ctx
+        self._template = self._decoder.metadata().get("tokenizer.chat_template") or None
+        self._bos = self._token_text(self._decoder.bos_token)
+        self._eos = self._token_text(self._decoder.eos_token)
+        self._add_bos = self._decoder.add_bos
 
     def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
+        return "" if token < 0 else str(self._decoder.detokenize_piece(token, special=True))
 
     def unload(self) -> None:
-        for llm in (self._llm, self._embedder):
-            if llm is not None:
-                llm.close()
-        self._llm = self._embedder = None
+        for part in (self._decoder, self._embedder):
+            if part is not None:
+                part.close()
+        self._decoder = self._embedder = None
 
     def serves(self) -> frozenset[Task]:
         tasks = super().serves()
-        return tasks if self._template or self._llm is None else tasks - {Task.CHAT}
+        return tasks if self._template or self._decoder is None else tasks - {Task.CHAT}
 
     # --- generation -------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        return list(self._decoder.tokenize(text, add_bos=add_bos))
 
     def chat(self, request: ChatRequest) -> Iterator[TextChunk]:
         if not self._template:
@@ -90,41 +96,30 @@ class LlamaCppHandler(Handler):
 
     def _generate(self, tokens: list[int], sampling: Sampling, schema: dict[str, Any] | None = None,
                   logprobs: int | None = None) -> Iterator[TextChunk]:
-        if logprobs is not None:
-            raise UnsupportedTaskError("logprobs need the batched llama.cpp decoder (corral serve)")
         room = self.context_length - len(tokens)
         if room <= 0:
             raise ContextLengthError(
                 f"the prompt is {len(tokens)} tokens but the context holds {self.context_length}",
                 "shorten the prompt or conversation")
         max_tokens = min(sampling.max_tokens, room)
+        stream = self._decoder.submit(tokens, sampling, max_tokens=max_tokens,
+                                      grammar=json_grammar(schema) if schema is not None else None,
+                                      logprobs=logprobs)
         counted = [0]
 
-        def count(_ids: Any, _logits: Any) -> bool:
-            counted[0] += 1
-            return False
-
-        grammar = json_grammar(schema) if schema is not None else None
-
-        def pieces() -> Iterator[str]:
-            from llama_cpp import StoppingCriteriaList
-
-            stream = self._llm.create_completion(
-                tokens, max_tokens=max_tokens, temperature=sampling.temperature,
-                top_p=sampling.top_p, seed=sampling.seed, stream=True,
-                stopping_criteria=StoppingCriteriaList([count]), grammar=grammar)
+        def pieces() -> Iterator[TextChunk]:
             try:
-                for chunk in stream:
-                    choice = chunk["choices"][0]
-                    if choice["text"]:
-                        yield choice["text"]
-                    reason = choice.get("finish_reason")
-                    if reason:
-                        # llama-cpp calls the criteria once per sampled token and once more
-                        # after the loop; on "stop" the last sampled token is end-of-generation.
-                        counted[0] = max(0, counted[0] - (2 if reason == "stop" else 1))
+                for piece in stream:
+                    counted[0] += 1
+                    lp: tuple[TokenLogprob, ...] = ()
+                    if piece.logprob is not None:
+                        lp = (TokenLogprob(self._decoder.detokenize_piece(piece.token), piece.logprob,
+                                           tuple(piece.top_logprobs or ())),)
+                    yield TextChunk(piece.text, logprobs=lp)
+                if stream.finish_reason in ("stop", "length"):
+                    counted[0] = stream.completion_tokens
             finally:
-                stream.close()
+                stream.cancel()  # a no-op when finished; otherwise the sequence leaves the batch now
 
         return stream_with_stops(pieces(), sampling.stop, len(tokens), max_tokens, counted)
 
@@ -132,23 +127,27 @@ class LlamaCppHandler(Handler):
 
     def embed(self, request: EmbedRequest) -> EmbedResult:
         if self._embedder is None:
+            import llama_cpp
             from llama_cpp import Llama
 
-            self._embedder = Llama(**self._params(embedding=True))
+            ctx, threads, gpu_layers = self._settings()
+            params: dict[str, Any] = {"model_path": str(self.path), "n_ctx": ctx, "n_threads": threads,
+                                      "n_gpu_layers": gpu_layers, "embedding": True, "verbose": False}
+            meta = self._decoder.metadata() if self._decoder is not None else {}
+            if not any(k.endswith(".pooling_type") for k in meta):
+                # decoder models declare no pooling: mean-pool so one input gives one vector
+                params["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+            self._embedder = Llama(**params)
         vectors, n_tokens = self._embedder.embed(list(request.inputs), normalize=request.normalize,
                                                  truncate=True, return_count=True)
         return EmbedResult([list(map(float, v)) for v in vectors], Usage(prompt_tokens=int(n_tokens)))
 
 
-def json_grammar(schema: dict[str, Any]) -> Any:
-    """A llama.cpp grammar that only admits JSON matching ``schema`` (any JSON object for {})."""
-    import json
-
-    from llama_cpp.llama_grammar import LlamaGrammar
-
-    from corral.errors import UsageError
+def json_grammar(schema: dict[str, Any]) -> str:
+    """GBNF that only admits JSON matching ``schema`` ({"type": "object"} for any object)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        return str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as exc:  # the converter rejects schemas it cannot express
         raise UsageError(f"cannot constrain output to this JSON schema: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from corral.tasks import TextChunk, Usage
+from corral.tasks import TextChunk, TokenLogprob, Usage
 
 
 class StopMatcher:
@@ -39,7 +39,7 @@ class StopMatcher:
         return out
 
 
-def stream_with_stops(pieces: Iterable[str], stops: Iterable[str], prompt_tokens: int,
+def stream_with_stops(pieces: Iterable[str | TextChunk], stops: Iterable[str], prompt_tokens: int,
                       max_tokens: int, counted: list[int]) -> Iterator[TextChunk]:
     """Turn engine text pieces into chunks, applying stop sequences.
 
@@ -49,11 +49,16 @@ def stream_with_stops(pieces: Iterable[str], stops: Iterable[str], prompt_tokens
     """
     matcher = StopMatcher(stops)
     it = iter(pieces)
+    held: list[TokenLogprob] = []  # logprobs of tokens whose text is held back, sent with the next text
     try:
         for piece in it:
+            if isinstance(piece, TextChunk):
+                held.extend(piece.logprobs)
+                piece = piece.text
             out = matcher.feed(piece)
             if out:
-                yield TextChunk(out)
+                yield TextChunk(out, logprobs=tuple(held))
+                held = []
             if matcher.stopped:
                 break
     finally:
@@ -62,7 +67,7 @@ def stream_with_stops(pieces: Iterable[str], stops: Iterable[str], prompt_tokens
             close()
     if not matcher.stopped:
         rest = matcher.flush()
-        if rest:
-            yield TextChunk(rest)
+        if rest or held:
+            yield TextChunk(rest, logprobs=tuple(held))
     reason = "length" if not matcher.stopped and counted[0] >= max_tokens else "stop"
     yield TextChunk("", finish_reason=reason, usage=Usage(prompt_tokens, counted[0]))
