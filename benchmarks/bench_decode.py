@@ -57,7 +57,9 @@ def main() -> None:
     ours = handler_class("llama_cpp")(path, info, LoadOptions(threads=args.threads, context_length=args.ctx,
                                                               device="cpu"))
     ours.load()
-    direct = Llama(model_path=str(path), n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=0, verbose=False)
+    # same settings as corral's decoder: flash attention on (it keeps batched output equal to solo output)
+    direct = Llama(model_path=str(path), n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=0,
+                   flash_attn=True, verbose=False)
     words = (FILLER * 40).split()[: args.prompt_words]
 
     def prompt(i: int) -> str:  # a new first word each run, so no prompt cache is reused

@@ -16,11 +16,12 @@ def test_pull_alias_list_and_json(smollm2_path: Path) -> None:
     r = run_cli("list")
     assert r.returncode == 0
     header, row = r.stdout.splitlines()[:2]
-    assert header.split() == ["NAME", "TASKS", "FORMAT", "SIZE", "PARAMS", "QUANT", "SOURCE"]
-    assert row.split()[:6] == ["smollm2", "chat,complete,embed", "gguf", "98.4", "MB", "134.5M"]
+    assert header.split() == ["NAME", "TASKS", "FORMAT", "SIZE", "PARAMS", "QUANT", "MEMORY", "SOURCE"]
+    assert row.split()[:9] == ["smollm2", "chat,complete,embed", "gguf", "98.4", "MB", "134.5M", "Q4_1", "~259.8", "MB"]
     data = json.loads(run_cli("list", "--json").stdout)
     assert data[0]["name"] == "smollm2" and data[0]["path"] == str(smollm2_path)
     assert data[0]["quantization"] == "Q4_1" and data[0]["owned"] is False
+    assert data[0]["measured_memory_bytes"] is None  # never loaded by a server yet
 
 
 def test_local_gguf_registered_on_first_use_without_copy(tmp_path: Path, smollm2_path: Path,

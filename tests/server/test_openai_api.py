@@ -210,6 +210,10 @@ def test_admin_ps_load_unload_and_names_are_not_paths(server: Server) -> None:
         assert {"smollm2", "minilm"} <= names
         row = next(m for m in ps["models"] if m["name"] == "smollm2")
         assert row["memory"]["measured_bytes"] > 0 and row["memory"]["estimate_bytes"] > 0
+        listed = json.loads(run_cli("list", "--json", env={"CORRAL_HOME": str(server.home)}).stdout)
+        # the memory measured at load is recorded in the manifest, beside the estimate
+        smol = next(e for e in listed if e["name"] == "smollm2")
+        assert smol["measured_memory_bytes"] == row["memory"]["measured_bytes"]
         assert c.post("/api/models/minilm/unload").json()["unloaded"] is True
         assert "minilm" not in {m["name"] for m in c.get("/api/ps").json()["models"]}
         assert c.post("/api/models/minilm/load").json()["loaded"]["name"] == "minilm"

@@ -69,22 +69,32 @@ def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _row(e: Entry) -> list[str]:
+def _memory(e: Entry, measured: dict[str, int]) -> str:
+    """Measured at the last load when the server has loaded it; else the estimate, marked with ~."""
+    if e.name in measured:
+        return human_bytes(measured[e.name])
+    return f"~{human_bytes(e.info.memory.cpu_bytes)}" if e.info.memory else "-"
+
+
+def _row(e: Entry, measured: dict[str, int]) -> list[str]:
     i = e.info
     return [e.name, ",".join(i.tasks) or "-", i.format, human_bytes(i.size_bytes),
-            human_count(i.parameters), i.quantization or i.dtype or "-", e.source]
+            human_count(i.parameters), i.quantization or i.dtype or "-", _memory(e, measured), e.source]
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     entries = ctx.store.list()
+    measured = ctx.store.measurements()
     if args.json:
         print_json([{"name": e.name, "source": e.source, "source_kind": e.source_kind, "path": str(e.path),
-                     "owned": e.owned, "created_at": e.created_at, **e.info.to_dict()} for e in entries])
+                     "owned": e.owned, "created_at": e.created_at, "measured_memory_bytes": measured.get(e.name),
+                     **e.info.to_dict()} for e in entries])
         return 0
     if not entries:
         print("no models registered yet; try `corral pull smollm2` or `corral pull ./my-model`")
         return 0
-    print(table(["name", "tasks", "format", "size", "params", "quant", "source"], [_row(e) for e in entries]))
+    print(table(["name", "tasks", "format", "size", "params", "quant", "memory", "source"],
+                [_row(e, measured) for e in entries]))
     return 0
 
 
