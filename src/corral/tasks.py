@@ -8,6 +8,7 @@ finish reason and the usage figures.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -105,6 +106,6 @@ class EmbedRequest:
 
 @dataclass(frozen=True)
 class EmbedResult:
-    vectors: list[list[float]]
+    vectors: Sequence[Sequence[float]]  # lists, or numpy rows from engines that have them
     usage: Usage = field(default_factory=Usage)
     input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
@@ -157,8 +158,8 @@ async def _completion_events(jobs: list[AsyncIterator[TextChunk]], head: dict[st
             await job.aclose()  # type: ignore[attr-defined]
 
 
-@router.post("/v1/embeddings")
-async def embeddings(body: EmbeddingBody, request: Request) -> dict[str, Any]:
+@router.post("/v1/embeddings", response_model=None)
+async def embeddings(body: EmbeddingBody, request: Request) -> Response:
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs or any(not isinstance(t, str) or not t for t in inputs):
         raise UsageError("input must be a non-empty string or a list of non-empty strings")
@@ -166,7 +167,7 @@ async def embeddings(body: EmbeddingBody, request: Request) -> dict[str, Any]:
         raise UsageError("input may hold at most 2048 strings")
     result = await dispatcher(request).embed(body.model, EmbedRequest(tuple(inputs)),
                                              call_info(request, "/v1/embeddings", None))
-    vectors = np.asarray(result.vectors, dtype=np.float32)
+    vectors = np.asarray(np.stack([np.asarray(v, dtype=np.float32) for v in result.vectors]), dtype=np.float32)
     if body.dimensions is not None:
         if body.dimensions > vectors.shape[1]:
             raise UsageError(f"dimensions must be at most {vectors.shape[1]} for {body.model}")
@@ -174,6 +175,8 @@ async def embeddings(body: EmbeddingBody, request: Request) -> dict[str, Any]:
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     data = [{"object": "embedding", "index": i,
              "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
-             else v.tolist()} for i, v in enumerate(vectors)]
-    return {"object": "list", "data": data, "model": body.model,
-            "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}}
+             else v} for i, v in enumerate(vectors)]
+    payload = {"object": "list", "data": data, "model": body.model,
+               "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}}
+    # orjson writes numpy rows directly: no per-float Python objects on the hot path
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")

@@ -141,7 +141,8 @@ def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
     result = handler.embed(EmbedRequest(tuple(args.texts), normalize=not args.no_normalize))
     if args.json:
         print_json({"object": "list", "model": entry.name,
-                    "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)],
+                    "data": [{"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+                             for i, v in enumerate(result.vectors)],
                     "usage": {"prompt_tokens": result.usage.prompt_tokens,
                               "total_tokens": result.usage.prompt_tokens}})
     else:

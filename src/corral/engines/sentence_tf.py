@@ -37,5 +37,4 @@ class SentenceTransformersHandler(Handler):
                                     convert_to_numpy=True, batch_size=32)
         tokens = self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)
         lengths = [len(ids) for ids in tokens["input_ids"]]
-        return EmbedResult([row.astype(float).tolist() for row in vectors], Usage(prompt_tokens=sum(lengths)),
-                           input_tokens=lengths)
+        return EmbedResult(list(vectors), Usage(prompt_tokens=sum(lengths)), input_tokens=lengths)

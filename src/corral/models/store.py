@@ -59,14 +59,18 @@ def info_from_dict(data: dict[str, Any]) -> ModelInfo:
 class Store:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
+        self._ready = False
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._ready:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.db_path, timeout=30)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+            if not self._ready:  # once per Store: WAL is a property of the file, the schema persists
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+                self._ready = True
             with conn:
                 yield conn
         finally:

@@ -50,7 +50,7 @@ class Dispatcher:
         self.metrics.observe(model, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
         row = LogRow(model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
                      None if ttft is None else ttft * 1000, total * 1000, call.client, error, call.prompt)
-        await asyncio.to_thread(self.log.write, row)
+        self.log.write(row)  # queued; the log's own thread writes it
 
     async def generate(self, task: Task, name: str, request: ChatRequest | CompletionRequest,
                        call: CallInfo) -> AsyncIterator[TextChunk]:

@@ -52,6 +52,7 @@ class Registry:
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
         self._reserved: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._names: dict[str, str] = {}  # requested name or alias -> registered name, for loaded models
         self.loads = 0  # how many loads really ran (tests check single-flight with it)
 
     # --- sizing -------------------------------------------------------------------------------
@@ -82,7 +83,13 @@ class Registry:
             model.last_used = time.monotonic()
 
     async def get(self, name: str) -> LoadedModel:
+        canonical = self._names.get(name)
+        loaded = self.models.get(canonical) if canonical else None
+        if loaded is not None:  # the hot path: no manifest lookup for a model already loaded
+            loaded.last_used = time.monotonic()
+            return loaded
         entry = await self.resolve(name)
+        self._names[name] = entry.name
         async with self._lock:
             loaded = self.models.get(entry.name)
             if loaded is not None:
