@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from corral.api.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
+from corral.api.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice, stop_tuple
 from corral.api.sse import DONE, event
 from corral.tasks import ChatRequest, Message, Sampling, TextChunk, TokenLogprob, Usage
 from corral.toolcalls import ParsedCall, calls_schema, maybe_call, parse_calls, tools_prompt
@@ -188,7 +188,7 @@ def prepare_chat(body: ChatCompletionBody) -> PreparedChat:
             schema = calls_schema(tools, choice)
     max_tokens = body.max_completion_tokens or body.max_tokens or UNBOUNDED
     sampling = Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                        stop=(body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()))
+                        stop=stop_tuple(body.stop))
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     request = ChatRequest(tuple(messages), sampling, json_schema=schema, logprobs=logprobs)
     return PreparedChat(request, names, body.logprobs)

@@ -16,13 +16,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from corral.api.chat_prep import prepare_chat
-from corral.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
+from corral.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody, stop_tuple
 from corral.api.sse import DONE, EventStream, event
 from corral.errors import UsageError
 from corral.runtime.dispatcher import CallInfo, Dispatcher
 from corral.tasks import CompletionRequest, EmbedRequest, Sampling, Task, TextChunk, Usage
-
-UNBOUNDED = 1 << 30  # "no max_tokens": the engine caps by the context left
 
 
 def dispatcher(request: Request) -> Dispatcher:
@@ -38,10 +36,6 @@ def call_info(request: Request, route: str, prompt: str | None) -> CallInfo:
 def usage_dict(u: Usage) -> dict[str, int]:
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "total_tokens": u.total_tokens}
-
-
-def stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:
-    return (stop,) if isinstance(stop, str) else tuple(stop or ())
 
 
 async def primed(stream: AsyncIterator[TextChunk]) -> AsyncIterator[TextChunk]:

@@ -77,6 +77,10 @@ class StreamOptions(_Body):
 Stop = str | list[str] | None
 
 
+def stop_tuple(stop: Stop) -> tuple[str, ...]:
+    return (stop,) if isinstance(stop, str) else tuple(stop or ())
+
+
 def _check_stop(value: Stop) -> Stop:
     if isinstance(value, list) and len(value) > 4:
         raise ValueError("at most 4 stop sequences")
