@@ -10,16 +10,18 @@ import pytest
 
 from corral.engines.base import Handler, LoadOptions, handler_class
 from corral.engines.streaming import StopMatcher
-from corral.errors import ContextLengthError
+from corral.errors import ContextLengthError, UnsupportedTaskError
 from corral.models.inspect import inspect_path
 from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, Message, Sampling, Task, TextChunk
 
 QUESTION = (Message("user", "List three colours."),)
 
 
-@pytest.fixture(scope="module")
-def llama(smollm2_path: Path) -> Iterator[Handler]:
-    handler = handler_class("llama_cpp")(smollm2_path, inspect_path(smollm2_path), LoadOptions(threads=2))
+@pytest.fixture(scope="module", params=[1, 4], ids=["single", "batched"])
+def llama(smollm2_path: Path, request: pytest.FixtureRequest) -> Iterator[Handler]:
+    """The engine both ways: one sequence (llama-cpp-python in the caller's thread) and the batched decoder."""
+    options = LoadOptions(threads=2, parallel=request.param)
+    handler = handler_class("llama_cpp")(smollm2_path, inspect_path(smollm2_path), options)
     handler.load()
     yield handler
     handler.unload()
@@ -106,15 +108,19 @@ def test_closing_the_stream_stops_generation(llama: Handler) -> None:
 def test_logprobs_and_json_schema(llama: Handler) -> None:
     import json
 
-    req = ChatRequest(QUESTION, greedy(max_tokens=6), logprobs=2)
-    chunks = list(llama.chat(req))
-    lps = [lp for c in chunks for lp in c.logprobs]
-    assert len(lps) == chunks[-1].usage.completion_tokens  # type: ignore[union-attr]
-    assert all(lp.logprob <= 0 and len(lp.top) == 2 and lp.top[0][1] == lp.logprob for lp in lps)  # greedy: top-1
     schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 12}},
               "required": ["colour"], "additionalProperties": False}
     text, last = collect(llama.chat(ChatRequest(QUESTION, greedy(max_tokens=40), json_schema=schema)))
     assert last.finish_reason == "stop" and isinstance(json.loads(text)["colour"], str)
+    req = ChatRequest(QUESTION, greedy(max_tokens=6), logprobs=2)
+    if llama.max_concurrency == 1:
+        with pytest.raises(UnsupportedTaskError, match="--parallel"):
+            list(llama.chat(req))
+        return
+    chunks = list(llama.chat(req))
+    lps = [lp for c in chunks for lp in c.logprobs]
+    assert len(lps) == chunks[-1].usage.completion_tokens  # type: ignore[union-attr]
+    assert all(lp.logprob <= 0 and len(lp.top) == 2 and lp.top[0][1] == lp.logprob for lp in lps)  # greedy: top-1
 
 
 def test_context_too_long_is_a_clear_error(smollm2_path: Path) -> None:

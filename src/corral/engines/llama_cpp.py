@@ -39,7 +39,8 @@ class LlamaCppHandler(Handler):
     requires = ("llama_cpp",)
     extra = "llama"
 
-    _decoder: Any = None
+    _decoder: Any = None  # BatchedDecoder, when several sequences decode together
+    _single: Any = None  # llama_cpp.Llama, when one sequence at a time
     _embedder: Any = None
 
     def _settings(self) -> tuple[int, int, int]:
@@ -51,35 +52,54 @@ class LlamaCppHandler(Handler):
         return ctx, threads, -1 if gpu else 0
 
     def load(self) -> None:
-        from corral.engines.llama_batch import BatchedDecoder
-
         ctx, threads, gpu_layers = self._settings()
         self.max_concurrency = max(1, self.options.parallel)
-        self._decoder = BatchedDecoder(str(self.path), n_ctx_per_seq=ctx, max_sequences=self.max_concurrency,
-                                       n_threads=threads, n_gpu_layers=gpu_layers,
-                                       n_batch=max(512, self.max_concurrency))
         self.context_length = ctx
-        self._template = self._decoder.metadata().get("tokenizer.chat_template") or None
-        self._bos = self._token_text(self._decoder.bos_token)
-        self._eos = self._token_text(self._decoder.eos_token)
-        self._add_bos = self._decoder.add_bos
+        if self.max_concurrency == 1:
+            # one sequence: llama-cpp-python in the caller's thread (no hand-off between threads). With
+            # flash attention on it gives the same tokens as the batched decoder.
+            from llama_cpp import Llama
+
+            self._single = Llama(model_path=str(self.path), n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers,
+                                 flash_attn=True, verbose=False)
+            meta: dict[str, str] = dict(self._single.metadata)
+            bos, eos = self._single.token_bos(), self._single.token_eos()
+            self._add_bos = bool(self._single._model.add_bos_token())
+        else:
+            from corral.engines.llama_batch import BatchedDecoder
+
+            self._decoder = BatchedDecoder(str(self.path), n_ctx_per_seq=ctx, max_sequences=self.max_concurrency,
+                                           n_threads=threads, n_gpu_layers=gpu_layers,
+                                           n_batch=max(512, self.max_concurrency))
+            meta = self._decoder.metadata()
+            bos, eos = self._decoder.bos_token, self._decoder.eos_token
+            self._add_bos = self._decoder.add_bos
+        self._template = meta.get("tokenizer.chat_template") or None
+        self._bos, self._eos = self._token_text(bos), self._token_text(eos)
 
     def _token_text(self, token: int) -> str:
-        return "" if token < 0 else str(self._decoder.detokenize_piece(token, special=True))
+        if token < 0:
+            return ""
+        if self._single is not None:
+            return bytes(self._single.detokenize([token], special=True)).decode("utf-8", errors="replace")
+        return str(self._decoder.detokenize_piece(token, special=True))
 
     def unload(self) -> None:
-        for part in (self._decoder, self._embedder):
+        for part in (self._decoder, self._single, self._embedder):
             if part is not None:
                 part.close()
-        self._decoder = self._embedder = None
+        self._decoder = self._single = self._embedder = None
 
     def serves(self) -> frozenset[Task]:
         tasks = super().serves()
-        return tasks if self._template or self._decoder is None else tasks - {Task.CHAT}
+        loaded = self._decoder is not None or self._single is not None
+        return tasks if self._template or not loaded else tasks - {Task.CHAT}
 
     # --- generation -------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        if self._single is not None:
+            return list(self._single.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
         return list(self._decoder.tokenize(text, add_bos=add_bos))
 
     def chat(self, request: ChatRequest) -> Iterator[TextChunk]:
@@ -102,6 +122,8 @@ class LlamaCppHandler(Handler):
                 f"the prompt is {len(tokens)} tokens but the context holds {self.context_length}",
                 "shorten the prompt or conversation")
         max_tokens = min(sampling.max_tokens, room)
+        if self._single is not None:
+            return self._generate_single(tokens, sampling, max_tokens, schema, logprobs)
         stream = self._decoder.submit(tokens, sampling, max_tokens=max_tokens,
                                       grammar=json_grammar(schema) if schema is not None else None,
                                       logprobs=logprobs)
@@ -123,6 +145,39 @@ class LlamaCppHandler(Handler):
 
         return stream_with_stops(pieces(), sampling.stop, len(tokens), max_tokens, counted)
 
+    def _generate_single(self, tokens: list[int], sampling: Sampling, max_tokens: int,
+                         schema: dict[str, Any] | None, logprobs: int | None) -> Iterator[TextChunk]:
+        if logprobs is not None:
+            raise UnsupportedTaskError("logprobs need the batched decoder: serve with --parallel 2 or more")
+        from llama_cpp import StoppingCriteriaList
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        grammar = LlamaGrammar.from_string(json_grammar(schema), verbose=False) if schema is not None else None
+        counted = [0]
+
+        def count(_ids: Any, _logits: Any) -> bool:
+            counted[0] += 1
+            return False
+
+        def pieces() -> Iterator[str]:
+            stream = self._single.create_completion(
+                tokens, max_tokens=max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+                seed=sampling.seed, stream=True, stopping_criteria=StoppingCriteriaList([count]), grammar=grammar)
+            try:
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    if choice["text"]:
+                        yield choice["text"]
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        # the criteria run once per sampled token and once more after the loop; on "stop"
+                        # the last sampled token is end-of-generation
+                        counted[0] = max(0, counted[0] - (2 if reason == "stop" else 1))
+            finally:
+                stream.close()
+
+        return stream_with_stops(pieces(), sampling.stop, len(tokens), max_tokens, counted)
+
     # --- embeddings -------------------------------------------------------------------------
 
     def embed(self, request: EmbedRequest) -> EmbedResult:
@@ -133,7 +188,8 @@ class LlamaCppHandler(Handler):
             ctx, threads, gpu_layers = self._settings()
             params: dict[str, Any] = {"model_path": str(self.path), "n_ctx": ctx, "n_threads": threads,
                                       "n_gpu_layers": gpu_layers, "embedding": True, "verbose": False}
-            meta = self._decoder.metadata() if self._decoder is not None else {}
+            meta = (self._decoder.metadata() if self._decoder is not None
+                    else dict(self._single.metadata) if self._single is not None else {})
             if not any(k.endswith(".pooling_type") for k in meta):
                 # decoder models declare no pooling: mean-pool so one input gives one vector
                 params["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
