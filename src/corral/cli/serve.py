@@ -100,21 +100,18 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     probe = MemoryProbe()
     budget = parse_size(args.memory_budget) if args.memory_budget else probe.default_budget()
     state = ServerState()
+
+    def state_rows() -> list[tuple[str, int, int, int]]:
+        return [(m.name, dispatcher.gate(m).waiting, m.in_flight, m.measured_bytes)
+                for m in list(registry.models.values())]
+
+    metrics = Metrics(state_rows)
     registry = Registry(resolve=lambda name: resolver.resolve(name, progress=False), opener=open_model,
                         options=replace(load_options(args, ctx), parallel=args.parallel),
                         budget_bytes=budget, max_loaded=args.max_loaded,
                         keep_alive=parse_duration(args.keep_alive), probe=probe,
-                        measurements=store.measurements, record=store.record_measurement)
-
-    def state_rows() -> list[tuple[str, int, int, int]]:
-        rows = []
-        for m in list(registry.models.values()):
-            gate = dispatcher.gate(m)
-            rows.append((m.name, gate.waiting, m.in_flight, m.measured_bytes))
-        return rows
-
-    metrics = Metrics(state_rows)
-    registry._listener = lambda event, name: metrics.loads.labels(name).inc() if event == "loaded" else None
+                        measurements=store.measurements, record=store.record_measurement,
+                        listener=lambda event, name: metrics.loads.labels(name).inc() if event == "loaded" else None)
     log = RequestLog(settings.data_dir / "requests.db", log_prompts=args.log_prompts)
     dispatcher = Dispatcher(registry, log, metrics, max_queue=args.max_queue)
     models = [m.strip() for group in args.models for m in group.split(",") if m.strip()]

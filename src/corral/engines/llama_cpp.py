@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from corral.engines.base import Handler
-from corral.engines.streaming import stream_with_stops
-from corral.errors import ContextLengthError, UnsupportedTaskError, UsageError
+from corral.engines.streaming import stream_with_stops, tokens_to_generate
+from corral.errors import UnsupportedTaskError, UsageError
 from corral.runtime.devices import wants_gpu
 from corral.tasks import (
     ChatRequest,
@@ -116,12 +116,7 @@ class LlamaCppHandler(Handler):
 
     def _generate(self, tokens: list[int], sampling: Sampling, schema: dict[str, Any] | None = None,
                   logprobs: int | None = None) -> Iterator[TextChunk]:
-        room = self.context_length - len(tokens)
-        if room <= 0:
-            raise ContextLengthError(
-                f"the prompt is {len(tokens)} tokens but the context holds {self.context_length}",
-                "shorten the prompt or conversation")
-        max_tokens = min(sampling.max_tokens, room)
+        max_tokens = tokens_to_generate(len(tokens), self.context_length, sampling.max_tokens)
         if self._single is not None:
             return self._generate_single(tokens, sampling, max_tokens, schema, logprobs)
         stream = self._decoder.submit(tokens, sampling, max_tokens=max_tokens,

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from corral.errors import ContextLengthError
 from corral.tasks import TextChunk, TokenLogprob, Usage
+
+
+def tokens_to_generate(n_prompt: int, context: int, max_tokens: int) -> int:
+    """How many tokens a prompt leaves room for, capped by max_tokens; a clear error when none."""
+    room = context - n_prompt
+    if room <= 0:
+        raise ContextLengthError(f"the prompt is {n_prompt} tokens but the context holds {context}",
+                                 "shorten the prompt or conversation")
+    return min(max_tokens, room)
 
 
 class StopMatcher:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from corral.engines.base import Handler
-from corral.engines.streaming import stream_with_stops
-from corral.errors import ContextLengthError, CorralError, UnsupportedTaskError
+from corral.engines.streaming import stream_with_stops, tokens_to_generate
+from corral.errors import CorralError, UnsupportedTaskError
 from corral.runtime.devices import pick_torch_device
 from corral.tasks import ChatRequest, CompletionRequest, Sampling, Task, TextChunk
 from corral.templating import render_chat
@@ -80,12 +80,7 @@ class TransformersLMHandler(Handler):
         if logprobs is not None:
             raise UnsupportedTaskError("logprobs are not available on the transformers engine yet")
         n_prompt = int(input_ids.shape[1])
-        room = self.context_length - n_prompt
-        if room <= 0:
-            raise ContextLengthError(
-                f"the prompt is {n_prompt} tokens but the context holds {self.context_length}",
-                "shorten the prompt or conversation")
-        max_tokens = min(sampling.max_tokens, room)
+        max_tokens = tokens_to_generate(n_prompt, self.context_length, sampling.max_tokens)
         counted = [0]
         return stream_with_stops(self._pieces(input_ids, sampling, max_tokens, counted),
                                  sampling.stop, n_prompt, max_tokens, counted)

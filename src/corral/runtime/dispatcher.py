@@ -26,6 +26,15 @@ class CallInfo:
     prompt: str | None = None
 
 
+def outcome(exc: BaseException) -> tuple[int, str]:
+    """The status and message a failed call is logged with."""
+    if isinstance(exc, CorralError):
+        return exc.http_status, exc.message
+    if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+        return 499, "client closed the connection"
+    return 500, f"{type(exc).__name__}: {exc}"
+
+
 class Dispatcher:
     def __init__(self, registry: Registry, log: RequestLog, metrics: Metrics, *, max_queue: int = 64) -> None:
         self.registry, self.log, self.metrics, self.max_queue = registry, log, metrics, max_queue
@@ -73,15 +82,10 @@ class Dispatcher:
                         elif chunk.text:
                             pieces += 1
                         yield chunk
-        except CorralError as exc:
-            status, error = exc.http_status, exc.message
-            raise
-        except (GeneratorExit, asyncio.CancelledError):
-            # generation stopped where the client left: log the pieces streamed so far
-            status, error, usage = 499, "client closed the connection", Usage(usage.prompt_tokens, pieces)
-            raise
-        except Exception as exc:
-            status, error = 500, f"{type(exc).__name__}: {exc}"
+        except BaseException as exc:
+            status, error = outcome(exc)
+            if status == 499:  # generation stopped where the client left: log the pieces streamed so far
+                usage = Usage(usage.prompt_tokens, pieces)
             raise
         finally:
             await asyncio.shield(self._record(model_name, call, status, usage, started, ttft, error))
@@ -100,11 +104,8 @@ class Dispatcher:
                 result = await batcher.embed(request)
                 usage = result.usage
                 return result
-        except CorralError as exc:
-            status, error = exc.http_status, exc.message
-            raise
-        except Exception as exc:
-            status, error = 500, f"{type(exc).__name__}: {exc}"
+        except BaseException as exc:
+            status, error = outcome(exc)
             raise
         finally:
             await asyncio.shield(self._record(model_name, call, status, usage, started, None, error))

@@ -53,7 +53,6 @@ class Registry:
         self._reserved: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._names: dict[str, str] = {}  # requested name or alias -> registered name, for loaded models
-        self.loads = 0  # how many loads really ran (tests check single-flight with it)
 
     # --- sizing -------------------------------------------------------------------------------
 
@@ -141,7 +140,6 @@ class Registry:
                                  measured_bytes=measured, loaded_at=now, last_used=now)
             async with self._lock:
                 self.models[entry.name] = loaded
-                self.loads += 1
             self._listener("loaded", entry.name)
             future.set_result(loaded)
         except BaseException as exc:  # the waiting requests get the error, not a hang

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from corral.engines.base import Handler
 from corral.errors import BusyError
-from corral.tasks import EmbedRequest, EmbedResult, TextChunk, Usage
+from corral.tasks import EmbedRequest, EmbedResult, Usage
 
 T = TypeVar("T")
 _END = object()
@@ -89,13 +89,6 @@ async def stream_from_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T
         await asyncio.to_thread(thread.join)
 
 
-async def collect(stream: AsyncIterator[TextChunk]) -> tuple[str, TextChunk]:
-    parts: list[str] = []
-    last = TextChunk("", finish_reason="stop", usage=Usage())
-    async for chunk in stream:
-        parts.append(chunk.text)
-        last = chunk
-    return "".join(parts), last
 
 
 class EmbedBatcher:
@@ -111,7 +104,6 @@ class EmbedBatcher:
         self.on_batch = on_batch or (lambda n: None)
         self._pending: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]] = []
         self._running = False
-        self.batches: list[int] = []  # inputs per engine call, for tests and metrics
 
     @property
     def pending(self) -> int:
@@ -145,7 +137,6 @@ class EmbedBatcher:
             groups.setdefault(item[0].normalize, []).append(item)
         for normalize, items in groups.items():
             texts = tuple(t for req, _ in items for t in req.inputs)
-            self.batches.append(len(texts))
             self.on_batch(len(texts))
             try:
                 result = await asyncio.to_thread(self.handler.embed, EmbedRequest(texts, normalize))
