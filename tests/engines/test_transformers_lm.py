@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from tests.fixtures.tiny_models import build_causal_lm
 
 from corral.engines.base import Handler, LoadOptions, handler_class
+from corral.engines.torch_sampling import RequestSampler
 from corral.models.inspect import inspect_path
 from corral.models.safety import Trust
 from corral.tasks import ChatRequest, CompletionRequest, Message, Sampling, Task, TextChunk
@@ -18,11 +20,16 @@ from corral.templating import render_chat
 CONVERSATION = (Message("system", "You are terse."), Message("user", "hello there"))
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
+@pytest.fixture(scope="module", params=[("llama", 1), ("llama", 4), ("gpt2", 1), ("gpt2", 4)],
+                ids=["llama-generate", "llama-batched", "gpt2-generate", "gpt2-batched"])
 def lm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Handler]:
-    model = build_causal_lm(request.param, tmp_path_factory.mktemp(request.param))
-    handler = handler_class("transformers")(model.path, inspect_path(model.path), LoadOptions(device="cpu"))
+    """Every test runs on both paths: plain ``generate`` (one sequence) and continuous batching."""
+    family, parallel = request.param
+    model = build_causal_lm(family, tmp_path_factory.mktemp(family))
+    options = LoadOptions(device="cpu", parallel=parallel)
+    handler = handler_class("transformers")(model.path, inspect_path(model.path), options)
     handler.load()
+    assert handler.max_concurrency == parallel  # batching really started where asked
     yield handler
     handler.unload()
 
@@ -87,13 +94,41 @@ def test_length_and_stop(lm: Handler) -> None:
     assert text == full[: full.find(stop)] and last.finish_reason == "stop"
 
 
-def test_closing_the_stream_stops_the_worker(lm: Handler) -> None:
+def test_closing_the_stream_stops_generation(lm: Handler) -> None:
     before = threading.active_count()
-    stream = lm.complete(CompletionRequest("hello", greedy(500)))
+    stream = lm.complete(CompletionRequest("hello", greedy(500), logprobs=0))
     next(stream)
+    # the request's sampler records every token the model produces for it: none may come after close
+    samplers = [r for r in gc_samplers() if r.logprobs == 0]
+    assert len(samplers) == 1
     stream.close()
     assert threading.active_count() == before
     assert not any(t.name == "corral-generate" for t in threading.enumerate())
+    made = [len(s.records) for s in samplers]
+    time.sleep(0.3)
+    assert [len(s.records) for s in samplers] == made and max(made) < 500
+
+
+def gc_samplers() -> list[RequestSampler]:
+    import gc
+
+    return [o for o in gc.get_objects() if isinstance(o, RequestSampler)]
+
+
+def test_logprobs_are_the_model_distribution(lm: Handler) -> None:
+    import torch
+
+    chunks = list(lm.complete(CompletionRequest("hello world", greedy(3), logprobs=3)))
+    lps = [lp for c in chunks for lp in c.logprobs]
+    assert len(lps) == chunks[-1].usage.completion_tokens  # type: ignore[union-attr]
+    tok, model = lm.tokenizer, lm.model  # type: ignore[attr-defined]
+    ids = tok("hello world", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        first = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
+    assert lps[0].logprob == pytest.approx(float(first.max()), abs=1e-4)
+    assert lps[0].top[0][0] == lps[0].token  # greedy: the chosen token is the likeliest
+    values = [v for _, v in lps[0].top]
+    assert len(values) == 3 and values == sorted(values, reverse=True)
 
 
 def test_pickle_opt_in_reaches_the_library(tmp_path: Path) -> None:
@@ -114,3 +149,32 @@ def test_pickle_opt_in_reaches_the_library(tmp_path: Path) -> None:
     refused = handler_class("transformers")(model.path, info, LoadOptions(device="cpu"))
     with pytest.raises(OSError):
         refused.load()
+
+
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["ok", "n", "color"],
+          "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 9},
+                         "color": {"enum": ["red", "green"]}}}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_json_schema_constrains_the_output(lm: Handler, temperature: float) -> None:
+    """Even a random-weight model answers with JSON that validates: the grammar decides, not luck."""
+    import json
+
+    import jsonschema
+
+    sampling = Sampling(max_tokens=80, temperature=temperature, seed=5)
+    text, last = collect(lm.complete(CompletionRequest("hello", sampling, json_schema=SCHEMA)))
+    jsonschema.validate(json.loads(text), SCHEMA)
+    assert last.finish_reason == "stop"  # the grammar ended the answer, not max_tokens
+    short = {"type": "object", "properties": {"word": {"type": "string", "maxLength": 4}}, "required": ["word"],
+             "additionalProperties": False}
+    chat, _ = collect(lm.chat(ChatRequest(CONVERSATION, sampling, json_schema=short)))
+    jsonschema.validate(json.loads(chat), short)
+
+
+def test_an_unusable_schema_is_a_clear_error(lm: Handler) -> None:
+    from corral.errors import UsageError
+
+    with pytest.raises(UsageError, match="JSON schema"):
+        lm.complete(CompletionRequest("hello", greedy(), json_schema={"type": "no-such-type"}))

@@ -190,3 +190,31 @@ def test_sixteen_concurrent_streams_equal_solo(server: Server) -> None:
         together = list(pool.map(lambda p: run(p, stream=True), prompts))
     assert all(together)
     assert together == solo
+
+
+def test_transformers_model_batches_concurrent_chats(make_server: type[Server], tmp_path: Path) -> None:
+    """A transformers causal LM under `serve` decodes concurrent requests together (continuous
+    batching); each answer, greedy or seeded, equals the one it gets alone, logprobs included."""
+    from tests.fixtures.tiny_models import build_causal_lm
+
+    model = build_causal_lm("llama", tmp_path / "tiny-llama")
+    srv = make_server("--models", "tiny", "--parallel", "4", register={"tiny": model.path})
+    client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0)
+
+    def ask(i: int) -> tuple[str | None, int, list[float]]:
+        sampled = i % 2 == 1
+        answer = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": f"count to {i}"}], max_tokens=12,
+            temperature=0.8 if sampled else 0, seed=i, logprobs=True, top_logprobs=2)
+        choice = answer.choices[0]
+        assert answer.usage is not None and choice.logprobs is not None and choice.logprobs.content is not None
+        return (choice.message.content, answer.usage.completion_tokens,
+                [round(t.logprob, 4) for t in choice.logprobs.content])
+
+    alone = [ask(i) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, range(8)))
+    assert together == alone
+    assert all(n > 0 and len(lps) == n for _, n, lps in alone)
+    ps = httpx.get(f"{srv.url}/api/ps", timeout=30).json()["models"]
+    assert [(m["name"], m["parallel"]) for m in ps] == [("tiny", 4)]  # batching started: 4 sequences at once

@@ -44,7 +44,7 @@ def describe(model: LoadedModel, dispatcher: Dispatcher, now: float) -> dict[str
     keep = dispatcher.registry.keep_alive
     return {"name": model.name, "engine": model.entry.info.engine, "format": model.entry.info.format,
             "memory": {"measured_bytes": model.measured_bytes, "estimate_bytes": model.estimate_bytes},
-            "in_flight": model.in_flight, "queued": gate.waiting,
+            "parallel": model.handler.max_concurrency, "in_flight": model.in_flight, "queued": gate.waiting,
             "idle_seconds": round(now - model.last_used, 3),
             "expires_in_seconds": None if keep < 0 else max(0.0, round(keep - (now - model.last_used), 3))}
 

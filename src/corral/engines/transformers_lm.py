@@ -1,21 +1,37 @@
 """Hugging Face causal LMs through transformers: chat, completion, streaming, on CPU/CUDA/MPS.
 
-Generation runs in a worker thread feeding a TextIteratorStreamer; closing the returned
-iterator sets a cancel flag that a StoppingCriteria checks after every token.
+Both paths produce token ids, which :class:`~corral.engines.detokenize.IncrementalDetokenizer`
+turns into text:
+
+- one sequence (the CLI, ``serve --parallel 1``): ``model.generate`` in a worker thread, its
+  tokens handed over by a streamer; closing the iterator sets a flag a StoppingCriteria checks;
+- several (``serve``'s default): transformers' continuous batching, through
+  :mod:`corral.engines.transformers_cb`; closing the iterator cancels the request.
+
+Either way ``generate`` runs greedy and each request's own
+:class:`~corral.engines.torch_sampling.RequestSampler` does the sampling and logprobs, so a
+request's tokens do not depend on the path or on its neighbours.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from corral.engines.base import Handler
+from corral.engines.detokenize import IncrementalDetokenizer
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
+from corral.engines.torch_constraint import ConstraintFactory
+from corral.engines.torch_sampling import RequestSampler, SamplerLogitsProcessor, TokenRecord
 from corral.errors import CorralError, UnsupportedTaskError
 from corral.runtime.devices import pick_torch_device
-from corral.tasks import ChatRequest, CompletionRequest, Sampling, Task, TextChunk
+from corral.tasks import ChatRequest, CompletionRequest, Sampling, Task, TextChunk, TokenLogprob
 from corral.templating import render_chat
+
+log = logging.getLogger("corral.engines")
 
 
 class GenerationFailed(CorralError):
@@ -30,6 +46,7 @@ class TransformersLMHandler(Handler):
 
     model: Any = None
     tokenizer: Any = None
+    batcher: Any = None  # a ContinuousBatcher when several sequences run together
 
     def load(self) -> None:
         import torch
@@ -51,9 +68,22 @@ class TransformersLMHandler(Handler):
             str(self.path), trust_remote_code=trust.trust_remote_code)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0)
                                   or getattr(self.model.config, "n_positions", 0) or 2048)
+        self.eos_ids = end_of_sequence_ids(self.model, self.tokenizer)
+        self.constraints = ConstraintFactory(self.tokenizer, self.eos_ids)
+        if self.options.parallel > 1:
+            self._start_batching(self.options.parallel)
+
+    def _start_batching(self, sequences: int) -> None:
+        from corral.engines.transformers_cb import start_batcher
+
+        self.batcher = start_batcher(self.model, self.eos_ids, sequences, self.context_length)
+        if self.batcher is not None:
+            self.max_concurrency = sequences
 
     def unload(self) -> None:
-        self.model = self.tokenizer = None
+        if self.batcher is not None:
+            self.batcher.close()
+        self.model = self.tokenizer = self.batcher = None
         if getattr(self, "device", "cpu").startswith("cuda"):
             import torch
 
@@ -65,76 +95,127 @@ class TransformersLMHandler(Handler):
             raise UnsupportedTaskError(f"{self.path.name} has no chat template; use completion instead")
         prompt = render_chat(template, request.messages,
                              bos_token=self.tokenizer.bos_token or "", eos_token=self.tokenizer.eos_token or "")
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        return self._generate(ids, request.sampling, request.json_schema, request.logprobs)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self._generate(list(ids), request.sampling, request.json_schema, request.logprobs)
 
     def complete(self, request: CompletionRequest) -> Iterator[TextChunk]:
-        ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"]
-        return self._generate(ids, request.sampling, request.json_schema, request.logprobs)
+        ids = self.tokenizer(request.prompt)["input_ids"]
+        return self._generate(list(ids), request.sampling, request.json_schema, request.logprobs)
 
-    def _generate(self, input_ids: Any, sampling: Sampling, schema: dict[str, Any] | None = None,
+    def _generate(self, input_ids: list[int], sampling: Sampling, schema: dict[str, Any] | None = None,
                   logprobs: int | None = None) -> Iterator[TextChunk]:
-        if schema is not None:
-            raise UnsupportedTaskError("JSON-constrained output (response_format, forced tool calls) needs a "
-                                       "GGUF model on the llama.cpp engine for now")
-        if logprobs is not None:
-            raise UnsupportedTaskError("logprobs are not available on the transformers engine yet")
-        n_prompt = int(input_ids.shape[1])
+        n_prompt = len(input_ids)
         max_tokens = tokens_to_generate(n_prompt, self.context_length, sampling.max_tokens)
+        constraint = None if schema is None else self.constraints.json(schema)
+        sampler = RequestSampler(sampling, logprobs, self.device, constraint)
+        if self.batcher is not None:
+            tokens = self.batcher.stream(input_ids, max_tokens, sampler)
+        else:
+            tokens = self._solo(input_ids, max_tokens, sampler)
         counted = [0]
-        return stream_with_stops(self._pieces(input_ids, sampling, max_tokens, counted),
-                                 sampling.stop, n_prompt, max_tokens, counted)
+        return stream_with_stops(self._pieces(tokens, sampler, counted), sampling.stop, n_prompt, max_tokens,
+                                 counted)
 
-    def _pieces(self, input_ids: Any, sampling: Sampling, max_tokens: int,
-                counted: list[int]) -> Iterator[str]:
+    def _pieces(self, tokens: Iterator[int], sampler: RequestSampler, counted: list[int]) -> Iterator[TextChunk]:
+        """Token ids to text chunks; ``counted[0]`` tracks the tokens generated (end-of-sequence excluded)."""
+        detok = IncrementalDetokenizer(self.tokenizer)
+        held: list[TokenLogprob] = []
+        try:
+            for token in tokens:
+                if token in self.eos_ids:
+                    break
+                if sampler.logprobs is not None and counted[0] < len(sampler.records):
+                    held.append(self._logprob(sampler.records[counted[0]]))
+                counted[0] += 1
+                text = detok.push(token)
+                if text:
+                    yield TextChunk(text, logprobs=tuple(held))
+                    held = []
+        finally:
+            close = getattr(tokens, "close", None)
+            if close is not None:
+                close()
+        rest = detok.flush()
+        if rest or held:
+            yield TextChunk(rest, logprobs=tuple(held))
+
+    def _logprob(self, record: TokenRecord) -> TokenLogprob:
+        piece = self._piece
+        return TokenLogprob(piece(record.token), record.logprob, tuple((piece(t), v) for t, v in record.top))
+
+    def _piece(self, token: int) -> str:
+        return str(self.tokenizer.decode([token], skip_special_tokens=False))
+
+    def _solo(self, input_ids: list[int], max_tokens: int, sampler: RequestSampler) -> Iterator[int]:
+        """One sequence through ``model.generate`` in a worker thread."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         cancel = threading.Event()
-        n_prompt = int(input_ids.shape[1])
+        out: queue.Queue[int | None] = queue.Queue()
 
-        class Watch(StoppingCriteria):
+        class Cancelled(StoppingCriteria):
             def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:
-                counted[0] = int(ids.shape[1]) - n_prompt
                 return torch.full((ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=ids.device)
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        greedy = sampling.temperature <= 0
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids.to(self.device),
-            "attention_mask": torch.ones_like(input_ids).to(self.device),
-            "max_new_tokens": max_tokens, "do_sample": not greedy, "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([Watch()]),
-            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-        }
-        if not greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+        ids = torch.tensor([input_ids], device=self.device)
+        config = GenerationConfig(  # type: ignore[no-untyped-call]
+            do_sample=False, max_new_tokens=max_tokens, eos_token_id=self.eos_ids,
+            pad_token_id=pad_token_id(self.tokenizer, self.eos_ids))
+        processors = LogitsProcessorList([] if sampler.passive else [SamplerLogitsProcessor(sampler)])
         errors: list[BaseException] = []
 
         def work() -> None:
             try:
-                if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
                 with torch.inference_mode():
-                    out = self.model.generate(**kwargs)
-                counted[0] = int(out.shape[1]) - n_prompt
-                eos = self.tokenizer.eos_token_id
-                if counted[0] and eos is not None and int(out[0, -1]) == eos:
-                    counted[0] -= 1
+                    self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                                        logits_processor=processors, streamer=TokenStreamer(out),
+                                        stopping_criteria=StoppingCriteriaList([Cancelled()]))
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
-                streamer.on_finalized_text("", stream_end=True)
+            finally:
+                out.put(None)
 
         worker = threading.Thread(target=work, name="corral-generate", daemon=True)
         worker.start()
         try:
-            for text in streamer:
-                if text:
-                    yield text
+            while (token := out.get()) is not None:
+                yield token
         finally:
             cancel.set()
             worker.join()
         if errors:
             raise GenerationFailed(f"generation failed: {type(errors[0]).__name__}: {errors[0]}")
+
+
+class TokenStreamer:
+    """The streamer ``generate`` feeds: the prompt first (skipped), then each new token."""
+
+    def __init__(self, out: queue.Queue[int | None]) -> None:
+        self.out = out
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.out.put(int(token))
+
+    def end(self) -> None:
+        """``generate`` is done; the worker thread signals the end itself."""
+
+
+def end_of_sequence_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token id that ends a sequence, from the generation config and the tokenizer."""
+    found: list[int] = []
+    for source in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for token in source if isinstance(source, list) else [source]:
+            if isinstance(token, int) and token not in found:
+                found.append(token)
+    return found
+
+
+def pad_token_id(tokenizer: Any, eos_ids: list[int]) -> int:
+    pad = tokenizer.pad_token_id
+    return int(pad) if pad is not None else (eos_ids[0] if eos_ids else 0)

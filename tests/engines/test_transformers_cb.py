@@ -1,0 +1,108 @@
+"""Continuous batching on the transformers engine: concurrent requests decode together and each
+gets exactly what it gets alone (greedy and seeded sampling, text, usage and logprobs)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.fixtures.tiny_models import build_causal_lm
+
+from corral.engines.base import Handler, LoadOptions, handler_class
+from corral.engines.transformers_cb import start_batcher
+from corral.models.inspect import inspect_path
+from corral.tasks import ChatRequest, CompletionRequest, Message, Sampling, TextChunk
+
+PROMPTS = ["hello world", "the cat sat on", "one two three four five six", "a", "numbers: 1 2 3",
+           "why is the sky", "x y z", "tell me a story about a cat and a dog"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_causal_lm("qwen2", tmp_path_factory.mktemp("qwen2")).path
+
+
+def load(path: Path, parallel: int) -> Handler:
+    handler = handler_class("transformers")(path, inspect_path(path), LoadOptions(device="cpu", parallel=parallel))
+    handler.load()
+    return handler
+
+
+@pytest.fixture(scope="module")
+def solo(model_path: Path) -> Iterator[Handler]:
+    handler = load(model_path, 1)
+    yield handler
+    handler.unload()
+
+
+@pytest.fixture(scope="module")
+def batched(model_path: Path) -> Iterator[Handler]:
+    handler = load(model_path, 8)
+    yield handler
+    handler.unload()
+
+
+def outcome(chunks: Iterator[TextChunk]) -> tuple[str, object, object, list[tuple[str, float]]]:
+    items = list(chunks)
+    logprobs = [(lp.token, round(lp.logprob, 4)) for c in items for lp in c.logprobs]
+    return "".join(c.text for c in items), items[-1].finish_reason, items[-1].usage, logprobs
+
+
+def requests() -> list[CompletionRequest | ChatRequest]:
+    out: list[CompletionRequest | ChatRequest] = []
+    for i, prompt in enumerate(PROMPTS):
+        sampling = (Sampling(max_tokens=6 + 3 * i, temperature=0.0) if i % 2 == 0
+                    else Sampling(max_tokens=20, temperature=0.9, top_p=0.9, seed=100 + i))
+        if i % 3 == 0:
+            out.append(ChatRequest((Message("user", prompt),), sampling, logprobs=2))
+        else:
+            out.append(CompletionRequest(prompt, sampling, logprobs=2 if i % 4 == 1 else None))
+    return out
+
+
+def run(handler: Handler, request: CompletionRequest | ChatRequest) -> Iterator[TextChunk]:
+    return handler.chat(request) if isinstance(request, ChatRequest) else handler.complete(request)
+
+
+def test_concurrent_requests_equal_their_solo_results(solo: Handler, batched: Handler) -> None:
+    reqs = requests()
+    alone = [outcome(run(solo, r)) for r in reqs]
+    together: list[object] = [None] * len(reqs)
+    start = threading.Barrier(len(reqs))
+
+    def worker(i: int) -> None:
+        start.wait()
+        together[i] = outcome(run(batched, reqs[i]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(reqs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
+    assert batched.batcher.sampling.widest >= 4  # type: ignore[attr-defined]  (they really shared passes)
+
+
+def test_a_cancelled_request_does_not_disturb_its_neighbours(batched: Handler, solo: Handler) -> None:
+    keep = CompletionRequest("one two three four five six", Sampling(max_tokens=24, temperature=0.0))
+    expected = outcome(solo.complete(keep))
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(outcome(batched.complete(keep))))
+    dropped = batched.complete(CompletionRequest("hello", Sampling(max_tokens=400, temperature=0.0)))
+    next(dropped)
+    worker.start()
+    dropped.close()
+    worker.join()
+    assert result == [expected]
+    assert not batched.batcher.queues  # type: ignore[attr-defined]  (every request's inbox is gone)
+
+
+def test_a_model_that_cannot_batch_falls_back_to_one_at_a_time(model_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_path))
+    before = model.config._attn_implementation
+    assert start_batcher(model, [0], sequences=4, context=0) is None  # a cache with no room cannot start
+    assert model.config._attn_implementation == before  # and the model is left as it was
