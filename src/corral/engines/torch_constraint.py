@@ -15,7 +15,7 @@ from typing import Any
 from corral.errors import MissingDependencyError, UsageError
 
 # One space after separators, no other whitespace: a model cannot pad the answer with blank lines.
-JSON_LAYOUT: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_LAYOUT: Any = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 class Constraint:
