@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import jsonschema
 import openai
 import pytest
 from tests.conftest import run_cli
@@ -218,3 +219,12 @@ def test_transformers_model_batches_concurrent_chats(make_server: type[Server], 
     assert all(n > 0 and len(lps) == n for _, n, lps in alone)
     ps = httpx.get(f"{srv.url}/api/ps", timeout=30).json()["models"]
     assert [(m["name"], m["parallel"]) for m in ps] == [("tiny", 4)]  # batching started: 4 sequences at once
+    # JSON-constrained output on the transformers engine, through the OpenAI SDK
+    schema = {"type": "object", "additionalProperties": False, "required": ["ok", "color"],
+              "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green"]}}}
+    answer = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "pick"}], max_tokens=40, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "pick", "schema": schema}})
+    content = answer.choices[0].message.content
+    assert content is not None and json.loads(content)["color"] in ("red", "green")
+    jsonschema.validate(json.loads(content), schema)
