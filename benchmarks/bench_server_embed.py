@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from harness import (
     BUSY,
     CpuMeter,
+    RawConnection,
     free_port,
     guard_processes,
     machine,
@@ -133,6 +135,10 @@ async def one(client: httpx.AsyncClient, url: str, i: int, run: Run, keep: bool)
         run.errors.append(f"{type(e).__name__}: {e}")
         return
     run.latencies.append(time.perf_counter() - start)
+    check(run, i, data, keep)
+
+
+def check(run: Run, i: int, data: list[dict[str, Any]], keep: bool) -> None:
     vec = data[0]["embedding"] if len(data) == 1 else []
     norm = math.sqrt(sum(x * x for x in vec))
     if len(vec) != 384 or abs(norm - 1.0) > 1e-3:
@@ -141,7 +147,24 @@ async def one(client: httpx.AsyncClient, url: str, i: int, run: Run, keep: bool)
         run.vectors[i] = vec
 
 
-async def run_rounds(base: str, clients: int, rounds: int, offset: int) -> Run:
+async def one_raw(conn: RawConnection, i: int, run: Run, keep: bool) -> None:
+    start = time.perf_counter()
+    try:
+        status, body = await conn.post("/v1/embeddings", orjson.dumps({"model": "minilm", "input": sentence(i)}))
+        if status != 200:
+            run.errors.append(f"HTTP {status}: {body[:200]!r}")
+            return
+        data = orjson.loads(body)["data"]
+    except (OSError, ValueError, KeyError, asyncio.IncompleteReadError) as e:
+        run.errors.append(f"{type(e).__name__}: {e}")
+        return
+    run.latencies.append(time.perf_counter() - start)
+    check(run, i, data, keep)
+
+
+async def run_rounds(base: str, clients: int, rounds: int, offset: int, kind: str = "raw") -> Run:
+    if kind == "raw":
+        return await run_rounds_raw(base, clients, rounds, offset)
     url = f"{base}/v1/embeddings"
     run = Run()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -151,6 +174,22 @@ async def run_rounds(base: str, clients: int, rounds: int, offset: int) -> Run:
             await asyncio.gather(*(one(client, url, offset + r * clients + c, run, keep=r == 0)
                                    for c in range(clients)))
         run.wall = time.perf_counter() - start
+    return run
+
+
+async def run_rounds_raw(base: str, clients: int, rounds: int, offset: int) -> Run:
+    host, _, port = base.removeprefix("http://").partition(":")
+    conns = [RawConnection(host, int(port)) for _ in range(clients)]
+    run = Run()
+    try:
+        start = time.perf_counter()
+        for r in range(rounds):
+            await asyncio.gather(*(one_raw(conns[c], offset + r * clients + c, run, keep=r == 0)
+                                   for c in range(clients)))
+        run.wall = time.perf_counter() - start
+    finally:
+        for conn in conns:
+            conn.close()
     return run
 
 
@@ -176,14 +215,14 @@ def measure(name: str, argv: Sequence[str], ready_url: str, base: str, args: arg
             env: dict[str, str] | None = None) -> Run:
     with server(name, argv, ready_url, env=env) as (startup, pid):
         print(f"{name}: ready in {startup:.1f} s", flush=True)
-        warm = asyncio.run(run_rounds(base, args.clients, 1, 10_000))
+        warm = asyncio.run(run_rounds(base, args.clients, 1, 10_000, args.client))
         if warm.errors:
             raise RuntimeError(f"{name} warm-up failed: {warm.errors[0]}")
         best: Run | None = None
         for attempt in range(1 + args.retries_if_busy):
             before = batch_metrics(base)
             with CpuMeter(pid) as cpu:
-                run = asyncio.run(run_rounds(base, args.clients, args.rounds, 0))
+                run = asyncio.run(run_rounds(base, args.clients, args.rounds, 0, args.client))
             run.other_cpu, run.own_cpu = cpu.other, cpu.ours
             after = batch_metrics(base)
             n = len(run.latencies)
@@ -236,6 +275,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=32, help="concurrent requests per round")
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                    help="load generator: a bare keep-alive HTTP/1.1 client (default; little CPU per request) or "
+                         "httpx.AsyncClient (several ms of CPU per request, taken from the servers' 2 cores)")
     ap.add_argument("--retries-if-busy", type=int, default=2,
                     help="measure again when other processes used more than 0.25 cores meanwhile")
     ap.add_argument("--baseline-handler", choices=("sync", "async"), default="sync",
@@ -258,7 +300,7 @@ def main() -> None:
           f"torch threads={torch.get_num_threads()}")
     print(f"settings: model={folder}  clients={args.clients}  rounds={args.rounds} "
           f"({args.clients * args.rounds} requests, one sentence each, after a warm-up round)  "
-          f"baseline handler={args.baseline_handler}", flush=True)
+          f"baseline handler={args.baseline_handler}  load generator={args.client}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as home:
         port = free_port()

