@@ -123,7 +123,14 @@ class ContinuousBatcher:
             manager.start()
             return
         manager.background_thread_status.clear()
-        manager._generation_thread = threading.Thread(target=loop, name="corral-cb-loop", daemon=True)
+
+        def run() -> None:
+            import torch
+
+            with torch.inference_mode():  # lighter than the loop's own no_grad: no autograd bookkeeping
+                loop()
+
+        manager._generation_thread = threading.Thread(target=run, name="corral-cb-loop", daemon=True)
         manager._generation_thread.start()
 
     def _route(self) -> None:
