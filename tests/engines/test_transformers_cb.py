@@ -106,3 +106,22 @@ def test_a_model_that_cannot_batch_falls_back_to_one_at_a_time(model_path: Path)
     before = model.config._attn_implementation
     assert start_batcher(model, [0], sequences=4, context=0) is None  # a cache with no room cannot start
     assert model.config._attn_implementation == before  # and the model is left as it was
+
+
+def test_a_request_must_fit_the_shared_cache(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cache smaller than the model's context, a prompt that fits the context but not the
+    cache is a clear context-length error, not a request that waits forever for cache pages."""
+    import corral.engines.transformers_cb as cb
+    from corral.errors import ContextLengthError
+
+    monkeypatch.setattr(cb, "TOKENS_PER_SEQUENCE", cb.PAGE_SIZE)  # 2 sequences x 64 tokens
+    handler = load(model_path, 2)
+    try:
+        assert handler.batcher.capacity == 2 * cb.PAGE_SIZE < handler.context_length  # type: ignore[attr-defined]
+        long_prompt = " ".join(["hello world"] * 100)
+        with pytest.raises(ContextLengthError, match=str(handler.batcher.capacity)):  # type: ignore[attr-defined]
+            handler.complete(CompletionRequest(long_prompt, Sampling(max_tokens=4, temperature=0.0)))
+        text = "".join(c.text for c in handler.complete(CompletionRequest("hello", Sampling(max_tokens=4))))
+        assert isinstance(text, str)
+    finally:
+        handler.unload()

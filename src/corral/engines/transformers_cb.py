@@ -86,9 +86,11 @@ class ContinuousBatcher:
         from transformers.generation.logits_process import LogitsProcessorList
 
         per_sequence = min(context, TOKENS_PER_SEQUENCE)
+        blocks = max_sequences * math.ceil(per_sequence / PAGE_SIZE)
+        self.capacity = blocks * PAGE_SIZE  # tokens the paged cache holds, all sequences together
         config = ContinuousBatchingConfig(
             page_size=PAGE_SIZE,
-            num_blocks=max_sequences * math.ceil(per_sequence / PAGE_SIZE),
+            num_blocks=blocks,
             max_batch_tokens=max(256, max_sequences * 4),
             max_requests_per_batch=max_sequences,
             use_async_batching=False,  # keeps one logits row per scheduled token: slots stay aligned

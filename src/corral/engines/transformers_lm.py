@@ -105,7 +105,9 @@ class TransformersLMHandler(Handler):
     def _generate(self, input_ids: list[int], sampling: Sampling, schema: dict[str, Any] | None = None,
                   logprobs: int | None = None) -> Iterator[TextChunk]:
         n_prompt = len(input_ids)
-        max_tokens = tokens_to_generate(n_prompt, self.context_length, sampling.max_tokens)
+        # a batched sequence must also fit in the shared paged cache
+        context = self.context_length if self.batcher is None else min(self.context_length, self.batcher.capacity)
+        max_tokens = tokens_to_generate(n_prompt, context, sampling.max_tokens)
         constraint = None if schema is None else self.constraints.json(schema)
         sampler = RequestSampler(sampling, logprobs, self.device, constraint)
         if self.batcher is not None:
