@@ -20,7 +20,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from corral.engines.torch_sampling import RequestSampler, steer
@@ -145,7 +145,8 @@ class ContinuousBatcher:
             if target is not None:
                 target.put(out)
 
-    def stream(self, input_ids: list[int], max_new_tokens: int, sampler: RequestSampler) -> Iterator[int]:
+    def stream(self, input_ids: list[int], max_new_tokens: int,
+               sampler: RequestSampler) -> Generator[int, None, None]:
         """Generated token ids of one request, as the batch produces them (end-of-sequence included)."""
         n = next(self.ids)
         rid, inbox = f"corral-{n}", queue.Queue[Any]()

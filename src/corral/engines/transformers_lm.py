@@ -15,10 +15,9 @@ request's tokens do not depend on the path or on its neighbours.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
 
 from corral.engines.base import Handler
@@ -30,8 +29,6 @@ from corral.errors import CorralError, UnsupportedTaskError
 from corral.runtime.devices import pick_torch_device
 from corral.tasks import ChatRequest, CompletionRequest, Sampling, Task, TextChunk, TokenLogprob
 from corral.templating import render_chat
-
-log = logging.getLogger("corral.engines")
 
 
 class GenerationFailed(CorralError):
@@ -118,7 +115,8 @@ class TransformersLMHandler(Handler):
         return stream_with_stops(self._pieces(tokens, sampler, counted), sampling.stop, n_prompt, max_tokens,
                                  counted)
 
-    def _pieces(self, tokens: Iterator[int], sampler: RequestSampler, counted: list[int]) -> Iterator[TextChunk]:
+    def _pieces(self, tokens: Generator[int, None, None], sampler: RequestSampler,
+                counted: list[int]) -> Iterator[TextChunk]:
         """Token ids to text chunks; ``counted[0]`` tracks the tokens generated (end-of-sequence excluded)."""
         detok = IncrementalDetokenizer(self.tokenizer)
         held: list[TokenLogprob] = []
@@ -134,9 +132,7 @@ class TransformersLMHandler(Handler):
                     yield TextChunk(text, logprobs=tuple(held))
                     held = []
         finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:
-                close()
+            tokens.close()  # stops generation when the consumer stopped early
         rest = detok.flush()
         if rest or held:
             yield TextChunk(rest, logprobs=tuple(held))
@@ -148,7 +144,7 @@ class TransformersLMHandler(Handler):
     def _piece(self, token: int) -> str:
         return str(self.tokenizer.decode([token], skip_special_tokens=False))
 
-    def _solo(self, input_ids: list[int], max_tokens: int, sampler: RequestSampler) -> Iterator[int]:
+    def _solo(self, input_ids: list[int], max_tokens: int, sampler: RequestSampler) -> Generator[int, None, None]:
         """One sequence through ``model.generate`` in a worker thread."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList

@@ -146,7 +146,8 @@ class EmbedBatcher:
         while True:
             before = len(self._pending)
             await asyncio.sleep(GATHER_GAP_S)
-            if len(self._pending) == before or len(self._pending) >= self.max_inputs or loop.time() >= deadline:
+            inputs = sum(len(request.inputs) for request, _ in self._pending)
+            if len(self._pending) == before or inputs >= self.max_inputs or loop.time() >= deadline:
                 return
 
     async def _run(self, batch: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]]) -> None:
