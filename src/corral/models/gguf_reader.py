@@ -6,6 +6,7 @@ anything is allocated, so a crafted file claiming 2**62 tensors is a clean error
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,7 @@ class TensorInfo:
 
     @property
     def elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass
