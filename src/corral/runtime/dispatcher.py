@@ -8,12 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from corral.errors import BusyError, CorralError
+from corral.errors import CorralError
 from corral.runtime.loader import require_task
 from corral.runtime.metrics import Metrics
 from corral.runtime.registry import LoadedModel, Registry
 from corral.runtime.requestlog import LogRow, RequestLog
-from corral.runtime.scheduler import EmbedBatcher, Gate, stream_from_thread
+from corral.runtime.scheduler import EmbedBatcher, Gate, queue_full, stream_from_thread
 from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Task, TextChunk, Usage
 
 
@@ -99,8 +99,7 @@ class Dispatcher:
                 require_task(model.name, model.handler, Task.EMBED)
                 batcher = self.batcher(model)
                 if batcher.pending >= self.max_queue:
-                    raise BusyError(f"the queue for {model.name} is full ({self.max_queue} waiting)",
-                                    "retry after the time in Retry-After", retry_after=1, status=429)
+                    raise queue_full(model.name, self.max_queue)
                 result = await batcher.embed(request)
                 usage = result.usage
                 return result

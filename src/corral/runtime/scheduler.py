@@ -17,6 +17,12 @@ T = TypeVar("T")
 _END = object()
 
 
+def queue_full(model: str, limit: int) -> BusyError:
+    """The 429 for a model whose queue already holds ``limit`` waiting requests."""
+    return BusyError(f"the queue for {model} is full ({limit} waiting)", "retry after the time in Retry-After",
+                     retry_after=1, status=429)
+
+
 class Gate:
     """At most ``slots`` requests run at once; at most ``max_queue`` wait; beyond that: 429."""
 
@@ -29,8 +35,7 @@ class Gate:
     @asynccontextmanager
     async def slot(self, model: str) -> AsyncIterator[None]:
         if self._sem.locked() and self.waiting >= self.max_queue:
-            raise BusyError(f"the queue for {model} is full ({self.max_queue} waiting)",
-                            "retry after the time in Retry-After", retry_after=1, status=429)
+            raise queue_full(model, self.max_queue)
         self.waiting += 1
         try:
             await self._sem.acquire()
@@ -87,8 +92,6 @@ async def stream_from_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T
     finally:
         stop.set()
         await asyncio.to_thread(thread.join)
-
-
 
 
 GATHER_GAP_S = 0.001
