@@ -96,13 +96,13 @@ class Registry:
                 return loaded
             future = self._loading.get(entry.name)
             if future is None:
-                self._make_room(entry)  # raises before anything is reserved when it cannot fit
+                await self._make_room(entry)  # raises before anything is reserved when it cannot fit
                 future = asyncio.get_running_loop().create_future()
                 self._loading[entry.name] = future
                 asyncio.get_running_loop().create_task(self._load(entry, future))
         return await asyncio.shield(future)
 
-    def _make_room(self, entry: Entry) -> None:
+    async def _make_room(self, entry: Entry) -> None:
         """Reserve room for ``entry`` (lock held), evicting idle models least recently used first."""
         need, _ = self.need_for(entry)
         if need > self.budget_bytes:
@@ -116,14 +116,20 @@ class Registry:
             if not idle:
                 raise BusyError(f"cannot load {entry.name} now: every loaded model is busy and no room is left",
                                 "retry shortly", retry_after=2)
-            self._evict(idle[0], "evicted")
+            await self._evict(idle[0], "evicted")
         self._reserved[entry.name] = need
 
-    def _evict(self, model: LoadedModel, event: str) -> None:
+    async def _evict(self, model: LoadedModel, event: str) -> None:
+        """Unload ``model`` (lock held). It leaves ``models`` on the event loop, so no request can pick it
+        up any more; the unload itself (freeing weights, stopping engine threads) runs off the loop."""
         self.models.pop(model.name, None)
+        await asyncio.to_thread(self._release, model)
+        self._listener(event, model.name)
+
+    @staticmethod
+    def _release(model: LoadedModel) -> None:
         model.handler.unload()
         gc.collect()
-        self._listener(event, model.name)
 
     async def _load(self, entry: Entry, future: asyncio.Future[LoadedModel]) -> None:
         try:
@@ -163,7 +169,7 @@ class Registry:
             if model.in_flight:
                 raise BusyError(f"{entry.name} is serving {model.in_flight} request(s); unload it when idle",
                                 retry_after=2, status=409)
-            await asyncio.to_thread(self._evict, model, "unloaded")
+            await self._evict(model, "unloaded")
             return True
 
     async def reap_idle(self) -> list[str]:
@@ -175,11 +181,11 @@ class Registry:
         async with self._lock:
             for model in list(self.models.values()):
                 if model.in_flight == 0 and now - model.last_used >= self.keep_alive:
-                    await asyncio.to_thread(self._evict, model, "unloaded")
+                    await self._evict(model, "unloaded")
                     gone.append(model.name)
         return gone
 
     async def close(self) -> None:
         async with self._lock:
             for model in list(self.models.values()):
-                await asyncio.to_thread(self._evict, model, "unloaded")
+                await self._evict(model, "unloaded")
