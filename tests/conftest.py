@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,3 +54,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = N
     """Run the real `corral` entry point in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, input=input, timeout=timeout)
+
+
+def need_program(name: str) -> str:
+    """The path of a program a system package provides (espeak-ng, chromium). Missing, the test is
+    skipped with the command that installs it; under CORRAL_REQUIRE_SYSTEM=1 (set by .ci/run) it
+    fails instead, so CI never passes by skipping."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = (f"needs the system package {name}: `bash install.sh` installs it when run as root, "
+               f"or run `sudo apt-get install -y {name}`")
+    if os.environ.get("CORRAL_REQUIRE_SYSTEM") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -28,6 +28,7 @@ def online(hub: FakeHub) -> dict[str, str]:
     return {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
 
 
+@pytest.mark.slow
 def test_pull_then_run_offline_then_rm(hub: FakeHub, tmp_path: Path) -> None:
     r = run_cli("pull", "hf:org/tiny-llama", env=online(hub))
     assert r.returncode == 0, r.stderr

@@ -35,6 +35,8 @@ QUESTIONS = (
     "Tell me a fun fact about octopuses.", "What is the opposite of cold?", "Write a short birthday greeting.",
 )
 
+pytestmark = pytest.mark.slow  # real SmolLM2 decoding compared against llama-cpp-python
+
 
 @dataclass(frozen=True)
 class Result:

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from tests.conftest import run_cli
 
 TEXTS = ["A man is eating food.", "The weather is lovely today.", "corral serves models."]
 
 
+@pytest.mark.slow
 def test_cli_embeddings_match_sentence_transformers(minilm_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -26,6 +28,7 @@ def test_cli_embeddings_match_sentence_transformers(minilm_path: Path) -> None:
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_plain_output_one_vector_per_line() -> None:
     r = run_cli("embed", "minilm", "one", "two")
     assert r.returncode == 0, r.stderr
@@ -34,6 +37,7 @@ def test_cli_plain_output_one_vector_per_line() -> None:
     assert len(json.loads(lines[0])) == 384
 
 
+@pytest.mark.slow
 def test_chat_model_cannot_embed_through_minilm() -> None:
     r = run_cli("run", "minilm", "hello")
     assert r.returncode == 1

@@ -3,6 +3,8 @@ gets exactly what it gets alone (greedy and seeded sampling, text, usage and log
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,5 +125,71 @@ def test_a_request_must_fit_the_shared_cache(model_path: Path, monkeypatch: pyte
             handler.complete(CompletionRequest(long_prompt, Sampling(max_tokens=4, temperature=0.0)))
         text = "".join(c.text for c in handler.complete(CompletionRequest("hello", Sampling(max_tokens=4))))
         assert isinstance(text, str)
+    finally:
+        handler.unload()
+
+
+def test_the_installed_transformers_batches_through_the_public_surface(model_path: Path) -> None:
+    """Pins the supported versions: with the transformers the constraints file installs, batching
+    really starts (a release that changes the surface makes this fail, not silently fall back), and
+    every thread it starts is a daemon, so a process that never unloads can still exit."""
+    from transformers import AutoModelForCausalLM
+
+    from corral.engines.transformers_cb import unsupported_reason
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_path))
+    attention = model.config._attn_implementation
+    assert unsupported_reason(model) is None
+    before = set(threading.enumerate())
+    batcher = start_batcher(model, [0], sequences=2, context=128)
+    assert batcher is not None and batcher.alive()
+    try:
+        started = [t for t in threading.enumerate() if t not in before]
+        assert started and all(t.daemon for t in started)
+    finally:
+        batcher.close()
+    assert not batcher.alive()
+    assert model.config._attn_implementation == attention
+
+
+@pytest.mark.slow
+def test_a_process_that_never_unloads_still_exits(model_path: Path) -> None:
+    script = (
+        "from pathlib import Path\n"
+        "from corral.engines.base import LoadOptions, handler_class\n"
+        "from corral.models.inspect import inspect_path\n"
+        "from corral.tasks import CompletionRequest, Sampling\n"
+        f"path = Path({str(model_path)!r})\n"
+        "h = handler_class('transformers')(path, inspect_path(path), LoadOptions(device='cpu', parallel=2))\n"
+        "h.load()\n"
+        "assert h.batcher is not None\n"
+        "print(''.join(c.text for c in h.complete(CompletionRequest('hello', Sampling(max_tokens=3)))) is not None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+
+
+def test_a_dead_batching_thread_fails_its_requests_and_the_next_request_restarts_it(
+        model_path: Path, solo: Handler, monkeypatch: pytest.MonkeyPatch) -> None:
+    import corral.engines.transformers_cb as cb
+
+    sampled = CompletionRequest("the cat sat on", Sampling(max_tokens=12, temperature=0.9, seed=7))
+    expected = outcome(solo.complete(sampled))
+    handler = load(model_path, 4)
+    try:
+        first = handler.batcher  # type: ignore[attr-defined]
+
+        def explode(scores: object, sampler: object) -> None:
+            raise RuntimeError("injected fault in the generation thread")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(cb, "steer", explode)
+            with pytest.raises(cb.BatchFailed, match="injected fault") as failure:
+                outcome(handler.complete(sampled))
+        assert failure.value.http_status == 503 and failure.value.hint
+        assert not first.alive()
+        assert outcome(handler.complete(sampled)) == expected  # a new batcher took over
+        assert handler.batcher is not first and handler.batcher.alive()  # type: ignore[attr-defined]
     finally:
         handler.unload()

@@ -15,7 +15,7 @@ from corral.engines.base import Handler, LoadOptions, handler_class
 from corral.models.inspect import inspect_path
 from corral.tasks import ChatRequest, Message, Sampling
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

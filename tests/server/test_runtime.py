@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.server.conftest import Server
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 CHAT = "/v1/chat/completions"
 
 

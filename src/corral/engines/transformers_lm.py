@@ -15,6 +15,7 @@ request's tokens do not depend on the path or on its neighbours.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Generator, Iterator
@@ -29,6 +30,8 @@ from corral.errors import CorralError, UnsupportedTaskError
 from corral.runtime.devices import pick_torch_device
 from corral.tasks import ChatRequest, CompletionRequest, Sampling, Task, TextChunk, TokenLogprob
 from corral.templating import render_chat
+
+log = logging.getLogger("corral.engines")
 
 
 class GenerationFailed(CorralError):
@@ -67,6 +70,7 @@ class TransformersLMHandler(Handler):
                                   or getattr(self.model.config, "n_positions", 0) or 2048)
         self.eos_ids = end_of_sequence_ids(self.model, self.tokenizer)
         self.constraints = ConstraintFactory(self.tokenizer, self.eos_ids)
+        self.batch_lock = threading.Lock()
         if self.options.parallel > 1:
             self._start_batching(self.options.parallel)
 
@@ -76,6 +80,17 @@ class TransformersLMHandler(Handler):
         self.batcher = start_batcher(self.model, self.eos_ids, sequences, self.context_length)
         if self.batcher is not None:
             self.max_concurrency = sequences
+
+    def _live_batcher(self) -> Any:
+        """The running batcher, or None for one request at a time. A batcher whose thread died
+        (the requests it had failed with BatchFailed) is replaced here, by the next request."""
+        with self.batch_lock:
+            if self.batcher is not None and not self.batcher.alive():
+                log.warning("the batching thread of %s stopped; starting a new one", self.path.name)
+                self.batcher.close()
+                self.batcher = None
+                self._start_batching(self.options.parallel)
+            return self.batcher
 
     def unload(self) -> None:
         if self.batcher is not None:
@@ -102,13 +117,14 @@ class TransformersLMHandler(Handler):
     def _generate(self, input_ids: list[int], sampling: Sampling, schema: dict[str, Any] | None = None,
                   logprobs: int | None = None) -> Iterator[TextChunk]:
         n_prompt = len(input_ids)
+        batcher = self._live_batcher()
         # a batched sequence must also fit in the shared paged cache
-        context = self.context_length if self.batcher is None else min(self.context_length, self.batcher.capacity)
+        context = self.context_length if batcher is None else min(self.context_length, batcher.capacity)
         max_tokens = tokens_to_generate(n_prompt, context, sampling.max_tokens)
         constraint = None if schema is None else self.constraints.json(schema)
         sampler = RequestSampler(sampling, logprobs, self.device, constraint)
-        if self.batcher is not None:
-            tokens = self.batcher.stream(input_ids, max_tokens, sampler)
+        if batcher is not None:
+            tokens = batcher.stream(input_ids, max_tokens, sampler)
         else:
             tokens = self._solo(input_ids, max_tokens, sampler)
         counted = [0]
