@@ -225,6 +225,7 @@ def test_metrics_and_request_log(server: Server) -> None:
     with server.client() as c:
         c.post("/v1/chat/completions", json={"model": "smollm2", "max_tokens": 2,
                                              "messages": [{"role": "user", "content": "secret words"}]})
+        c.post("/v1/chat/completions", json={"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]})
         text = c.get("/metrics").text
     for name in ("corral_requests_total", "corral_tokens_total", "corral_request_seconds_bucket",
                  "corral_queue_depth", "corral_loaded_models", "corral_model_memory_bytes",
@@ -234,10 +235,11 @@ def test_metrics_and_request_log(server: Server) -> None:
     rows = json.loads(r.stdout)
     chat = next(row for row in rows if row["route"] == "/v1/chat/completions" and row["status"] == 200)
     assert chat["model"] == "smollm2" and chat["completion_tokens"] <= 2 and chat["ttft_ms"] > 0
+    assert chat["door"] == "openai" and chat["task"] == "chat"
     assert chat["client"].startswith("127.0.0.1:") and chat["prompt"] is None  # no prompt text by default
     assert any(row["status"] == 404 for row in rows)
     table = run_cli("logs", env={"CORRAL_HOME": str(server.home)}).stdout
-    assert "MODEL" in table and "smollm2" in table
+    assert "MODEL" in table and "DOOR" in table and "smollm2" in table
 
 
 def test_request_body_cannot_name_a_host_or_credential(server: Server) -> None:

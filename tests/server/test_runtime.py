@@ -130,6 +130,7 @@ def test_queue_full_is_429_and_disconnect_frees_the_slot(make_server: type[Serve
     rows = json.loads(run_cli("logs", "--json", env={"CORRAL_HOME": str(srv.home)}).stdout)
     gone = next(row for row in rows if row["status"] == 499)
     assert gone["error"] == "client closed the connection"
+    assert gone["door"] == "openai" and gone["task"] == "chat"
     assert 0 < gone["completion_tokens"] < 2000  # generation stopped early, it did not run to the end
 
 

@@ -19,7 +19,7 @@ from corral.api.chat_prep import prepare_chat
 from corral.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody, stop_tuple
 from corral.api.sse import DONE, EventStream, event
 from corral.errors import UsageError
-from corral.runtime.dispatcher import CallInfo, Dispatcher
+from corral.runtime.dispatcher import CallInfo, Dispatcher, Door
 from corral.tasks import CompletionRequest, EmbedRequest, Sampling, Task, TextChunk, Usage
 
 
@@ -30,7 +30,7 @@ def dispatcher(request: Request) -> Dispatcher:
 
 def call_info(request: Request, route: str, prompt: str | None) -> CallInfo:
     client = f"{request.client.host}:{request.client.port}" if request.client else None
-    return CallInfo(route, client, prompt)
+    return CallInfo(Door.OPENAI, route, client, prompt)
 
 
 def usage_dict(u: Usage) -> dict[str, int]:

@@ -179,8 +179,8 @@ def cmd_logs(args: argparse.Namespace, ctx: Context) -> int:
     def fmt(v: Any) -> str:
         return "-" if v is None else f"{v:.0f}" if isinstance(v, float) else str(v)
 
-    print(table(["time", "model", "route", "status", "in", "out", "ttft ms", "total ms", "client"],
-                [[time.strftime("%H:%M:%S", time.localtime(r["ts"])), fmt(r["model"]), r["route"], fmt(r["status"]),
-                  fmt(r["prompt_tokens"]), fmt(r["completion_tokens"]), fmt(r["ttft_ms"]), fmt(r["total_ms"]),
-                  fmt(r["client"])] for r in rows]))
+    print(table(["time", "model", "door", "task", "status", "in", "out", "ttft ms", "total ms", "client"],
+                [[time.strftime("%H:%M:%S", time.localtime(r["ts"])), fmt(r["model"]), fmt(r["door"]), fmt(r["task"]),
+                  fmt(r["status"]), fmt(r["prompt_tokens"]), fmt(r["completion_tokens"]), fmt(r["ttft_ms"]),
+                  fmt(r["total_ms"]), fmt(r["client"])] for r in rows]))
     return 0

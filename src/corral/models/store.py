@@ -16,25 +16,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from corral.migrations import Step, migrate
 from corral.models.info import MemoryEstimate, ModelInfo, Requirement
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    name TEXT PRIMARY KEY,
-    source TEXT NOT NULL,        -- the reference it came from: hf:org/x@rev, pkg:mod, /abs/path
-    source_kind TEXT NOT NULL,   -- hf | path | package
-    path TEXT NOT NULL,          -- folder or file the engine loads
-    owned INTEGER NOT NULL,      -- 1 when corral downloaded the files (rm --delete-files may remove them)
-    info TEXT NOT NULL,          -- ModelInfo as JSON
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS measurements (
-    name TEXT PRIMARY KEY,       -- memory measured after a real load, used for later fit decisions
-    bytes INTEGER NOT NULL,
-    device TEXT NOT NULL,
-    measured_at REAL NOT NULL
-);
-"""
+MIGRATIONS: tuple[Step, ...] = (
+    (  # 1: the schema before migrations existed
+        """CREATE TABLE IF NOT EXISTS models (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,        -- the reference it came from: hf:org/x@rev, pkg:mod, /abs/path
+            source_kind TEXT NOT NULL,   -- hf | path | package
+            path TEXT NOT NULL,          -- folder or file the engine loads
+            owned INTEGER NOT NULL,      -- 1 when corral downloaded the files (rm --delete-files may remove them)
+            info TEXT NOT NULL,          -- ModelInfo as JSON
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS measurements (
+            name TEXT PRIMARY KEY,       -- memory measured after a real load, used for later fit decisions
+            bytes INTEGER NOT NULL,
+            device TEXT NOT NULL,
+            measured_at REAL NOT NULL
+        )""",
+    ),
+)
+
+SELECT_ENTRY = "SELECT name, source, source_kind, path, owned, info, created_at FROM models"
 
 
 @dataclass
@@ -69,7 +74,7 @@ class Store:
         try:
             if not self._ready:  # once per Store: WAL is a property of the file, the schema persists
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(SCHEMA)
+                migrate(conn, MIGRATIONS, f"the manifest {self.db_path}")
                 self._ready = True
             with conn:
                 yield conn
@@ -83,22 +88,22 @@ class Store:
 
     def get(self, name: str) -> Entry | None:
         with self._connect() as conn:
-            row = conn.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(SELECT_ENTRY + " WHERE name = ?", (name,)).fetchone()
         return self._entry(row) if row else None
 
     def find_by_path(self, path: Path) -> Entry | None:
         with self._connect() as conn:
-            row = conn.execute("SELECT * FROM models WHERE path = ?", (str(path),)).fetchone()
+            row = conn.execute(SELECT_ENTRY + " WHERE path = ?", (str(path),)).fetchone()
         return self._entry(row) if row else None
 
     def find_by_source(self, source: str) -> Entry | None:
         with self._connect() as conn:
-            row = conn.execute("SELECT * FROM models WHERE source = ?", (source,)).fetchone()
+            row = conn.execute(SELECT_ENTRY + " WHERE source = ?", (source,)).fetchone()
         return self._entry(row) if row else None
 
     def list(self) -> list[Entry]:
         with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM models ORDER BY name").fetchall()
+            rows = conn.execute(SELECT_ENTRY + " ORDER BY name").fetchall()
         return [self._entry(r) for r in rows]
 
     def put(self, name: str, source: str, source_kind: str, path: Path, owned: bool,
@@ -106,7 +111,8 @@ class Store:
         created = time.time()
         with self._connect() as conn:
             conn.execute(
-                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "INSERT INTO models (name, source, source_kind, path, owned, info, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "source=excluded.source, source_kind=excluded.source_kind, path=excluded.path, "
                 "owned=excluded.owned, info=excluded.info",
                 (name, source, source_kind, str(path), int(owned), json.dumps(info.to_dict()), created),
@@ -121,7 +127,7 @@ class Store:
 
     def record_measurement(self, name: str, nbytes: int, device: str) -> None:
         with self._connect() as conn:
-            conn.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)",
+            conn.execute("INSERT OR REPLACE INTO measurements (name, bytes, device, measured_at) VALUES (?, ?, ?, ?)",
                          (name, int(nbytes), device, time.time()))
 
     def measurements(self) -> dict[str, int]:

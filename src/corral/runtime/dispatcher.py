@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import StrEnum
 
 from corral.errors import CorralError
 from corral.runtime.loader import require_task
@@ -17,11 +18,24 @@ from corral.runtime.scheduler import EmbedBatcher, Gate, queue_full, stream_from
 from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Task, TextChunk, Usage
 
 
+class Door(StrEnum):
+    """The way a call came in; the request log records it."""
+
+    OPENAI = "openai"
+    HF = "hf"
+    OLLAMA = "ollama"
+    ANTHROPIC = "anthropic"
+    RESPONSES = "responses"
+    SIDECAR = "sidecar"
+    CLI = "cli"
+
+
 @dataclass
 class CallInfo:
     """What the log needs to know about a call, from the transport."""
 
-    route: str
+    door: Door
+    route: str  # the door's own name for the call: an HTTP path, a JSON-RPC method, a CLI command
     client: str | None = None
     prompt: str | None = None
 
@@ -53,12 +67,13 @@ class Dispatcher:
             model.extras["embed_batcher"] = batcher
         return batcher
 
-    async def _record(self, model: str | None, call: CallInfo, status: int, usage: Usage, started: float,
-                      ttft: float | None, error: str | None) -> None:
+    async def _record(self, model: str | None, task: Task, call: CallInfo, status: int, usage: Usage,
+                      started: float, ttft: float | None, error: str | None) -> None:
         total = time.perf_counter() - started
         self.metrics.observe(model, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
         row = LogRow(model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
-                     None if ttft is None else ttft * 1000, total * 1000, call.client, error, call.prompt)
+                     None if ttft is None else ttft * 1000, total * 1000, call.client, error, call.prompt,
+                     door=call.door.value, task=task.value)
         self.log.write(row)  # queued; the log's own thread writes it
 
     async def generate(self, task: Task, name: str, request: ChatRequest | CompletionRequest,
@@ -88,7 +103,7 @@ class Dispatcher:
                 usage = Usage(usage.prompt_tokens, pieces)
             raise
         finally:
-            await asyncio.shield(self._record(model_name, call, status, usage, started, ttft, error))
+            await asyncio.shield(self._record(model_name, task, call, status, usage, started, ttft, error))
 
     async def embed(self, name: str, request: EmbedRequest, call: CallInfo) -> EmbedResult:
         started = time.perf_counter()
@@ -107,4 +122,4 @@ class Dispatcher:
             status, error = outcome(exc)
             raise
         finally:
-            await asyncio.shield(self._record(model_name, call, status, usage, started, None, error))
+            await asyncio.shield(self._record(model_name, Task.EMBED, call, status, usage, started, None, error))

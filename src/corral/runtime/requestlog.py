@@ -1,5 +1,5 @@
-"""Every request, logged to SQLite: model, route, tokens, time to first token, total time,
-status, client. Prompt text only when the server was started with --log-prompts."""
+"""Every request, logged to SQLite: model, door, task, route, tokens, time to first token,
+total time, status, client. Prompt text only when the server was started with --log-prompts."""
 
 from __future__ import annotations
 
@@ -11,17 +11,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    model TEXT, route TEXT NOT NULL, status INTEGER NOT NULL,
-    prompt_tokens INTEGER, completion_tokens INTEGER,
-    ttft_ms REAL, total_ms REAL,
-    client TEXT, error TEXT, prompt TEXT
-);
-CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
-"""
+from corral.migrations import Step, migrate
+
+MIGRATIONS: tuple[Step, ...] = (
+    (  # 1: the schema before migrations existed
+        """CREATE TABLE IF NOT EXISTS requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            model TEXT, route TEXT NOT NULL, status INTEGER NOT NULL,
+            prompt_tokens INTEGER, completion_tokens INTEGER,
+            ttft_ms REAL, total_ms REAL,
+            client TEXT, error TEXT, prompt TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts)",
+    ),
+    (  # 2: the door a call came through and its task; older rows all came through the OpenAI routes
+        "ALTER TABLE requests ADD COLUMN door TEXT",
+        "ALTER TABLE requests ADD COLUMN task TEXT",
+        "UPDATE requests SET door = 'openai' WHERE route LIKE '/v1/%'",
+        """UPDATE requests SET task = CASE route WHEN '/v1/chat/completions' THEN 'chat'
+            WHEN '/v1/completions' THEN 'complete' WHEN '/v1/embeddings' THEN 'embed' END""",
+    ),
+)
 
 
 @dataclass
@@ -37,6 +48,8 @@ class LogRow:
     error: str | None = None
     prompt: str | None = None
     ts: float = 0.0
+    door: str | None = None  # a Door value
+    task: str | None = None  # a Task value
 
 
 class RequestLog:
@@ -52,7 +65,7 @@ class RequestLog:
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
+        migrate(self._conn, MIGRATIONS, f"the request log {path}")
         self._queue: queue.SimpleQueue[LogRow | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._drain, name="corral-requestlog", daemon=True)
         self._writer.start()
@@ -93,6 +106,7 @@ def latest(path: Path, limit: int = 20) -> list[dict[str, Any]]:
         return []
     conn = sqlite3.connect(path, timeout=30)
     try:
+        migrate(conn, MIGRATIONS, f"the request log {path}")  # a log an older corral wrote
         conn.row_factory = sqlite3.Row
         rows = conn.execute("SELECT * FROM requests ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [dict(r) for r in rows]
