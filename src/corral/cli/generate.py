@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 from corral.cli.context import Context, add_load_flags, open_entry
 from corral.cli.output import print_json
+from corral.engines.base import implementation
 from corral.errors import UsageError
 from corral.runtime.loader import require_task
-from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, Message, Sampling, Task, TextChunk
+from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Message, Sampling, Task, TextChunk
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,9 +83,9 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     started = time.perf_counter()
     if task is Task.CHAT:
         messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
-        chunks = handler.chat(ChatRequest(tuple(messages), sampling))
+        chunks = implementation(handler, task)(ChatRequest(tuple(messages), sampling))
     else:
-        chunks = handler.complete(CompletionRequest(prompt, sampling))
+        chunks = implementation(handler, task)(CompletionRequest(prompt, sampling))
     text, last = _stream(chunks, echo=not args.json)
     elapsed = time.perf_counter() - started
     if args.json:
@@ -102,7 +103,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
     sampling = sampling_from(args)
     entry, handler = open_entry(args, ctx)
-    require_task(entry.name, handler, Task.CHAT)
+    chat = implementation(handler, require_task(entry.name, handler, Task.CHAT))
     history: list[Message] = [Message("system", args.system)] if args.system else []
     print(f"chatting with {entry.name}; /exit or Ctrl-D to leave, Ctrl-C stops an answer, /reset clears")
     while True:
@@ -125,7 +126,7 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
             continue
         turn = [*history, Message("user", line)]
         try:
-            answer, _ = _stream(handler.chat(ChatRequest(tuple(turn), sampling)), echo=True)
+            answer, _ = _stream(chat(ChatRequest(tuple(turn), sampling)), echo=True)
         except KeyboardInterrupt:
             print("\n(stopped)")
             continue
@@ -137,8 +138,8 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
     entry, handler = open_entry(args, ctx)
-    require_task(entry.name, handler, Task.EMBED)
-    result = handler.embed(EmbedRequest(tuple(args.texts), normalize=not args.no_normalize))
+    embed = implementation(handler, require_task(entry.name, handler, Task.EMBED))
+    result: EmbedResult = embed(EmbedRequest(tuple(args.texts), normalize=not args.no_normalize))
     if args.json:
         print_json({"object": "list", "model": entry.name,
                     "data": [{"object": "embedding", "index": i, "embedding": [float(x) for x in v]}

@@ -1,31 +1,27 @@
-"""The handler contract every engine implements, and the table of engines.
+"""The handler contract every engine implements.
 
-A handler declares the tasks it serves (``tasks``) and implements one method per task:
-``chat`` / ``complete`` stream :class:`TextChunk` objects; ``embed`` returns an EmbedResult.
-Engines are synchronous: the CLI calls them directly; the server runs them off the event loop.
-Closing a streaming iterator early stops generation (this is how cancellation reaches them).
+A handler implements the tasks the engine table (:mod:`corral.engines.table`) maps to it, each
+as the method its :data:`~corral.tasks.TASKS` spec names: ``chat`` / ``complete`` stream
+:class:`TextChunk` objects; ``embed`` returns an EmbedResult. There are no stubs: a test checks
+that every task the table declares has its method. Engines are synchronous: the CLI calls them
+directly; the server runs them off the event loop. Closing a streaming iterator early stops
+generation (this is how cancellation reaches them).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from corral.engines.table import ENGINES, EngineSpec
 from corral.errors import MissingDependencyError, UnsupportedTaskError
 from corral.models.info import MemoryEstimate, ModelInfo
 from corral.models.safety import Trust
-from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Task, TextChunk
-
-# engine name -> "module:Class"; importing corral never imports an engine's libraries.
-ENGINES: dict[str, str] = {
-    "llama_cpp": "corral.engines.llama_cpp:LlamaCppHandler",
-    "transformers": "corral.engines.transformers_lm:TransformersLMHandler",
-    "sentence_transformers": "corral.engines.sentence_tf:SentenceTransformersHandler",
-}
+from corral.tasks import TASKS, Task
 
 
 @dataclass(frozen=True)
@@ -38,25 +34,27 @@ class LoadOptions:
 
 
 class Handler:
-    """Base class: lifecycle plus the declared tasks. Subclasses implement the task methods."""
+    """Base class: lifecycle. Subclasses add the methods of the tasks the table maps to them."""
 
     engine: ClassVar[str]
-    tasks: ClassVar[frozenset[Task]] = frozenset()
-    requires: ClassVar[tuple[str, ...]] = ()  # import names checked before load
-    extra: ClassVar[str] = ""  # the pip extra that installs them
     max_concurrency: int = 1  # generation requests served at once (batched engines raise it)
 
     def __init__(self, path: Path, info: ModelInfo, options: LoadOptions) -> None:
         self.path, self.info, self.options = path, info, options
 
+    @classmethod
+    def spec(cls) -> EngineSpec:
+        return ENGINES[cls.engine]
+
     def serves(self) -> frozenset[Task]:
-        """Tasks this loaded model can serve: the engine's tasks the model supports."""
-        return frozenset(t for t in self.tasks if t.value in self.info.tasks)
+        """Tasks this loaded model can serve: the model's tasks the table maps to this handler."""
+        target = f"{type(self).__module__}:{type(self).__qualname__}"
+        return self.spec().served_by(target, self.info.tasks)
 
     @classmethod
     def import_libraries(cls) -> None:
         """Import the engine's libraries, so that a memory measurement of load() counts the model only."""
-        for mod in cls.requires:
+        for mod in cls.spec().imports:
             importlib.import_module(mod)
 
     def load(self) -> None:
@@ -68,28 +66,28 @@ class Handler:
     def memory_estimate(self) -> MemoryEstimate | None:
         return self.info.memory
 
-    def chat(self, request: ChatRequest) -> Iterator[TextChunk]:
-        raise UnsupportedTaskError(f"{self.engine} cannot chat")
 
-    def complete(self, request: CompletionRequest) -> Iterator[TextChunk]:
-        raise UnsupportedTaskError(f"{self.engine} cannot complete text")
-
-    def embed(self, request: EmbedRequest) -> EmbedResult:
-        raise UnsupportedTaskError(f"{self.engine} cannot embed")
+def implementation(handler: Handler, task: Task) -> Callable[[Any], Any]:
+    """The handler's method for ``task`` (the caller has checked that the handler serves it)."""
+    method: Callable[[Any], Any] = getattr(handler, TASKS[task].method)
+    return method
 
 
-def handler_class(engine: str) -> type[Handler]:
-    target = ENGINES.get(engine)
-    if target is None:
+def handler_class(engine: str, tasks: Sequence[str] = ()) -> type[Handler]:
+    """The handler class of ``engine`` for the first of ``tasks`` it implements (any, if none given);
+    its libraries must be installed."""
+    spec = ENGINES.get(engine)
+    target = None if spec is None else spec.handler_for(list(tasks) or [t.value for t in spec.handlers])
+    if spec is None or target is None:
+        wanted = ", ".join(tasks) or "anything"
         raise UnsupportedTaskError(
-            f"corral has no runnable engine {engine!r} yet",
+            f"corral cannot run {engine} models for {wanted} yet",
             "`corral inspect` still describes the model; running it lands in a later release")
-    module_name, _, cls_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    cls: type[Handler] = getattr(module, cls_name)
-    for mod in cls.requires:
+    for mod in spec.imports:
         if importlib.util.find_spec(mod) is None:
             raise MissingDependencyError(
                 f"the {engine} engine needs the Python package {mod!r}, which is not installed",
-                f"install it with: pip install 'corral[{cls.extra}]'")
+                f"install it with: pip install 'corral[{spec.extra}]'")
+    module_name, _, cls_name = target.partition(":")
+    cls: type[Handler] = getattr(importlib.import_module(module_name), cls_name)
     return cls

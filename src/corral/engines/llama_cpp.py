@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 from corral.engines.base import Handler
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
@@ -35,9 +35,6 @@ DEFAULT_CONTEXT = 4096
 
 class LlamaCppHandler(Handler):
     engine = "llama_cpp"
-    tasks: ClassVar[frozenset[Task]] = frozenset({Task.CHAT, Task.COMPLETE, Task.EMBED})
-    requires = ("llama_cpp",)
-    extra = "llama"
 
     _decoder: Any = None  # BatchedDecoder, when several sequences decode together
     _single: Any = None  # llama_cpp.Llama, when one sequence at a time

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from corral.engines.base import Handler
 from corral.runtime.devices import pick_torch_device
-from corral.tasks import EmbedRequest, EmbedResult, Task, Usage
+from corral.tasks import EmbedRequest, EmbedResult, Usage
 
 
 class SentenceTransformersHandler(Handler):
     engine = "sentence_transformers"
-    tasks: ClassVar[frozenset[Task]] = frozenset({Task.EMBED})
-    requires = ("sentence_transformers", "torch")
-    extra = "torch"
 
     model: Any = None
 

@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 from collections.abc import Generator, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 from corral.engines.base import Handler
 from corral.engines.detokenize import IncrementalDetokenizer
@@ -28,7 +28,7 @@ from corral.engines.torch_constraint import ConstraintFactory
 from corral.engines.torch_sampling import RequestSampler, SamplerLogitsProcessor, TokenRecord
 from corral.errors import CorralError, UnsupportedTaskError
 from corral.runtime.devices import pick_torch_device
-from corral.tasks import ChatRequest, CompletionRequest, Sampling, Task, TextChunk, TokenLogprob
+from corral.tasks import ChatRequest, CompletionRequest, Sampling, TextChunk, TokenLogprob
 from corral.templating import render_chat
 
 log = logging.getLogger("corral.engines")
@@ -40,9 +40,6 @@ class GenerationFailed(CorralError):
 
 class TransformersLMHandler(Handler):
     engine = "transformers"
-    tasks: ClassVar[frozenset[Task]] = frozenset({Task.CHAT, Task.COMPLETE})
-    requires = ("transformers", "torch")
-    extra = "torch"
 
     model: Any = None
     tokenizer: Any = None

@@ -91,14 +91,6 @@ DIFFUSERS_CLASSES: tuple[tuple[str, tuple[Task, ...]], ...] = (
 # GGUF general.architecture values that are embedding-only encoders
 GGUF_ENCODERS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder"})
 
-ENGINE_PACKAGES: dict[str, tuple[str, ...]] = {
-    "llama_cpp": ("llama-cpp-python",),
-    "transformers": ("transformers", "torch"),
-    "sentence_transformers": ("sentence-transformers", "torch"),
-    "diffusers": ("diffusers", "transformers", "torch"),
-}
-
-
 def dedupe(tasks: list[Task]) -> list[str]:
     seen: list[str] = []
     for t in tasks:

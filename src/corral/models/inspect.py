@@ -8,6 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from corral.engines.table import engine_packages
 from corral.errors import InvalidModelFileError, ModelNotFoundError
 from corral.models import detect, memory
 from corral.models.gguf_reader import quantization as gguf_quantization
@@ -37,7 +38,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def requirements(engine: str | None) -> list[Requirement]:
     reqs = []
-    for package in detect.ENGINE_PACKAGES.get(engine or "", ()):
+    for package in engine_packages(engine):
         try:
             metadata.version(package)
             installed = True
@@ -163,6 +164,8 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
         d = cfg.get("dtype") or cfg.get("torch_dtype")
         info.dtype = d if isinstance(d, str) else None
     info.context_length = _context_length(cfg)
+    if isinstance(cfg.get("_name_or_path"), str) and cfg["_name_or_path"].strip("/"):
+        info.name_hint = cfg["_name_or_path"].rstrip("/").rsplit("/", 1)[-1]
     tok_cfg = root / "tokenizer_config.json"
     if "auto_map" in cfg or (tok_cfg.is_file() and "auto_map" in read_json(tok_cfg)):
         info.needs_remote_code = True
@@ -228,4 +231,5 @@ def inspect_gguf(path: Path) -> ModelInfo:
     name = meta.get("general.name")
     if isinstance(name, str):
         info.notes.append(f"general.name: {name}")
+        info.name_hint = name
     return info

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from corral.config import Settings
 from corral.errors import BadReferenceError, ConflictError, ModelNotFoundError
+from corral.models.info import ModelInfo
 from corral.models.inspect import inspect_path
 from corral.models.packaged import find_packaged_model
 from corral.models.refs import REPO_ID, ModelRef, check_name, parse_ref
@@ -16,12 +17,21 @@ from corral.models.store import Entry, Store
 MAX_ALIAS_DEPTH = 8
 
 
-def derive_name(ref: ModelRef, path: Path) -> str:
+GENERIC_STEMS = frozenset({"model", "models", "weights", "checkpoint", "checkpoints", "snapshot", "files", "main"})
+
+
+def derive_name(ref: ModelRef, path: Path, info: ModelInfo) -> str:
+    """A registration name: the repo id, the package, or the file or folder name; for a folder or
+    file with a generic name (``model``, ``model.gguf``) the package holding it, the model's own
+    name for itself, or the folder above it."""
     if ref.kind == "hf":
         return ref.value
     stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
     if ref.kind == "package":
         stem = ref.value
+    elif stem.lower() in GENERIC_STEMS:
+        holder = path.parent
+        stem = holder.name if (holder / "__init__.py").is_file() else info.name_hint or holder.name
     name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._") or "model"
     return name[:120]
 
@@ -82,8 +92,14 @@ class Resolver:
                 raise ModelNotFoundError(f"no such file or folder: {path}")
         else:
             raise BadReferenceError(f"{ref.value!r} is a name, not a source to register")
+        same = self._registered_at(path)
+        if same is not None:  # the same files through another reference: one model, not two
+            if explicit_name and name != same.name:
+                raise ConflictError(f"{path} is already registered as {same.name!r}",
+                                    "use that name, or add an alias for it in the config file")
+            return same
         info = inspect_path(path)
-        chosen = check_name(name) if name else derive_name(ref, path)
+        chosen = check_name(name) if name else derive_name(ref, path, info)
         current = self.store.get(chosen)
         if current and current.source != str(ref):
             if explicit_name:
@@ -91,6 +107,10 @@ class Resolver:
                                     "pick another with --name, or `corral rm` the old one")
             chosen = self._free_name(chosen)
         return self.store.put(chosen, str(ref), ref.kind, path, owned, info)
+
+    def _registered_at(self, path: Path) -> Entry | None:
+        target = path.resolve()
+        return next((e for e in self.store.list() if e.path.resolve() == target), None)
 
     def _free_name(self, base: str) -> str:
         taken = self.store.names()

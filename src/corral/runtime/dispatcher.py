@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from corral.engines.base import implementation
 from corral.errors import CorralError
 from corral.runtime.loader import require_task
 from corral.runtime.metrics import Metrics
@@ -87,7 +88,7 @@ class Dispatcher:
             async with self.registry.use(name) as model:
                 model_name = model.name
                 require_task(model.name, model.handler, task)
-                method = model.handler.chat if task is Task.CHAT else model.handler.complete
+                method = implementation(model.handler, task)
                 async with self.gate(model).slot(model.name):
                     async for chunk in stream_from_thread(lambda: method(request)):  # type: ignore[arg-type]
                         if ttft is None:

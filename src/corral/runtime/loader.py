@@ -12,7 +12,7 @@ from corral.tasks import Task
 def import_engine(entry: Entry) -> None:
     """Import the engine libraries a model needs (before its memory is measured)."""
     if entry.info.engine:
-        handler_class(entry.info.engine).import_libraries()
+        handler_class(entry.info.engine, entry.info.tasks).import_libraries()
 
 
 def open_model(entry: Entry, options: LoadOptions) -> Handler:
@@ -21,7 +21,7 @@ def open_model(entry: Entry, options: LoadOptions) -> Handler:
     if not entry.info.engine:
         raise UnsupportedTaskError(f"corral does not know which engine runs {entry.name}",
                                    "see `corral inspect` for what was detected")
-    handler = handler_class(entry.info.engine)(entry.path, entry.info, options)
+    handler = handler_class(entry.info.engine, entry.info.tasks)(entry.path, entry.info, options)
     try:
         handler.load()
     except CorralError:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from corral.engines.base import Handler
+from corral.engines.base import Handler, implementation
 from corral.errors import BusyError
-from corral.tasks import EmbedRequest, EmbedResult, Usage
+from corral.tasks import EmbedRequest, EmbedResult, Task, Usage
 
 T = TypeVar("T")
 _END = object()
@@ -161,7 +161,8 @@ class EmbedBatcher:
             texts = tuple(t for req, _ in items for t in req.inputs)
             self.on_batch(len(texts))
             try:
-                result = await asyncio.to_thread(self.handler.embed, EmbedRequest(texts, normalize))
+                embed = implementation(self.handler, Task.EMBED)
+                result = await asyncio.to_thread(embed, EmbedRequest(texts, normalize))
             except BaseException as exc:
                 for _, fut in items:
                     if not fut.done():

@@ -1,0 +1,65 @@
+"""The table of engines: the one place that says what each engine runs and needs.
+
+An engine is a library family (llama.cpp, transformers, ...). Its row names the pip
+distributions and import names it needs, the pip extra that installs them, the weight formats
+and devices it takes, and, per task, the handler class (an import string) that implements that
+task. Inspection reports the packages from here; the loader picks a handler from here by the
+model's engine and tasks, so a model can only reach a handler that declares one of its tasks (a
+ViT config never lands in the causal-LM handler). Tasks a model has but no row maps are detected,
+not yet runnable. Importing this module imports no engine library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from corral.tasks import Task
+
+LLAMA = "corral.engines.llama_cpp:LlamaCppHandler"
+HF_LM = "corral.engines.transformers_lm:TransformersLMHandler"
+SENTENCE = "corral.engines.sentence_tf:SentenceTransformersHandler"
+ALL_DEVICES = ("cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    packages: tuple[str, ...]  # pip distributions, as `corral inspect` reports them
+    imports: tuple[str, ...]  # import names checked before a load
+    extra: str  # the pip extra of corral that installs them
+    formats: frozenset[str]  # weight formats it loads
+    devices: tuple[str, ...] = ALL_DEVICES
+    handlers: Mapping[Task, str] = field(default_factory=dict)  # task -> "module:Class"
+
+    def handler_for(self, tasks: list[str]) -> str | None:
+        """The handler of the first of the model's tasks this engine implements."""
+        for task in tasks:
+            target = self.handlers.get(Task(task))
+            if target is not None:
+                return target
+        return None
+
+    def served_by(self, target: str, tasks: list[str]) -> frozenset[Task]:
+        """The model's tasks that ``target`` implements."""
+        return frozenset(Task(t) for t in tasks if self.handlers.get(Task(t)) == target)
+
+
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec for spec in (
+        EngineSpec("llama_cpp", ("llama-cpp-python",), ("llama_cpp",), "llama", frozenset({"gguf"}),
+                   handlers={Task.CHAT: LLAMA, Task.COMPLETE: LLAMA, Task.EMBED: LLAMA}),
+        EngineSpec("transformers", ("transformers", "torch"), ("transformers", "torch"), "torch",
+                   frozenset({"safetensors", "pickle"}),
+                   handlers={Task.CHAT: HF_LM, Task.COMPLETE: HF_LM}),
+        EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
+                   "torch", frozenset({"safetensors", "pickle"}), handlers={Task.EMBED: SENTENCE}),
+        EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
+                   "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
+    )
+}
+
+
+def engine_packages(engine: str | None) -> tuple[str, ...]:
+    spec = ENGINES.get(engine or "")
+    return spec.packages if spec else ()

@@ -1,0 +1,62 @@
+"""Tasks and engines are data: every task an engine declares has its implementation, every
+engine's extra exists and is pinned, and a model only reaches a handler that declares its task."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+from tests.conftest import run_cli
+from tests.fixtures import tiny_media
+from tests.test_install import pins
+
+from corral.engines.base import Handler, handler_class
+from corral.engines.table import ENGINES
+from corral.errors import UnsupportedTaskError
+from corral.models.inspect import inspect_path
+from corral.tasks import TASKS, Task
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_there_are_nineteen_tasks_and_every_spec_is_well_formed() -> None:
+    assert len(Task) == 19 and Task.CLASSIFY_TOKENS in Task
+    for task, spec in TASKS.items():
+        assert dataclasses.is_dataclass(spec.request) and dataclasses.is_dataclass(spec.result), task
+        assert spec.method.isidentifier()
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_every_declared_task_has_an_implementation(engine: str) -> None:
+    spec = ENGINES[engine]
+    for task, target in spec.handlers.items():
+        assert task in TASKS, f"{engine} declares {task}, which has no TaskSpec"
+        cls = handler_class(engine, [task.value])
+        assert f"{cls.__module__}:{cls.__qualname__}" == target
+        assert issubclass(cls, Handler) and cls.engine == engine
+        assert callable(getattr(cls, TASKS[task].method, None)), f"{target} lacks {TASKS[task].method}"
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_every_extra_exists_is_in_all_and_dev_and_is_pinned(engine: str) -> None:
+    spec = ENGINES[engine]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pinned = pins()
+    for package in spec.packages:
+        assert package.lower().replace("_", "-") in pinned, f"{package} is not in constraints.txt"
+    if not spec.handlers:
+        return  # detected only; its extra comes with the issue that makes it runnable
+    assert spec.extra in extras
+    assert any(spec.extra in req for req in extras["all"]) and any(spec.extra in req for req in extras["dev"])
+
+
+def test_a_vision_model_never_reaches_the_language_model_handler(tmp_path: Path) -> None:
+    folder = tiny_media.build_vit(tmp_path / "vit").path
+    info = inspect_path(folder)
+    assert info.engine == "transformers" and info.tasks == ["classify_image"]
+    with pytest.raises(UnsupportedTaskError, match="cannot run transformers models for classify_image yet"):
+        handler_class(info.engine, info.tasks)
+    ran = run_cli("run", str(folder), "hello")
+    assert ran.returncode == 1 and "classify_image" in ran.stderr and "Traceback" not in ran.stderr
