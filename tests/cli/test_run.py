@@ -46,3 +46,17 @@ def test_stop_and_max_tokens_flags() -> None:
     short = json.loads(run_cli("run", "smollm2", "Count to ten.", "--temperature", "0", "--max-tokens", "2",
                                "--json").stdout)
     assert short["usage"]["completion_tokens"] == 2 and short["finish_reason"] == "length"
+
+
+def test_run_and_embed_are_logged_with_door_cli() -> None:
+    assert run_cli("run", "smollm2", "Hi", "--temperature", "0", "--max-tokens", "3").returncode == 0
+    assert run_cli("embed", "minilm", "one", "two").returncode == 0
+    rows = json.loads(run_cli("logs", "--json").stdout)
+    run, embed = reversed(rows[:2])
+    assert (run["door"], run["task"], run["route"], run["status"]) == ("cli", "chat", "run", 200)
+    assert run["model"] == "smollm2"
+    assert run["completion_tokens"] == 3 and run["ttft_ms"] > 0
+    assert (embed["door"], embed["task"], embed["route"], embed["status"]) == ("cli", "embed", "embed", 200)
+    assert embed["prompt_tokens"] > 0
+    shown = run_cli("logs").stdout
+    assert "cli" in shown and "embed" in shown

@@ -59,4 +59,5 @@ def test_a_vision_model_never_reaches_the_language_model_handler(tmp_path: Path)
     with pytest.raises(UnsupportedTaskError, match="cannot run transformers models for classify_image yet"):
         handler_class(info.engine, info.tasks)
     ran = run_cli("run", str(folder), "hello")
-    assert ran.returncode == 1 and "classify_image" in ran.stderr and "Traceback" not in ran.stderr
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr
+    assert "vit cannot chat or complete; it is a classify_image model, which corral cannot run yet" in ran.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import threading
 import time
@@ -85,7 +86,7 @@ def test_concurrent_first_requests_load_once(make_server: type[Server]) -> None:
 
 def test_eviction_is_least_recently_used(make_server: type[Server], smollm2_path: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.gguf"
-    copy.symlink_to(smollm2_path)
+    shutil.copyfile(smollm2_path, copy)  # other files: another model (a symlink would be the same model)
     srv = make_server("--max-loaded", "2", "--keep-alive", "-1", register={"smol-b": copy})
     def use(model: str) -> None:
         if model == "minilm":

@@ -8,15 +8,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from corral.models.refs import check_name
-from corral.runtime.dispatcher import Dispatcher
-from corral.runtime.registry import LoadedModel
+from corral.runtime.runtime import ModelStatus, Runtime
 
 router = APIRouter()
 
 
-def _dispatcher(request: Request) -> Dispatcher:
-    d: Dispatcher = request.app.state.dispatcher
-    return d
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 @router.get("/health")
@@ -36,41 +35,30 @@ async def ready(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(_dispatcher(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(_runtime(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def describe(model: LoadedModel, dispatcher: Dispatcher, now: float) -> dict[str, Any]:
-    gate = dispatcher.gate(model)
-    keep = dispatcher.registry.keep_alive
-    return {"name": model.name, "engine": model.entry.info.engine, "format": model.entry.info.format,
+def describe(model: ModelStatus) -> dict[str, Any]:
+    return {"name": model.name, "engine": model.engine, "format": model.format,
             "memory": {"measured_bytes": model.measured_bytes, "estimate_bytes": model.estimate_bytes},
-            "parallel": model.handler.max_concurrency, "in_flight": model.in_flight, "queued": gate.waiting,
-            "idle_seconds": round(now - model.last_used, 3),
-            "expires_in_seconds": None if keep < 0 else max(0.0, round(keep - (now - model.last_used), 3))}
+            "parallel": model.parallel, "in_flight": model.in_flight, "queued": model.queued,
+            "idle_seconds": model.idle_seconds, "expires_in_seconds": model.expires_in_seconds}
 
 
 @router.get("/api/ps")
 async def ps(request: Request) -> dict[str, Any]:
-    import time
-
-    d = _dispatcher(request)
-    now = time.monotonic()
-    models = [describe(m, d, now) for m in sorted(d.registry.models.values(), key=lambda m: m.name)]
-    return {"models": models, "budget_bytes": d.registry.budget_bytes, "max_loaded": d.registry.max_loaded,
-            "resident_bytes": d.registry.resident_bytes()}
+    status = _runtime(request).status()
+    return {"models": [describe(m) for m in status.models], "budget_bytes": status.budget_bytes,
+            "max_loaded": status.max_loaded, "resident_bytes": status.resident_bytes}
 
 
 @router.post("/api/models/{name:path}/load")
 async def load(name: str, request: Request) -> dict[str, Any]:
-    import time
-
     check_name(name)
-    d = _dispatcher(request)
-    model = await d.registry.get(name)
-    return {"loaded": describe(model, d, time.monotonic())}
+    return {"loaded": describe(await _runtime(request).load(name))}
 
 
 @router.post("/api/models/{name:path}/unload")
 async def unload(name: str, request: Request) -> dict[str, Any]:
     check_name(name)
-    return {"name": name, "unloaded": await _dispatcher(request).registry.unload(name)}
+    return {"name": name, "unloaded": await _runtime(request).unload(name)}

@@ -19,13 +19,14 @@ from corral.api.chat_prep import prepare_chat
 from corral.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody, stop_tuple
 from corral.api.sse import DONE, EventStream, event
 from corral.errors import UsageError
-from corral.runtime.dispatcher import CallInfo, Dispatcher, Door
-from corral.tasks import CompletionRequest, EmbedRequest, Sampling, Task, TextChunk, Usage
+from corral.runtime.dispatcher import CallInfo, Door
+from corral.runtime.runtime import Runtime
+from corral.tasks import CompletionRequest, EmbedRequest, EmbedResult, Sampling, Task, TextChunk, Usage
 
 
-def dispatcher(request: Request) -> Dispatcher:
-    d: Dispatcher = request.app.state.dispatcher
-    return d
+def runtime(request: Request) -> Runtime:
+    r: Runtime = request.app.state.runtime
+    return r
 
 
 def call_info(request: Request, route: str, prompt: str | None) -> CallInfo:
@@ -58,12 +59,12 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    app = request.app.state
-    entries = await asyncio.to_thread(app.store.list)
+    rt = runtime(request)
+    entries = await rt.list_models()
     data = [{"id": e.name, "object": "model", "created": int(e.created_at), "owned_by": "corral",
              "corral": {"tasks": e.info.tasks, "format": e.info.format, "source": e.source}} for e in entries]
     names = {e.name for e in entries}
-    for alias, target in sorted(app.settings.all_aliases().items()):
+    for alias, target in sorted(rt.settings.all_aliases().items()):
         if alias not in names:
             data.append({"id": alias, "object": "model", "created": 0, "owned_by": "corral",
                          "corral": {"alias_of": target}})
@@ -75,12 +76,12 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     prepared = prepare_chat(body)
     prompt = "\n".join(f"{m.role}: {m.content}" for m in prepared.request.messages)
     call = call_info(request, "/v1/chat/completions", prompt)
-    d = dispatcher(request)
+    rt = runtime(request)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     requests = [prepared.request_for(i) for i in range(body.n)]
     # only the first choice is primed: its errors are every choice's errors, and priming the others
     # would hold a model slot that the first one needs to finish
-    streams = [d.generate(Task.CHAT, body.model, r, call) for r in requests]
+    streams = [rt.run(Task.CHAT, body.model, r, call) for r in requests]
     streams[0] = await primed(streams[0])
     head = {"id": rid, "created": created, "model": body.model, "system_fingerprint": "corral"}
     if body.stream:
@@ -101,7 +102,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if not prompts:
         raise UsageError("prompt must not be an empty list")
-    d = dispatcher(request)
+    rt = runtime(request)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     jobs: list[AsyncIterator[TextChunk]] = []
     for prompt in prompts:
@@ -110,7 +111,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
             sampling = Sampling(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
                                 seed=seed, stop=stop_tuple(body.stop))
             call = call_info(request, "/v1/completions", prompt)
-            job = d.generate(Task.COMPLETE, body.model, CompletionRequest(prompt, sampling), call)
+            job = rt.run(Task.COMPLETE, body.model, CompletionRequest(prompt, sampling), call)
             jobs.append(await primed(job) if not jobs else job)
     head = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
     if body.stream:
@@ -159,8 +160,8 @@ async def embeddings(body: EmbeddingBody, request: Request) -> Response:
         raise UsageError("input must be a non-empty string or a list of non-empty strings")
     if len(inputs) > 2048:
         raise UsageError("input may hold at most 2048 strings")
-    result = await dispatcher(request).embed(body.model, EmbedRequest(tuple(inputs)),
-                                             call_info(request, "/v1/embeddings", None))
+    result: EmbedResult = await runtime(request).call(Task.EMBED, body.model, EmbedRequest(tuple(inputs)),
+                                                      call_info(request, "/v1/embeddings", None))
     vectors = np.asarray(np.stack([np.asarray(v, dtype=np.float32) for v in result.vectors]), dtype=np.float32)
     if body.dimensions is not None:
         if body.dimensions > vectors.shape[1]:

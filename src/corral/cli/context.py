@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from corral.config import Settings, load_settings
-from corral.engines.base import Handler, LoadOptions
+from corral.engines.base import LoadOptions
 from corral.models.resolve import Resolver
 from corral.models.safety import Trust
 from corral.models.store import Entry, Store
 from corral.runtime.devices import check_device
+
+if TYPE_CHECKING:
+    from corral.runtime.sync import SyncRuntime
 
 
 @dataclass
@@ -56,8 +60,14 @@ def load_options(args: argparse.Namespace, ctx: Context) -> LoadOptions:
                        context_length=args.context_length, threads=args.threads)
 
 
-def open_entry(args: argparse.Namespace, ctx: Context) -> tuple[Entry, Handler]:
-    from corral.runtime.loader import open_model
+NO_BUDGET = 2**62  # the CLI loads what it is asked to: no memory budget, one model at a time
 
-    entry = ctx.resolve(args.model)
-    return entry, open_model(entry, load_options(args, ctx))
+
+def cli_runtime(args: argparse.Namespace, ctx: Context, preload: str | None = None) -> SyncRuntime:
+    """The runtime a CLI command runs its calls through (logged with door ``cli``)."""
+    from corral.runtime.runtime import RuntimeOptions, build_runtime
+    from corral.runtime.sync import SyncRuntime
+
+    options = RuntimeOptions(load=load_options(args, ctx), budget_bytes=NO_BUDGET, max_loaded=1, keep_alive=-1,
+                             allow_paths=True, record_memory=False, preload=(preload,) if preload else ())
+    return SyncRuntime(build_runtime(ctx.settings, ctx.store, options))

@@ -7,11 +7,13 @@ import sys
 import time
 from collections.abc import Iterator
 
-from corral.cli.context import Context, add_load_flags, open_entry
+from corral.cli.context import Context, add_load_flags, cli_runtime
 from corral.cli.output import print_json
-from corral.engines.base import implementation
+from corral.engines.table import tasks_served
 from corral.errors import UsageError
-from corral.runtime.loader import require_task
+from corral.models.store import Entry
+from corral.runtime.dispatcher import CallInfo, Door
+from corral.runtime.loader import first_served
 from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Message, Sampling, Task, TextChunk
 
 
@@ -74,20 +76,26 @@ def _stream(chunks: Iterator[TextChunk], echo: bool) -> tuple[str, TextChunk]:
     return "".join(parts), last
 
 
+def _served(entry: Entry) -> frozenset[Task]:
+    return tasks_served(entry.info.engine, entry.info.tasks)
+
+
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     sampling = sampling_from(args)
-    entry, handler = open_entry(args, ctx)
-    task = require_task(entry.name, handler, Task.COMPLETE) if args.raw else \
-        require_task(entry.name, handler, Task.CHAT, Task.COMPLETE)
-    started = time.perf_counter()
+    entry = ctx.resolve(args.model)
+    wanted = (Task.COMPLETE,) if args.raw else (Task.CHAT, Task.COMPLETE)
+    task = first_served(entry.name, _served(entry), *wanted, detected=entry.info.tasks)
     if task is Task.CHAT:
         messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
-        chunks = implementation(handler, task)(ChatRequest(tuple(messages), sampling))
+        request: ChatRequest | CompletionRequest = ChatRequest(tuple(messages), sampling)
     else:
-        chunks = implementation(handler, task)(CompletionRequest(prompt, sampling))
-    text, last = _stream(chunks, echo=not args.json)
-    elapsed = time.perf_counter() - started
+        request = CompletionRequest(prompt, sampling)
+    with cli_runtime(args, ctx) as runtime:
+        started = time.perf_counter()
+        text, last = _stream(runtime.stream(task, entry.name, request, CallInfo(Door.CLI, "run", prompt=prompt)),
+                             echo=not args.json)
+        elapsed = time.perf_counter() - started
     if args.json:
         usage = last.usage
         print_json({"model": entry.name, "task": task.value, "text": text, "finish_reason": last.finish_reason,
@@ -96,50 +104,54 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
                     "seconds": round(elapsed, 4)})
     else:
         sys.stdout.write("\n")
-    handler.unload()
     return 0
 
 
 def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
     sampling = sampling_from(args)
-    entry, handler = open_entry(args, ctx)
-    chat = implementation(handler, require_task(entry.name, handler, Task.CHAT))
+    entry = ctx.resolve(args.model)
+    first_served(entry.name, _served(entry), Task.CHAT, detected=entry.info.tasks)
     history: list[Message] = [Message("system", args.system)] if args.system else []
-    print(f"chatting with {entry.name}; /exit or Ctrl-D to leave, Ctrl-C stops an answer, /reset clears")
-    while True:
-        try:
-            line = input(">>> ")
-        except EOFError:
+    with cli_runtime(args, ctx, preload=entry.name) as runtime:  # loaded before the first prompt
+        print(f"chatting with {entry.name}; /exit or Ctrl-D to leave, Ctrl-C stops an answer, /reset clears")
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                print()
+                break
+            except KeyboardInterrupt:
+                print("\n(use /exit or Ctrl-D to leave)")
+                continue
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit", "/bye"):
+                break
+            if text == "/reset":
+                history = history[:1] if args.system else []
+                print("(history cleared)")
+                continue
+            turn = [*history, Message("user", line)]
+            try:
+                chunks = runtime.stream(Task.CHAT, entry.name, ChatRequest(tuple(turn), sampling),
+                                        CallInfo(Door.CLI, "chat", prompt=line))
+                answer, _ = _stream(chunks, echo=True)
+            except KeyboardInterrupt:
+                print("\n(stopped)")
+                continue
             print()
-            break
-        except KeyboardInterrupt:
-            print("\n(use /exit or Ctrl-D to leave)")
-            continue
-        text = line.strip()
-        if not text:
-            continue
-        if text in ("/exit", "/quit", "/bye"):
-            break
-        if text == "/reset":
-            history = history[:1] if args.system else []
-            print("(history cleared)")
-            continue
-        turn = [*history, Message("user", line)]
-        try:
-            answer, _ = _stream(chat(ChatRequest(tuple(turn), sampling)), echo=True)
-        except KeyboardInterrupt:
-            print("\n(stopped)")
-            continue
-        print()
-        history = [*turn, Message("assistant", answer)]
-    handler.unload()
+            history = [*turn, Message("assistant", answer)]
     return 0
 
 
 def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
-    entry, handler = open_entry(args, ctx)
-    embed = implementation(handler, require_task(entry.name, handler, Task.EMBED))
-    result: EmbedResult = embed(EmbedRequest(tuple(args.texts), normalize=not args.no_normalize))
+    entry = ctx.resolve(args.model)
+    first_served(entry.name, _served(entry), Task.EMBED, detected=entry.info.tasks)
+    with cli_runtime(args, ctx) as runtime:
+        result: EmbedResult = runtime.call(Task.EMBED, entry.name,
+                                           EmbedRequest(tuple(args.texts), normalize=not args.no_normalize),
+                                           CallInfo(Door.CLI, "embed"))
     if args.json:
         print_json({"object": "list", "model": entry.name,
                     "data": [{"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
@@ -149,5 +161,4 @@ def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
     else:
         for vector in result.vectors:
             sys.stdout.write("[" + ", ".join(f"{x:.6f}" for x in vector) + "]\n")
-    handler.unload()
     return 0

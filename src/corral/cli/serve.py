@@ -78,15 +78,9 @@ def register(sub: Any) -> None:
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     import uvicorn
 
-    from corral.api.app import Runtime, ServeOptions, create_app
+    from corral.api.app import ServeOptions, create_app
     from corral.api.guard import ServerState
-    from corral.models.resolve import Resolver
-    from corral.runtime.dispatcher import Dispatcher
-    from corral.runtime.loader import open_model
-    from corral.runtime.memory import MemoryProbe
-    from corral.runtime.metrics import Metrics
-    from corral.runtime.registry import Registry
-    from corral.runtime.requestlog import RequestLog
+    from corral.runtime.runtime import RuntimeOptions, build_runtime
 
     keys = [*args.api_key, *filter(None, (k.strip() for k in os.environ.get("CORRAL_API_KEYS", "").split(",")))]
     if not is_loopback(args.host) and not keys and not args.allow_insecure:
@@ -95,32 +89,19 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
             "pass --api-key KEY (or CORRAL_API_KEYS), or --allow-insecure if the network is trusted")
     if args.max_loaded < 1 or args.max_queue < 0 or not 1 <= args.parallel <= 64:
         raise UsageError("--max-loaded must be at least 1, --max-queue at least 0, --parallel 1 to 64")
-    settings, store = ctx.settings, ctx.store
-    resolver = Resolver(settings, store, allow_paths=False)
-    probe = MemoryProbe()
-    budget = parse_size(args.memory_budget) if args.memory_budget else probe.default_budget()
+    models = tuple(m.strip() for group in args.models for m in group.split(",") if m.strip())
+    runtime = build_runtime(ctx.settings, ctx.store, RuntimeOptions(
+        load=replace(load_options(args, ctx), parallel=args.parallel),
+        budget_bytes=parse_size(args.memory_budget) if args.memory_budget else None,
+        max_loaded=args.max_loaded, keep_alive=parse_duration(args.keep_alive), max_queue=args.max_queue,
+        log_prompts=args.log_prompts, preload=models))
     state = ServerState()
-
-    def state_rows() -> list[tuple[str, int, int, int]]:
-        return [(m.name, dispatcher.gate(m).waiting, m.in_flight, m.measured_bytes)
-                for m in list(registry.models.values())]
-
-    metrics = Metrics(state_rows)
-    registry = Registry(resolve=lambda name: resolver.resolve(name, progress=False), opener=open_model,
-                        options=replace(load_options(args, ctx), parallel=args.parallel),
-                        budget_bytes=budget, max_loaded=args.max_loaded,
-                        keep_alive=parse_duration(args.keep_alive), probe=probe,
-                        measurements=store.measurements, record=store.record_measurement,
-                        listener=lambda event, name: metrics.loads.labels(name).inc() if event == "loaded" else None)
-    log = RequestLog(settings.data_dir / "requests.db", log_prompts=args.log_prompts)
-    dispatcher = Dispatcher(registry, log, metrics, max_queue=args.max_queue)
-    models = [m.strip() for group in args.models for m in group.split(",") if m.strip()]
-    options = ServeOptions(host=args.host, port=args.port, api_keys=keys, allowed_hosts=args.allowed_host,
-                           preload=models)
-    app = create_app(settings, Runtime(store, dispatcher), options, state)
+    app = create_app(runtime, ServeOptions(host=args.host, port=args.port, api_keys=keys,
+                                           allowed_hosts=args.allowed_host), state)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5, lifespan="on")
-    server = DrainingServer(config, state, parse_duration(args.grace), metrics)
+    server = DrainingServer(config, state, parse_duration(args.grace), runtime.metrics)
+    budget = runtime.registry.budget_bytes
     sys.stderr.write(f"corral serving on http://{args.host}:{args.port} "
                      f"({'API key required' if keys else 'no API key'}; budget {budget / 1e9:.2f} GB)\n")
     sys.stderr.flush()

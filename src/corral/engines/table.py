@@ -63,3 +63,10 @@ ENGINES: dict[str, EngineSpec] = {
 def engine_packages(engine: str | None) -> tuple[str, ...]:
     spec = ENGINES.get(engine or "")
     return spec.packages if spec else ()
+
+
+def tasks_served(engine: str | None, tasks: list[str]) -> frozenset[Task]:
+    """The tasks a model with these inspected ``tasks`` can run: those its handler implements."""
+    spec = ENGINES.get(engine or "")
+    target = None if spec is None else spec.handler_for(tasks)
+    return frozenset() if spec is None or target is None else spec.served_by(target, tasks)

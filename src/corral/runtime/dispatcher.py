@@ -1,5 +1,5 @@
-"""The one dispatcher every transport calls: resolve and load the model, queue for a slot,
-run the task on the engine, and log and count every request."""
+"""The one dispatcher every door reaches through the runtime: check the task, resolve and load the
+model, queue for a slot, run the task on the engine, and log and count every call."""
 
 from __future__ import annotations
 
@@ -8,15 +8,20 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, cast
 
 from corral.engines.base import implementation
-from corral.errors import CorralError
-from corral.runtime.loader import require_task
-from corral.runtime.metrics import Metrics
-from corral.runtime.registry import LoadedModel, Registry
+from corral.engines.table import tasks_served
+from corral.errors import CorralError, UnsupportedTaskError
+from corral.models.store import Entry
+from corral.runtime.loader import first_served, require_task
+from corral.runtime.registry import Check, LoadedModel, Registry
 from corral.runtime.requestlog import LogRow, RequestLog
-from corral.runtime.scheduler import EmbedBatcher, Gate, queue_full, stream_from_thread
-from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Task, TextChunk, Usage
+from corral.runtime.scheduler import EmbedBatcher, Gate, ServingState, queue_full, stream_from_thread
+from corral.tasks import TASKS, EmbedRequest, EmbedResult, Task, TextChunk, Usage
+
+if TYPE_CHECKING:
+    from corral.runtime.metrics import Metrics
 
 
 class Door(StrEnum):
@@ -45,31 +50,58 @@ def outcome(exc: BaseException) -> tuple[int, str]:
     """The status and message a failed call is logged with."""
     if isinstance(exc, CorralError):
         return exc.http_status, exc.message
-    if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+    if isinstance(exc, (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt)):
         return 499, "client closed the connection"
     return 500, f"{type(exc).__name__}: {exc}"
+
+
+def task_check(task: Task) -> Check:
+    """A registry check that refuses a model whose files do not serve ``task``, before it loads."""
+    def check(entry: Entry) -> None:
+        first_served(entry.name, tasks_served(entry.info.engine, entry.info.tasks), task, detected=entry.info.tasks)
+    return check
+
+
+class Tally:
+    """What the log records of one streamed call, counted as its chunks pass."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.started = model, time.perf_counter()
+        self.ttft: float | None = None
+        self.usage, self.status, self.pieces = Usage(), 200, 0
+        self.error: str | None = None
+
+    def see(self, chunk: TextChunk) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter() - self.started
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        elif chunk.text:
+            self.pieces += 1
+
+    def fail(self, exc: BaseException) -> None:
+        self.status, self.error = outcome(exc)
+        if self.status == 499:  # generation stopped where the caller left: count the pieces streamed so far
+            self.usage = Usage(self.usage.prompt_tokens, self.pieces)
 
 
 class Dispatcher:
     def __init__(self, registry: Registry, log: RequestLog, metrics: Metrics, *, max_queue: int = 64) -> None:
         self.registry, self.log, self.metrics, self.max_queue = registry, log, metrics, max_queue
 
-    def gate(self, model: LoadedModel) -> Gate:
-        gate = model.extras.get("gate")
-        if not isinstance(gate, Gate):
-            gate = Gate(max(1, model.handler.max_concurrency), self.max_queue)
-            model.extras["gate"] = gate
-        return gate
+    def serving(self, model: LoadedModel) -> ServingState:
+        if model.serving is None:
+            model.serving = ServingState(Gate(max(1, model.handler.max_concurrency), self.max_queue))
+        return model.serving
 
     def batcher(self, model: LoadedModel) -> EmbedBatcher:
-        batcher = model.extras.get("embed_batcher")
-        if not isinstance(batcher, EmbedBatcher):
-            batcher = EmbedBatcher(model.handler, on_batch=self.metrics.embed_batch.labels(model.name).observe)
-            model.extras["embed_batcher"] = batcher
-        return batcher
+        state = self.serving(model)
+        if state.embed is None:
+            state.embed = EmbedBatcher(model.handler, on_batch=self.metrics.embed_batch.labels(model.name).observe)
+        return state.embed
 
-    async def _record(self, model: str | None, task: Task, call: CallInfo, status: int, usage: Usage,
-                      started: float, ttft: float | None, error: str | None) -> None:
+    def record(self, model: str | None, task: Task, call: CallInfo, status: int, usage: Usage, started: float,
+               ttft: float | None, error: str | None) -> None:
         total = time.perf_counter() - started
         self.metrics.observe(model, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
         row = LogRow(model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
@@ -77,40 +109,43 @@ class Dispatcher:
                      door=call.door.value, task=task.value)
         self.log.write(row)  # queued; the log's own thread writes it
 
-    async def generate(self, task: Task, name: str, request: ChatRequest | CompletionRequest,
-                       call: CallInfo) -> AsyncIterator[TextChunk]:
+    def run(self, task: Task, name: str, request: Any, call: CallInfo) -> AsyncIterator[Any]:
+        """A streaming task's chunks, or the one result of a batchable task."""
+        spec = TASKS.get(task)
+        if spec is None:
+            raise UnsupportedTaskError(f"corral cannot run {task.value} yet")
+        if not isinstance(request, spec.request):
+            raise TypeError(f"{task.value} takes a {spec.request.__name__}, not {type(request).__name__}")
+        if spec.streams:
+            return self.generate(task, name, request, call)
+        return self._one(self.embed(name, cast(EmbedRequest, request), call))  # the one batchable task so far
+
+    @staticmethod
+    async def _one(result: Any) -> AsyncIterator[Any]:
+        yield await result
+
+    async def generate(self, task: Task, name: str, request: Any, call: CallInfo) -> AsyncIterator[TextChunk]:
         """Stream a chat or completion. Errors before the first chunk propagate to the caller."""
-        started = time.perf_counter()
-        ttft: float | None = None
-        usage, status, error, model_name = Usage(), 200, None, name
-        pieces = 0
+        tally = Tally(name)
         try:
-            async with self.registry.use(name) as model:
-                model_name = model.name
-                require_task(model.name, model.handler, task)
-                method = implementation(model.handler, task)
-                async with self.gate(model).slot(model.name):
-                    async for chunk in stream_from_thread(lambda: method(request)):  # type: ignore[arg-type]
-                        if ttft is None:
-                            ttft = time.perf_counter() - started
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        elif chunk.text:
-                            pieces += 1
+            async with self.registry.use(name, task_check(task)) as model:
+                tally.model = model.name
+                method = implementation(model.handler, require_task(model.name, model.handler, task))
+                async with self.serving(model).gate.slot(model.name):
+                    async for chunk in stream_from_thread(lambda: method(request)):
+                        tally.see(chunk)
                         yield chunk
         except BaseException as exc:
-            status, error = outcome(exc)
-            if status == 499:  # generation stopped where the client left: log the pieces streamed so far
-                usage = Usage(usage.prompt_tokens, pieces)
+            tally.fail(exc)
             raise
         finally:
-            await asyncio.shield(self._record(model_name, task, call, status, usage, started, ttft, error))
+            self.record(tally.model, task, call, tally.status, tally.usage, tally.started, tally.ttft, tally.error)
 
     async def embed(self, name: str, request: EmbedRequest, call: CallInfo) -> EmbedResult:
         started = time.perf_counter()
         status, error, usage, model_name = 200, None, Usage(), name
         try:
-            async with self.registry.use(name) as model:
+            async with self.registry.use(name, task_check(Task.EMBED)) as model:
                 model_name = model.name
                 require_task(model.name, model.handler, Task.EMBED)
                 batcher = self.batcher(model)
@@ -123,4 +158,4 @@ class Dispatcher:
             status, error = outcome(exc)
             raise
         finally:
-            await asyncio.shield(self._record(model_name, Task.EMBED, call, status, usage, started, None, error))
+            self.record(model_name, Task.EMBED, call, status, usage, started, None, error)

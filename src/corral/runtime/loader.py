@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from corral.engines.base import Handler, LoadOptions, handler_class
 from corral.errors import CorralError, InvalidModelFileError, UnsupportedTaskError
 from corral.models.safety import check_trust
@@ -26,6 +28,9 @@ def open_model(entry: Entry, options: LoadOptions) -> Handler:
         handler.load()
     except CorralError:
         raise
+    except SystemExit as exc:  # a model's own code (trusted with --trust-remote-code) tried to end the process
+        raise InvalidModelFileError(f"the code shipped with {entry.name} exited while loading: {exc}",
+                                    "the model's own Python code failed; check it, or use another model") from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         # the libraries' own loading errors: a broken or incomplete model folder
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -36,10 +41,18 @@ def open_model(entry: Entry, options: LoadOptions) -> Handler:
 
 def require_task(name: str, handler: Handler, *wanted: Task) -> Task:
     """The first of ``wanted`` the loaded model serves, or a clear error."""
-    serves = handler.serves()
+    return first_served(name, handler.serves(), *wanted)
+
+
+def first_served(name: str, serves: frozenset[Task], *wanted: Task, detected: Sequence[str] = ()) -> Task:
+    """The first of ``wanted`` in ``serves``, or the error that says what the model serves instead."""
     for task in wanted:
         if task in serves:
             return task
-    can = ", ".join(sorted(t.value for t in serves)) or "nothing corral can run yet"
-    raise UnsupportedTaskError(
-        f"{name} cannot {' or '.join(t.value for t in wanted)}; it serves: {can}")
+    if serves:
+        instead = "it serves: " + ", ".join(sorted(t.value for t in serves))
+    elif detected:
+        instead = f"it is a {', '.join(detected)} model, which corral cannot run yet"
+    else:
+        instead = "it serves nothing corral can run yet"
+    raise UnsupportedTaskError(f"{name} cannot {' or '.join(t.value for t in wanted)}; {instead}")

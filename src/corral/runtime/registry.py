@@ -9,13 +9,17 @@ import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from corral.engines.base import Handler, LoadOptions
 from corral.errors import BusyError, InsufficientMemoryError
 from corral.models.store import Entry
 from corral.runtime.loader import import_engine
 from corral.runtime.memory import MemoryProbe, human
+
+if TYPE_CHECKING:
+    from corral.runtime.scheduler import ServingState
 
 
 @dataclass
@@ -28,7 +32,7 @@ class LoadedModel:
     loaded_at: float
     last_used: float
     in_flight: int = 0
-    extras: dict[str, object] = field(default_factory=dict)  # per-model runtime helpers (batchers, gates)
+    serving: ServingState | None = None  # the dispatcher's queue and batchers for this model
 
     @property
     def name(self) -> str:
@@ -36,6 +40,7 @@ class LoadedModel:
 
 
 Opener = Callable[[Entry, LoadOptions], Handler]
+Check = Callable[[Entry], None]
 Listener = Callable[[str, str], None]  # (event, model name): "loaded" | "unloaded" | "evicted"
 
 
@@ -43,11 +48,13 @@ class Registry:
     def __init__(self, *, resolve: Callable[[str], Entry], opener: Opener, options: LoadOptions,
                  budget_bytes: int, max_loaded: int, keep_alive: float, probe: MemoryProbe,
                  measurements: Callable[[], dict[str, int]],
-                 record: Callable[[str, int, str], None], listener: Listener | None = None) -> None:
+                 record: Callable[[str, int, str], None], listener: Listener | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._resolve, self._open, self.options = resolve, opener, options
         self.budget_bytes, self.max_loaded, self.keep_alive = budget_bytes, max_loaded, keep_alive
         self._probe, self._measurements, self._record = probe, measurements, record
         self._listener = listener or (lambda event, name: None)
+        self.clock = clock
         self.models: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
         self._reserved: dict[str, int] = {}
@@ -72,27 +79,39 @@ class Registry:
         return await asyncio.to_thread(self._resolve, name)
 
     @asynccontextmanager
-    async def use(self, name: str) -> AsyncIterator[LoadedModel]:
-        model = await self.get(name)
-        model.in_flight += 1
+    async def use(self, name: str, check: Check | None = None) -> AsyncIterator[LoadedModel]:
+        model = await self.acquire(name, check)
         try:
             yield model
         finally:
-            model.in_flight -= 1
-            model.last_used = time.monotonic()
+            self.release(model)
 
-    async def get(self, name: str) -> LoadedModel:
+    async def acquire(self, name: str, check: Check | None = None) -> LoadedModel:
+        """The loaded model, counted in flight (so never evicted) until :meth:`release`."""
+        model = await self.get(name, check)
+        model.in_flight += 1
+        return model
+
+    def release(self, model: LoadedModel) -> None:
+        model.in_flight -= 1
+        model.last_used = self.clock()
+
+    async def get(self, name: str, check: Check | None = None) -> LoadedModel:
+        """The loaded model ``name`` names, loading it first if needed. ``check`` sees the registered
+        entry before anything is loaded or evicted for it, and may refuse it by raising."""
         canonical = self._names.get(name)
         loaded = self.models.get(canonical) if canonical else None
         if loaded is not None:  # the hot path: no manifest lookup for a model already loaded
-            loaded.last_used = time.monotonic()
+            loaded.last_used = self.clock()
             return loaded
         entry = await self.resolve(name)
+        if check is not None:
+            check(entry)
         self._names[name] = entry.name
         async with self._lock:
             loaded = self.models.get(entry.name)
             if loaded is not None:
-                loaded.last_used = time.monotonic()
+                loaded.last_used = self.clock()
                 return loaded
             future = self._loading.get(entry.name)
             if future is None:
@@ -141,7 +160,7 @@ class Registry:
             _, estimate = self.need_for(entry)
             measured = max(measured, 1)
             await asyncio.to_thread(self._record, entry.name, measured, self._probe.device_name(self.options.device))
-            now = time.monotonic()
+            now = self.clock()
             loaded = LoadedModel(entry, handler, need_bytes=measured, estimate_bytes=estimate,
                                  measured_bytes=measured, loaded_at=now, last_used=now)
             async with self._lock:
@@ -176,7 +195,7 @@ class Registry:
         """Unload models idle for longer than keep_alive (negative keep_alive: never)."""
         if self.keep_alive < 0:
             return []
-        now = time.monotonic()
+        now = self.clock()
         gone = []
         async with self._lock:
             for model in list(self.models.values()):

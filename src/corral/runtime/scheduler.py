@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 from corral.engines.base import Handler, implementation
@@ -96,6 +97,14 @@ async def stream_from_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T
 
 GATHER_GAP_S = 0.001
 GATHER_MAX_S = 0.010
+
+
+@dataclass
+class ServingState:
+    """One loaded model's serving state: its queue and, for batchable tasks, its batcher."""
+
+    gate: Gate
+    embed: EmbedBatcher | None = None
 
 
 class EmbedBatcher:

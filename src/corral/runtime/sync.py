@@ -1,0 +1,107 @@
+"""The runtime for synchronous callers (the CLI).
+
+One event loop on a background thread holds the runtime (registry, log, reaper). A streaming
+call runs the engine in the caller's own thread: a single CLI stream keeps the engine's speed (a
+per-token hand-off between threads cost 9-15% of single-stream decode on 2 cores, measured), and
+Ctrl-C lands where the tokens are made. Every call is checked, logged and counted as on any other
+door: the model is acquired and released through the registry, the log row written by the
+dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from corral.engines.base import implementation
+from corral.runtime.dispatcher import CallInfo, Tally, task_check
+from corral.runtime.loader import require_task
+from corral.runtime.registry import LoadedModel
+from corral.runtime.runtime import Runtime
+from corral.tasks import TASKS, Task, TextChunk
+
+T = TypeVar("T")
+LOOP_CHECK_S = 0.5  # how often a waiting caller checks that the loop thread is alive
+
+
+class SyncRuntime:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="corral-runtime", daemon=True)
+
+    def __enter__(self) -> SyncRuntime:
+        self._thread.start()
+        self.wait(self.runtime.__aenter__())
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self.wait(self.runtime.__aexit__(kind, exc, tb))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+            self.loop.close()
+
+    def wait(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the runtime's loop; Ctrl-C while waiting cancels it."""
+        future = asyncio.run_coroutine_threadsafe(work, self.loop)
+        try:
+            return self._result(future)
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _result(self, future: concurrent.futures.Future[T]) -> T:
+        """The future's result; an error, not a hang, if the runtime's loop thread has died."""
+        while True:
+            try:
+                return future.result(timeout=LOOP_CHECK_S)
+            except concurrent.futures.TimeoutError:
+                if not self._thread.is_alive():
+                    raise RuntimeError("the runtime's event loop stopped") from None
+
+    def _acquire(self, name: str, task: Task) -> LoadedModel:
+        """The model, held in flight; if Ctrl-C interrupts the wait, a model acquired anyway is given back."""
+        registry = self.runtime.registry
+        future = asyncio.run_coroutine_threadsafe(registry.acquire(name, task_check(task)), self.loop)
+        try:
+            return self._result(future)
+        except BaseException:
+            future.cancel()
+            future.add_done_callback(
+                lambda done: None if done.cancelled() or done.exception() else registry.release(done.result()))
+            raise
+
+    def stream(self, task: Task, name: str, request: Any, call: CallInfo) -> Iterator[TextChunk]:
+        """A streaming task's chunks, made in the caller's thread."""
+        if not TASKS[task].streams:
+            raise ValueError(f"{task.value} does not stream; use call()")
+        registry, tally, model = self.runtime.registry, Tally(name), None
+        try:
+            model = self._acquire(name, task)
+            tally.model = model.name
+            chunks = implementation(model.handler, require_task(model.name, model.handler, task))(request)
+            try:
+                for chunk in chunks:
+                    tally.see(chunk)
+                    yield chunk
+            finally:
+                chunks.close()  # stops generation when the caller stopped early
+        except BaseException as exc:
+            tally.fail(exc)
+            raise
+        finally:
+            if model is not None:
+                self.loop.call_soon_threadsafe(registry.release, model)
+            self.runtime.dispatcher.record(tally.model, task, call, tally.status, tally.usage, tally.started,
+                                           tally.ttft, tally.error)
+
+    def call(self, task: Task, name: str, request: Any, call: CallInfo) -> Any:
+        """The one result of a task that does not stream, through the runtime's own path."""
+        return self.wait(self.runtime.call(task, name, request, call))
