@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 
 from corral.cli.context import Context, add_load_flags, cli_runtime
 from corral.cli.output import print_json
@@ -93,8 +94,8 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         request = CompletionRequest(prompt, sampling)
     with cli_runtime(args, ctx) as runtime:
         started = time.perf_counter()
-        text, last = _stream(runtime.stream(task, entry.name, request, CallInfo(Door.CLI, "run", prompt=prompt)),
-                             echo=not args.json)
+        with closing(runtime.stream(task, entry.name, request, CallInfo(Door.CLI, "run", prompt=prompt))) as chunks:
+            text, last = _stream(chunks, echo=not args.json)
         elapsed = time.perf_counter() - started
     if args.json:
         usage = last.usage
@@ -133,10 +134,10 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
                 print("(history cleared)")
                 continue
             turn = [*history, Message("user", line)]
-            try:
-                chunks = runtime.stream(Task.CHAT, entry.name, ChatRequest(tuple(turn), sampling),
-                                        CallInfo(Door.CLI, "chat", prompt=line))
-                answer, _ = _stream(chunks, echo=True)
+            try:  # closing(): a turn stopped with Ctrl-C ends (engine stream closed, logged) before the next
+                with closing(runtime.stream(Task.CHAT, entry.name, ChatRequest(tuple(turn), sampling),
+                                            CallInfo(Door.CLI, "chat", prompt=line))) as chunks:
+                    answer, _ = _stream(chunks, echo=True)
             except KeyboardInterrupt:
                 print("\n(stopped)")
                 continue

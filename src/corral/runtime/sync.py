@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -78,7 +78,7 @@ class SyncRuntime:
                 lambda done: None if done.cancelled() or done.exception() else registry.release(done.result()))
             raise
 
-    def stream(self, task: Task, name: str, request: Any, call: CallInfo) -> Iterator[TextChunk]:
+    def stream(self, task: Task, name: str, request: Any, call: CallInfo) -> Generator[TextChunk, None, None]:
         """A streaming task's chunks, made in the caller's thread."""
         if not TASKS[task].streams:
             raise ValueError(f"{task.value} does not stream; use call()")
