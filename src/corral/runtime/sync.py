@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from corral.engines.base import implementation
 from corral.runtime.dispatcher import CallInfo, Tally, task_check
 from corral.runtime.loader import require_task
-from corral.runtime.registry import LoadedModel
 from corral.runtime.runtime import Runtime
 from corral.tasks import TASKS, Task, TextChunk
 
@@ -48,13 +47,17 @@ class SyncRuntime:
             self._thread.join()
             self.loop.close()
 
-    def wait(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` on the runtime's loop; Ctrl-C while waiting cancels it."""
+    def wait(self, work: Coroutine[Any, Any, T], give_back: Callable[[T], None] | None = None) -> T:
+        """Run ``work`` on the runtime's loop. Ctrl-C while waiting cancels it; should it finish all
+        the same, ``give_back`` receives its result (a model acquired anyway is released)."""
         future = asyncio.run_coroutine_threadsafe(work, self.loop)
         try:
             return self._result(future)
         except BaseException:
             future.cancel()
+            if give_back is not None:
+                future.add_done_callback(
+                    lambda done: None if done.cancelled() or done.exception() else give_back(done.result()))
             raise
 
     def _result(self, future: concurrent.futures.Future[T]) -> T:
@@ -66,25 +69,13 @@ class SyncRuntime:
                 if not self._thread.is_alive():
                     raise RuntimeError("the runtime's event loop stopped") from None
 
-    def _acquire(self, name: str, task: Task) -> LoadedModel:
-        """The model, held in flight; if Ctrl-C interrupts the wait, a model acquired anyway is given back."""
-        registry = self.runtime.registry
-        future = asyncio.run_coroutine_threadsafe(registry.acquire(name, task_check(task)), self.loop)
-        try:
-            return self._result(future)
-        except BaseException:
-            future.cancel()
-            future.add_done_callback(
-                lambda done: None if done.cancelled() or done.exception() else registry.release(done.result()))
-            raise
-
     def stream(self, task: Task, name: str, request: Any, call: CallInfo) -> Generator[TextChunk, None, None]:
         """A streaming task's chunks, made in the caller's thread."""
         if not TASKS[task].streams:
             raise ValueError(f"{task.value} does not stream; use call()")
         registry, tally, model = self.runtime.registry, Tally(name), None
         try:
-            model = self._acquire(name, task)
+            model = self.wait(registry.acquire(name, task_check(task)), give_back=registry.release)
             tally.model = model.name
             chunks = implementation(model.handler, require_task(model.name, model.handler, task))(request)
             try:
