@@ -10,11 +10,9 @@ from contextlib import closing
 
 from corral.cli.context import Context, add_load_flags, cli_runtime
 from corral.cli.output import print_json
-from corral.engines.table import tasks_served
 from corral.errors import UsageError
-from corral.models.store import Entry
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.runtime.loader import first_served
+from corral.runtime.loader import entry_task
 from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Message, Sampling, Task, TextChunk
 
 
@@ -77,16 +75,12 @@ def _stream(chunks: Iterator[TextChunk], echo: bool) -> tuple[str, TextChunk]:
     return "".join(parts), last
 
 
-def _served(entry: Entry) -> frozenset[Task]:
-    return tasks_served(entry.info.engine, entry.info.tasks)
-
-
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     sampling = sampling_from(args)
     entry = ctx.resolve(args.model)
     wanted = (Task.COMPLETE,) if args.raw else (Task.CHAT, Task.COMPLETE)
-    task = first_served(entry.name, _served(entry), *wanted, detected=entry.info.tasks)
+    task = entry_task(entry, *wanted)
     if task is Task.CHAT:
         messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
         request: ChatRequest | CompletionRequest = ChatRequest(tuple(messages), sampling)
@@ -111,7 +105,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
     sampling = sampling_from(args)
     entry = ctx.resolve(args.model)
-    first_served(entry.name, _served(entry), Task.CHAT, detected=entry.info.tasks)
+    entry_task(entry, Task.CHAT)
     history: list[Message] = [Message("system", args.system)] if args.system else []
     with cli_runtime(args, ctx, preload=entry.name) as runtime:  # loaded before the first prompt
         print(f"chatting with {entry.name}; /exit or Ctrl-D to leave, Ctrl-C stops an answer, /reset clears")
@@ -148,7 +142,7 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
     entry = ctx.resolve(args.model)
-    first_served(entry.name, _served(entry), Task.EMBED, detected=entry.info.tasks)
+    entry_task(entry, Task.EMBED)
     with cli_runtime(args, ctx) as runtime:
         result: EmbedResult = runtime.call(Task.EMBED, entry.name,
                                            EmbedRequest(tuple(args.texts), normalize=not args.no_normalize),

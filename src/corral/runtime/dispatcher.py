@@ -11,10 +11,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 from corral.engines.base import implementation
-from corral.engines.table import tasks_served
 from corral.errors import CorralError, UnsupportedTaskError
 from corral.models.store import Entry
-from corral.runtime.loader import first_served, require_task
+from corral.runtime.loader import entry_task, require_task
 from corral.runtime.registry import Check, LoadedModel, Registry
 from corral.runtime.requestlog import LogRow, RequestLog
 from corral.runtime.scheduler import EmbedBatcher, Gate, ServingState, queue_full, stream_from_thread
@@ -58,7 +57,7 @@ def outcome(exc: BaseException) -> tuple[int, str]:
 def task_check(task: Task) -> Check:
     """A registry check that refuses a model whose files do not serve ``task``, before it loads."""
     def check(entry: Entry) -> None:
-        first_served(entry.name, tasks_served(entry.info.engine, entry.info.tasks), task, detected=entry.info.tasks)
+        entry_task(entry, task)
     return check
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from corral.engines.base import Handler, LoadOptions, handler_class
+from corral.engines.table import tasks_served
 from corral.errors import CorralError, InvalidModelFileError, UnsupportedTaskError
 from corral.models.safety import check_trust
 from corral.models.store import Entry
@@ -42,6 +43,12 @@ def open_model(entry: Entry, options: LoadOptions) -> Handler:
 def require_task(name: str, handler: Handler, *wanted: Task) -> Task:
     """The first of ``wanted`` the loaded model serves, or a clear error."""
     return first_served(name, handler.serves(), *wanted)
+
+
+def entry_task(entry: Entry, *wanted: Task) -> Task:
+    """The first of ``wanted`` a registered model can run, judged from its manifest entry (nothing loaded)."""
+    served = tasks_served(entry.info.engine, entry.info.tasks)
+    return first_served(entry.name, served, *wanted, detected=entry.info.tasks)
 
 
 def first_served(name: str, serves: frozenset[Task], *wanted: Task, detected: Sequence[str] = ()) -> Task:
