@@ -5,6 +5,8 @@ loaded or evicted."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,10 @@ from corral.runtime.runtime import Runtime, RuntimeOptions, build_runtime
 from corral.tasks import ChatRequest, EmbedRequest, EmbedResult, Message, Sampling, Task
 
 
-def runtime(**options: object) -> Runtime:
+def runtime(clock: Callable[[], float] = time.monotonic, **options: object) -> Runtime:
     settings = load_settings()  # CORRAL_HOME is the test's own folder
     opts = RuntimeOptions(load=LoadOptions(device="cpu"), budget_bytes=2**40, **options)  # type: ignore[arg-type]
-    return build_runtime(settings, Store(settings.manifest_path), opts)
+    return build_runtime(settings, Store(settings.manifest_path), opts, clock=clock)
 
 
 def test_async_with_preloads_serves_logs_and_unloads(corral_home: Path) -> None:
@@ -61,3 +63,22 @@ def test_a_request_of_the_wrong_type_is_a_programming_error(corral_home: Path) -
     rt = runtime()
     with pytest.raises(TypeError, match="chat takes a ChatRequest, not EmbedRequest"):
         rt.run(Task.CHAT, "smollm2", EmbedRequest(("x",)), CallInfo(Door.CLI, "run"))
+
+
+def test_keep_alive_follows_the_injected_clock(corral_home: Path) -> None:
+    now = [1000.0]
+    rt = runtime(clock=lambda: now[0], keep_alive=60.0, reap_interval=3600.0)
+
+    async def scenario() -> list[list[str]]:
+        seen = []
+        async with rt:
+            await rt.call(Task.EMBED, "minilm", EmbedRequest(("x",)), CallInfo(Door.CLI, "embed"))
+            now[0] += 59.0
+            seen.append(await rt.registry.reap_idle())  # idle 59 s of 60: kept
+            assert rt.status().models[0].expires_in_seconds == 1.0
+            now[0] += 1.0
+            seen.append(await rt.registry.reap_idle())  # idle 60 s: unloaded
+            seen.append([m.name for m in rt.status().models])
+        return seen
+
+    assert asyncio.run(scenario()) == [[], ["minilm"], []]

@@ -161,5 +161,6 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, store: Store, options: RuntimeOptions, *,
-                  probe: MemoryProbe | None = None) -> Runtime:
-    return Runtime(settings, store, options, probe=probe)
+                  probe: MemoryProbe | None = None, clock: Callable[[], float] = time.monotonic) -> Runtime:
+    """The runtime; ``clock`` (seconds, monotonic) drives keep-alive, so tests can move time."""
+    return Runtime(settings, store, options, probe=probe, clock=clock)
