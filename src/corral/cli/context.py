@@ -63,11 +63,11 @@ def load_options(args: argparse.Namespace, ctx: Context) -> LoadOptions:
 NO_BUDGET = 2**62  # the CLI loads what it is asked to: no memory budget, one model at a time
 
 
-def cli_runtime(args: argparse.Namespace, ctx: Context, preload: str | None = None) -> SyncRuntime:
+def cli_runtime(args: argparse.Namespace, ctx: Context) -> SyncRuntime:
     """The runtime a CLI command runs its calls through (logged with door ``cli``)."""
     from corral.runtime.runtime import RuntimeOptions, build_runtime
     from corral.runtime.sync import SyncRuntime
 
     options = RuntimeOptions(load=load_options(args, ctx), budget_bytes=NO_BUDGET, max_loaded=1, keep_alive=-1,
-                             allow_paths=True, record_memory=False, preload=(preload,) if preload else ())
+                             allow_paths=True, record_memory=False)
     return SyncRuntime(build_runtime(ctx.settings, ctx.store, options))
