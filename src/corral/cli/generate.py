@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
     """Interactive chat. Not through the runtime yet: with the runtime's loop thread alive, a Ctrl-C
-    at the prompt after a stopped turn intermittently went unanswered (seen in 3 of ~25 runs of
+    at the prompt after a stopped turn intermittently went unanswered (twice in ~25 runs of
     test_chat_pty, cause not found); the engine runs in this thread, as before issue 8."""
     from corral.runtime.loader import open_model
 
