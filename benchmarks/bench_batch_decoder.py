@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness import STORY_TOPICS, smollm2_gguf
 
-from corral.engines.llama_batch import BatchedDecoder
+from corral.engines.llama.batch import BatchedDecoder
 from corral.tasks import Message, Sampling
 from corral.templating import render_chat
 

@@ -76,7 +76,7 @@ def compare(args: argparse.Namespace, path: Path, runtime: SyncRuntime, model: s
 
     def run_ours(i: int, n: int) -> tuple[float, float, int]:
         sampling = Sampling(max_tokens=n, temperature=0.0, seed=1)
-        request = CompletionRequest(prompt(i), sampling)
+        request = CompletionRequest(prompt(i), sampling=sampling)
         return timed(c for c in runtime.stream(Task.COMPLETE, model, request, CallInfo(Door.CLI, "bench")) if c.text)
 
     def run_direct(i: int, n: int) -> tuple[float, float, int]:

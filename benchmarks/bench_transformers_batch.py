@@ -95,7 +95,7 @@ def main() -> None:
     greedy = Sampling(max_tokens=args.tokens, temperature=0.0)
 
     def ours(prompt: str) -> Result:
-        chunks = list(handler.chat(ChatRequest((Message("user", prompt),), greedy)))
+        chunks = list(handler.chat(ChatRequest((Message("user", prompt),), sampling=greedy)))
         usage = chunks[-1].usage
         return "".join(c.text for c in chunks), usage.completion_tokens if usage else 0
 

@@ -11,7 +11,7 @@ Tasks without a spec are known (inspection reports them) but not yet runnable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -50,29 +50,49 @@ class Message:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings shared by chat and completion. ``temperature == 0`` means greedy."""
+    """Decoding settings shared by chat and completion, and their defaults for every door that
+    has none of its own (the CLI; the OpenAI door keeps OpenAI's). ``temperature == 0`` is greedy."""
 
-    max_tokens: int = 256
+    max_tokens: int = 512
     temperature: float = 0.8
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = ()
 
+    def check(self, name: Callable[[str], str] = str) -> Sampling:
+        """Itself, or a UsageError naming the field that is out of range (``name`` spells the
+        field as the door knows it: ``--max-tokens`` on the CLI)."""
+        from corral.errors import UsageError
 
-@dataclass(frozen=True)
-class ChatRequest:
-    messages: tuple[Message, ...]
+        if self.max_tokens < 1:
+            raise UsageError(f"{name('max_tokens')} must be at least 1")
+        if not 0 <= self.temperature <= 2:
+            raise UsageError(f"{name('temperature')} must be between 0 and 2")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"{name('top_p')} must be in (0, 1]")
+        return self
+
+
+DEFAULT_SAMPLING = Sampling()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Generation:
+    """The fields every text-generation request shares, declared once."""
+
     sampling: Sampling = field(default_factory=Sampling)
     json_schema: dict[str, Any] | None = None  # constrain the output to JSON matching this schema
     logprobs: int | None = None  # None: off; k >= 0: the chosen token's logprob and k alternatives
 
 
 @dataclass(frozen=True)
-class CompletionRequest:
+class ChatRequest(Generation):
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True)
+class CompletionRequest(Generation):
     prompt: str
-    sampling: Sampling = field(default_factory=Sampling)
-    json_schema: dict[str, Any] | None = None
-    logprobs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -60,3 +60,15 @@ def test_run_and_embed_are_logged_with_door_cli() -> None:
     assert embed["prompt_tokens"] > 0
     shown = run_cli("logs").stdout
     assert "cli" in shown and "embed" in shown
+
+
+def test_chat_turns_are_logged_with_door_cli() -> None:
+    """Each turn of `corral chat` is one runtime call: a log row per turn, door cli, task chat."""
+    r = run_cli("chat", "smollm2", "--temperature", "0", "--max-tokens", "2", input="Hello\nAgain\n/exit\n")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(run_cli("logs", "--json").stdout)
+    second, first = rows[:2]
+    for row in (first, second):
+        assert (row["door"], row["task"], row["route"], row["status"]) == ("cli", "chat", "chat", 200)
+        assert row["completion_tokens"] == 2
+    assert second["prompt_tokens"] > first["prompt_tokens"]  # the second turn carries the history

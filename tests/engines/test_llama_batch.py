@@ -1,7 +1,7 @@
 """BatchedDecoder (continuous batching on llama.cpp) with the real SmolLM2-135M-Instruct GGUF.
 
 Equality finding these tests pin down (CPU build of llama-cpp-python 0.3.36, see the module docstring
-of corral.engines.llama_batch): with per-sequence KV streams and flash attention, a sequence's logits are
+of corral.engines.llama.batch): with per-sequence KV streams and flash attention, a sequence's logits are
 bit-identical whatever else shares the batch and however its prompt is cut into ubatches, so batched
 greedy and seeded outputs equal the solo ones token for token (and llama_cpp.Llama's with flash_attn).
 """
@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from corral.engines.llama_batch import BatchedDecoder, DecoderClosedError, SequenceStream, TokenPiece
+from corral.engines.llama.batch import BatchedDecoder, DecoderClosedError, SequenceStream, TokenPiece
 from corral.errors import ContextLengthError
 from corral.tasks import Message, Sampling
 from corral.templating import render_chat

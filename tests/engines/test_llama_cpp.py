@@ -53,7 +53,7 @@ def direct(smollm2_path: Path) -> Iterator[Any]:
 
 
 def test_chat_matches_llama_cpp_own_chat(llama: Handler, direct: Any) -> None:
-    text, last = collect(llama.chat(ChatRequest(QUESTION, greedy())))
+    text, last = collect(llama.chat(ChatRequest(QUESTION, sampling=greedy())))
     direct = direct.create_chat_completion(
         [{"role": "user", "content": "List three colours."}], temperature=0, max_tokens=24, seed=7)
     assert text == direct["choices"][0]["message"]["content"]
@@ -63,21 +63,21 @@ def test_chat_matches_llama_cpp_own_chat(llama: Handler, direct: Any) -> None:
 
 
 def test_greedy_is_deterministic_and_streams(llama: Handler) -> None:
-    first = list(llama.chat(ChatRequest(QUESTION, greedy())))
-    second = list(llama.chat(ChatRequest(QUESTION, greedy())))
+    first = list(llama.chat(ChatRequest(QUESTION, sampling=greedy())))
+    second = list(llama.chat(ChatRequest(QUESTION, sampling=greedy())))
     assert [c.text for c in first] == [c.text for c in second]
     assert len([c for c in first if c.text]) > 3  # many chunks: it really streams
 
 
 def test_seeded_sampling_is_reproducible(llama: Handler) -> None:
     hot = Sampling(max_tokens=24, temperature=1.0, seed=1234)
-    a, _ = collect(llama.chat(ChatRequest(QUESTION, hot)))
-    b, _ = collect(llama.chat(ChatRequest(QUESTION, hot)))
+    a, _ = collect(llama.chat(ChatRequest(QUESTION, sampling=hot)))
+    b, _ = collect(llama.chat(ChatRequest(QUESTION, sampling=hot)))
     assert a == b
 
 
 def test_max_tokens_gives_length(llama: Handler, direct: Any) -> None:
-    text, last = collect(llama.complete(CompletionRequest("Once upon a time", greedy(max_tokens=5))))
+    text, last = collect(llama.complete(CompletionRequest("Once upon a time", sampling=greedy(max_tokens=5))))
     assert last.finish_reason == "length" and last.usage is not None
     assert last.usage.completion_tokens == 5
     answer = direct.create_completion(
@@ -86,22 +86,22 @@ def test_max_tokens_gives_length(llama: Handler, direct: Any) -> None:
 
 
 def test_stop_sequence_cuts_text_and_generation(llama: Handler) -> None:
-    full, _ = collect(llama.chat(ChatRequest(QUESTION, greedy(max_tokens=40))))
+    full, _ = collect(llama.chat(ChatRequest(QUESTION, sampling=greedy(max_tokens=40))))
     stop = full.strip()[5:8]
     assert stop and stop in full
-    text, last = collect(llama.chat(ChatRequest(QUESTION, greedy(max_tokens=40, stop=(stop,)))))
+    text, last = collect(llama.chat(ChatRequest(QUESTION, sampling=greedy(max_tokens=40, stop=(stop,)))))
     assert text == full[: full.find(stop)]
     assert last.finish_reason == "stop"
     assert last.usage is not None and last.usage.completion_tokens < 40
 
 
 def test_closing_the_stream_stops_generation(llama: Handler) -> None:
-    stream = llama.complete(CompletionRequest("Count: 1, 2, 3,", greedy(max_tokens=200)))
+    stream = llama.complete(CompletionRequest("Count: 1, 2, 3,", sampling=greedy(max_tokens=200)))
     first = next(stream)
     assert first.text
     stream.close()  # what a client disconnect or Ctrl-C does
     # the model is immediately usable again and answers exactly as before
-    text, _ = collect(llama.complete(CompletionRequest("Count: 1, 2, 3,", greedy(max_tokens=3))))
+    text, _ = collect(llama.complete(CompletionRequest("Count: 1, 2, 3,", sampling=greedy(max_tokens=3))))
     assert text.startswith(first.text)
 
 
@@ -110,9 +110,9 @@ def test_logprobs_and_json_schema(llama: Handler) -> None:
 
     schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 12}},
               "required": ["colour"], "additionalProperties": False}
-    text, last = collect(llama.chat(ChatRequest(QUESTION, greedy(max_tokens=40), json_schema=schema)))
+    text, last = collect(llama.chat(ChatRequest(QUESTION, sampling=greedy(max_tokens=40), json_schema=schema)))
     assert last.finish_reason == "stop" and isinstance(json.loads(text)["colour"], str)
-    req = ChatRequest(QUESTION, greedy(max_tokens=6), logprobs=2)
+    req = ChatRequest(QUESTION, sampling=greedy(max_tokens=6), logprobs=2)
     if llama.max_concurrency == 1:
         with pytest.raises(UnsupportedTaskError, match="--parallel"):
             list(llama.chat(req))
@@ -129,7 +129,7 @@ def test_context_too_long_is_a_clear_error(smollm2_path: Path) -> None:
     handler.load()
     try:
         with pytest.raises(ContextLengthError, match="context holds 64"):
-            list(handler.complete(CompletionRequest("word " * 200, greedy())))
+            list(handler.complete(CompletionRequest("word " * 200, sampling=greedy())))
     finally:
         handler.unload()
 

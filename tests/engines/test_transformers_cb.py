@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.tiny_models import build_causal_lm
 
 from corral.engines.base import Handler, LoadOptions, handler_class
-from corral.engines.transformers_cb import start_batcher
+from corral.engines.transformers.continuous import start_batcher
 from corral.models.inspect import inspect_path
 from corral.tasks import ChatRequest, CompletionRequest, Message, Sampling, TextChunk
 
@@ -58,9 +58,9 @@ def requests() -> list[CompletionRequest | ChatRequest]:
         sampling = (Sampling(max_tokens=6 + 3 * i, temperature=0.0) if i % 2 == 0
                     else Sampling(max_tokens=20, temperature=0.9, top_p=0.9, seed=100 + i))
         if i % 3 == 0:
-            out.append(ChatRequest((Message("user", prompt),), sampling, logprobs=2))
+            out.append(ChatRequest((Message("user", prompt),), sampling=sampling, logprobs=2))
         else:
-            out.append(CompletionRequest(prompt, sampling, logprobs=2 if i % 4 == 1 else None))
+            out.append(CompletionRequest(prompt, sampling=sampling, logprobs=2 if i % 4 == 1 else None))
     return out
 
 
@@ -88,11 +88,11 @@ def test_concurrent_requests_equal_their_solo_results(solo: Handler, batched: Ha
 
 
 def test_a_cancelled_request_does_not_disturb_its_neighbours(batched: Handler, solo: Handler) -> None:
-    keep = CompletionRequest("one two three four five six", Sampling(max_tokens=24, temperature=0.0))
+    keep = CompletionRequest("one two three four five six", sampling=Sampling(max_tokens=24, temperature=0.0))
     expected = outcome(solo.complete(keep))
     result: list[object] = []
     worker = threading.Thread(target=lambda: result.append(outcome(batched.complete(keep))))
-    dropped = batched.complete(CompletionRequest("hello", Sampling(max_tokens=400, temperature=0.0)))
+    dropped = batched.complete(CompletionRequest("hello", sampling=Sampling(max_tokens=400, temperature=0.0)))
     next(dropped)
     worker.start()
     dropped.close()
@@ -113,7 +113,7 @@ def test_a_model_that_cannot_batch_falls_back_to_one_at_a_time(model_path: Path)
 def test_a_request_must_fit_the_shared_cache(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a cache smaller than the model's context, a prompt that fits the context but not the
     cache is a clear context-length error, not a request that waits forever for cache pages."""
-    import corral.engines.transformers_cb as cb
+    import corral.engines.transformers.continuous as cb
     from corral.errors import ContextLengthError
 
     monkeypatch.setattr(cb, "TOKENS_PER_SEQUENCE", cb.PAGE_SIZE)  # 2 sequences x 64 tokens
@@ -122,8 +122,8 @@ def test_a_request_must_fit_the_shared_cache(model_path: Path, monkeypatch: pyte
         assert handler.batcher.capacity == 2 * cb.PAGE_SIZE < handler.context_length  # type: ignore[attr-defined]
         long_prompt = " ".join(["hello world"] * 100)
         with pytest.raises(ContextLengthError, match=str(handler.batcher.capacity)):  # type: ignore[attr-defined]
-            handler.complete(CompletionRequest(long_prompt, Sampling(max_tokens=4, temperature=0.0)))
-        text = "".join(c.text for c in handler.complete(CompletionRequest("hello", Sampling(max_tokens=4))))
+            handler.complete(CompletionRequest(long_prompt, sampling=Sampling(max_tokens=4, temperature=0.0)))
+        text = "".join(c.text for c in handler.complete(CompletionRequest("hello", sampling=Sampling(max_tokens=4))))
         assert isinstance(text, str)
     finally:
         handler.unload()
@@ -135,7 +135,7 @@ def test_the_installed_transformers_batches_through_the_public_surface(model_pat
     every thread it starts is a daemon, so a process that never unloads can still exit."""
     from transformers import AutoModelForCausalLM
 
-    from corral.engines.transformers_cb import unsupported_reason
+    from corral.engines.transformers.continuous import unsupported_reason
 
     model = AutoModelForCausalLM.from_pretrained(str(model_path))
     attention = model.config._attn_implementation
@@ -172,9 +172,9 @@ def test_a_process_that_never_unloads_still_exits(model_path: Path) -> None:
 
 def test_a_dead_batching_thread_fails_its_requests_and_the_next_request_restarts_it(
         model_path: Path, solo: Handler, monkeypatch: pytest.MonkeyPatch) -> None:
-    import corral.engines.transformers_cb as cb
+    import corral.engines.transformers.continuous as cb
 
-    sampled = CompletionRequest("the cat sat on", Sampling(max_tokens=12, temperature=0.9, seed=7))
+    sampled = CompletionRequest("the cat sat on", sampling=Sampling(max_tokens=12, temperature=0.9, seed=7))
     expected = outcome(solo.complete(sampled))
     handler = load(model_path, 4)
     try:

@@ -11,7 +11,7 @@ import pytest
 from tests.fixtures.tiny_models import build_causal_lm
 
 from corral.engines.base import Handler, LoadOptions, handler_class
-from corral.engines.torch_sampling import RequestSampler
+from corral.engines.transformers.sampling import RequestSampler
 from corral.models.inspect import inspect_path
 from corral.models.safety import Trust
 from corral.tasks import ChatRequest, CompletionRequest, Message, Sampling, Task, TextChunk
@@ -58,7 +58,7 @@ def test_sandboxed_template_matches_transformers(lm: Handler) -> None:
 def test_greedy_equals_plain_generate(lm: Handler) -> None:
     import torch
 
-    text, last = collect(lm.complete(CompletionRequest("hello world", greedy(10))))
+    text, last = collect(lm.complete(CompletionRequest("hello world", sampling=greedy(10))))
     tok, model = lm.tokenizer, lm.model  # type: ignore[attr-defined]
     ids = tok("hello world", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
@@ -72,31 +72,31 @@ def test_greedy_equals_plain_generate(lm: Handler) -> None:
 
 
 def test_chat_is_deterministic(lm: Handler) -> None:
-    a = [c.text for c in lm.chat(ChatRequest(CONVERSATION, greedy()))]
-    b = [c.text for c in lm.chat(ChatRequest(CONVERSATION, greedy()))]
+    a = [c.text for c in lm.chat(ChatRequest(CONVERSATION, sampling=greedy()))]
+    b = [c.text for c in lm.chat(ChatRequest(CONVERSATION, sampling=greedy()))]
     assert a == b
 
 
 def test_seeded_sampling_is_reproducible(lm: Handler) -> None:
     hot = Sampling(max_tokens=12, temperature=1.0, top_p=1.0, seed=99)
-    a, _ = collect(lm.complete(CompletionRequest("hello", hot)))
-    b, _ = collect(lm.complete(CompletionRequest("hello", hot)))
+    a, _ = collect(lm.complete(CompletionRequest("hello", sampling=hot)))
+    b, _ = collect(lm.complete(CompletionRequest("hello", sampling=hot)))
     assert a == b
 
 
 def test_length_and_stop(lm: Handler) -> None:
-    full, last = collect(lm.complete(CompletionRequest("hello world", greedy(16))))
+    full, last = collect(lm.complete(CompletionRequest("hello world", sampling=greedy(16))))
     assert last.finish_reason in ("length", "stop")
     if len(full) < 4:
         pytest.skip("this random model ended its answer too soon to cut it")
     stop = full[2:4]
-    text, last = collect(lm.complete(CompletionRequest("hello world", greedy(16, stop=(stop,)))))
+    text, last = collect(lm.complete(CompletionRequest("hello world", sampling=greedy(16, stop=(stop,)))))
     assert text == full[: full.find(stop)] and last.finish_reason == "stop"
 
 
 def test_closing_the_stream_stops_generation(lm: Handler) -> None:
     before = threading.active_count()
-    stream = lm.complete(CompletionRequest("hello", greedy(500), logprobs=0))
+    stream = lm.complete(CompletionRequest("hello", sampling=greedy(500), logprobs=0))
     next(stream)
     # the request's sampler records every token the model produces for it: none may come after close
     samplers = [r for r in gc_samplers() if r.logprobs == 0]
@@ -121,7 +121,7 @@ def gc_samplers() -> list[RequestSampler]:
 def test_logprobs_are_the_model_distribution(lm: Handler) -> None:
     import torch
 
-    chunks = list(lm.complete(CompletionRequest("hello world", greedy(3), logprobs=3)))
+    chunks = list(lm.complete(CompletionRequest("hello world", sampling=greedy(3), logprobs=3)))
     lps = [lp for c in chunks for lp in c.logprobs]
     assert len(lps) == chunks[-1].usage.completion_tokens  # type: ignore[union-attr]
     tok, model = lm.tokenizer, lm.model  # type: ignore[attr-defined]
@@ -147,7 +147,7 @@ def test_pickle_opt_in_reaches_the_library(tmp_path: Path) -> None:
     assert info.needs_pickle
     handler = handler_class("transformers")(model.path, info, LoadOptions(device="cpu", trust=Trust(allow_pickle=True)))
     handler.load()
-    text, _ = collect(handler.complete(CompletionRequest("hello", greedy(4))))
+    text, _ = collect(handler.complete(CompletionRequest("hello", sampling=greedy(4))))
     assert isinstance(text, str)
     refused = handler_class("transformers")(model.path, info, LoadOptions(device="cpu"))
     with pytest.raises(OSError):
@@ -167,12 +167,12 @@ def test_json_schema_constrains_the_output(lm: Handler, temperature: float) -> N
     import jsonschema
 
     sampling = Sampling(max_tokens=80, temperature=temperature, seed=5)
-    text, last = collect(lm.complete(CompletionRequest("hello", sampling, json_schema=SCHEMA)))
+    text, last = collect(lm.complete(CompletionRequest("hello", sampling=sampling, json_schema=SCHEMA)))
     jsonschema.validate(json.loads(text), SCHEMA)
     assert last.finish_reason == "stop"  # the grammar ended the answer, not max_tokens
     short = {"type": "object", "properties": {"word": {"type": "string", "maxLength": 4}}, "required": ["word"],
              "additionalProperties": False}
-    chat, _ = collect(lm.chat(ChatRequest(CONVERSATION, sampling, json_schema=short)))
+    chat, _ = collect(lm.chat(ChatRequest(CONVERSATION, sampling=sampling, json_schema=short)))
     jsonschema.validate(json.loads(chat), short)
 
 
@@ -180,4 +180,4 @@ def test_an_unusable_schema_is_a_clear_error(lm: Handler) -> None:
     from corral.errors import UsageError
 
     with pytest.raises(UsageError, match="JSON schema"):
-        lm.complete(CompletionRequest("hello", greedy(), json_schema={"type": "no-such-type"}))
+        lm.complete(CompletionRequest("hello", sampling=greedy(), json_schema={"type": "no-such-type"}))

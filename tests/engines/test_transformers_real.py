@@ -45,7 +45,7 @@ def ask(handler: Handler, request: ChatRequest) -> str:
 def test_eight_concurrent_chats_equal_their_solo_answers(pair: tuple[Handler, Handler]) -> None:
     solo, batched = pair
     requests = [ChatRequest((Message("user", f"Say something about the number {i}."),),
-                            Sampling(max_tokens=24, temperature=0.0 if i % 2 == 0 else 0.8, seed=i))
+                            sampling=Sampling(max_tokens=24, temperature=0.0 if i % 2 == 0 else 0.8, seed=i))
                 for i in range(8)]
     alone = [ask(solo, r) for r in requests]
     together = [""] * len(requests)
@@ -66,7 +66,7 @@ def test_eight_concurrent_chats_equal_their_solo_answers(pair: tuple[Handler, Ha
 def test_json_object_mode_answers_with_an_object(pair: tuple[Handler, Handler]) -> None:
     _, batched = pair
     request = ChatRequest((Message("user", "Describe a cat as JSON with its name and age."),),
-                          Sampling(max_tokens=120, temperature=0.0), json_schema={"type": "object"})
+                          sampling=Sampling(max_tokens=120, temperature=0.0), json_schema={"type": "object"})
     chunks = list(batched.chat(request))
     value = json.loads("".join(c.text for c in chunks))
     assert isinstance(value, dict) and value

@@ -46,7 +46,7 @@ def test_async_with_preloads_serves_logs_and_unloads(corral_home: Path) -> None:
 
 def test_a_task_the_model_cannot_serve_is_refused_before_any_load_or_eviction(corral_home: Path) -> None:
     rt = runtime(max_loaded=1, preload=("smollm2",))
-    chat = ChatRequest((Message("user", "hi"),), Sampling(max_tokens=2))
+    chat = ChatRequest((Message("user", "hi"),), sampling=Sampling(max_tokens=2))
 
     async def scenario() -> list[str]:
         async with rt:

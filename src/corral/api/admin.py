@@ -7,15 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from corral.api.common import runtime_of
 from corral.models.refs import check_name
-from corral.runtime.runtime import ModelStatus, Runtime
+from corral.runtime.runtime import ModelStatus
 
 router = APIRouter()
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 @router.get("/health")
@@ -35,7 +31,7 @@ async def ready(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(_runtime(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(runtime_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def describe(model: ModelStatus) -> dict[str, Any]:
@@ -47,7 +43,7 @@ def describe(model: ModelStatus) -> dict[str, Any]:
 
 @router.get("/api/ps")
 async def ps(request: Request) -> dict[str, Any]:
-    status = _runtime(request).status()
+    status = runtime_of(request).status()
     return {"models": [describe(m) for m in status.models], "budget_bytes": status.budget_bytes,
             "max_loaded": status.max_loaded, "resident_bytes": status.resident_bytes}
 
@@ -55,10 +51,10 @@ async def ps(request: Request) -> dict[str, Any]:
 @router.post("/api/models/{name:path}/load")
 async def load(name: str, request: Request) -> dict[str, Any]:
     check_name(name)
-    return {"loaded": describe(await _runtime(request).load(name))}
+    return {"loaded": describe(await runtime_of(request).load(name))}
 
 
 @router.post("/api/models/{name:path}/unload")
 async def unload(name: str, request: Request) -> dict[str, Any]:
     check_name(name)
-    return {"name": name, "unloaded": await _runtime(request).unload(name)}
+    return {"name": name, "unloaded": await runtime_of(request).unload(name)}

@@ -8,11 +8,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from corral.config import Settings, load_settings
+from corral.devices import check_device
 from corral.engines.base import LoadOptions
 from corral.models.resolve import Resolver
 from corral.models.safety import Trust
 from corral.models.store import Entry, Store
-from corral.runtime.devices import check_device
 
 if TYPE_CHECKING:
     from corral.runtime.sync import SyncRuntime

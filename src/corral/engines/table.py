@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from corral.tasks import Task
 
-LLAMA = "corral.engines.llama_cpp:LlamaCppHandler"
-HF_LM = "corral.engines.transformers_lm:TransformersLMHandler"
-SENTENCE = "corral.engines.sentence_tf:SentenceTransformersHandler"
+LLAMA = "corral.engines.llama.handler:LlamaCppHandler"
+HF_LM = "corral.engines.transformers.lm:TransformersLMHandler"
+SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 
 

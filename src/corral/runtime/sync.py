@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import signal
 import threading
 from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
@@ -31,7 +32,16 @@ class SyncRuntime:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="corral-runtime", daemon=True)
+        self._thread = threading.Thread(target=self._run_loop, name="corral-runtime", daemon=True)
+
+    def _run_loop(self) -> None:
+        # Ctrl-C is the caller's: with SIGINT blocked here (and in every thread this one starts:
+        # executor workers, engine threads inherit the mask), the kernel delivers it to the main
+        # thread, whose blocking read (input()) it interrupts. Left unblocked, it sometimes landed
+        # on this thread, and a prompt waiting in input() never saw it.
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        self.loop.run_forever()
 
     def __enter__(self) -> SyncRuntime:
         self._thread.start()

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from corral.api.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice, stop_tuple
+from corral.api.openai.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice, stop_tuple
 from corral.api.sse import DONE, event
 from corral.tasks import ChatRequest, Message, Sampling, TextChunk, TokenLogprob, Usage
 from corral.toolcalls import ParsedCall, calls_schema, maybe_call, parse_calls, tools_prompt
+from corral.wire import acollect, usage_json
 
 UNBOUNDED = 1 << 30  # no max_tokens: the engine caps by the context left
 
@@ -78,16 +79,9 @@ class PreparedChat:
         return parse_calls(text, self.tool_names) if self.tool_names else None
 
     async def collect(self, stream: AsyncIterator[TextChunk]) -> ChatResult:
-        parts: list[str] = []
-        lps: list[TokenLogprob] = []
-        last = TextChunk("", finish_reason="stop", usage=Usage())
-        async for chunk in stream:
-            parts.append(chunk.text)
-            lps.extend(chunk.logprobs)
-            last = chunk
-        text = "".join(parts)
-        return ChatResult(text, last.usage or Usage(), last.finish_reason or "stop",
-                          lps if self.want_logprobs else None, self._calls(text))
+        got = await acollect(stream)
+        return ChatResult(got.text, got.usage, got.finish_reason, got.logprobs if self.want_logprobs else None,
+                          self._calls(got.text))
 
     async def stream_events(self, streams: list[AsyncIterator[TextChunk]], head: dict[str, Any],
                             include_usage: bool) -> AsyncIterator[str]:
@@ -128,9 +122,7 @@ class PreparedChat:
                     yield chunk(i, {"content": held[i]})
                 yield chunk(i, {}, c.finish_reason)
         if include_usage:
-            yield event({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
-                                                          "completion_tokens": completion_tokens,
-                                                          "total_tokens": prompt_tokens + completion_tokens}})
+            yield event({**base, "choices": [], "usage": usage_json(Usage(prompt_tokens, completion_tokens))})
         yield DONE
 
 
@@ -190,5 +182,5 @@ def prepare_chat(body: ChatCompletionBody) -> PreparedChat:
     sampling = Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
                         stop=stop_tuple(body.stop))
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    request = ChatRequest(tuple(messages), sampling, json_schema=schema, logprobs=logprobs)
+    request = ChatRequest(tuple(messages), sampling=sampling, json_schema=schema, logprobs=logprobs)
     return PreparedChat(request, names, body.logprobs)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from corral.devices import pick_torch_device
 from corral.engines.base import Handler
-from corral.runtime.devices import pick_torch_device
 from corral.tasks import EmbedRequest, EmbedResult, Usage
 
 
@@ -17,7 +17,7 @@ class SentenceTransformersHandler(Handler):
     def load(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        from corral.engines.hf_quiet import quiet_hf
+        from corral.engines.quiet import quiet_hf
 
         quiet_hf()
         self.device = pick_torch_device(self.options.device)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from corral.tasks import Sampling
 
 if TYPE_CHECKING:
-    from corral.engines.torch_constraint import Constraint
+    from corral.engines.transformers.constraint import Constraint
 
 # transformers' own default for the knob corral does not expose (GenerationConfig.top_k).
 TOP_K = 50

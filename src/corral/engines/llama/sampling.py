@@ -1,9 +1,9 @@
-"""Per-sequence llama.cpp sampler chains and log-probabilities, for :mod:`corral.engines.llama_batch`.
+"""Per-sequence llama.cpp sampler chains and log-probabilities, for :mod:`corral.engines.llama.batch`.
 
 The chain mirrors what ``llama_cpp.Llama.create_completion`` builds for the settings corral passes it
 (greedy at temperature 0; otherwise top-k 40, top-p, min-p 0.05, temperature, then a seeded draw), so
 a sequence decoded in a batch samples from the same distribution, with the same RNG stream, as it
-would through :class:`corral.engines.llama_cpp.LlamaCppHandler`.
+would through :class:`corral.engines.llama.handler.LlamaCppHandler`.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ turns into text:
 - one sequence (the CLI, ``serve --parallel 1``): ``model.generate`` in a worker thread, its
   tokens handed over by a streamer; closing the iterator sets a flag a StoppingCriteria checks;
 - several (``serve``'s default): transformers' continuous batching, through
-  :mod:`corral.engines.transformers_cb`; closing the iterator cancels the request.
+  :mod:`corral.engines.transformers.continuous`; closing the iterator cancels the request.
 
 Either way ``generate`` runs greedy and each request's own
-:class:`~corral.engines.torch_sampling.RequestSampler` does the sampling and logprobs, so a
+:class:`~corral.engines.transformers.sampling.RequestSampler` does the sampling and logprobs, so a
 request's tokens do not depend on the path or on its neighbours.
 """
 
@@ -21,13 +21,13 @@ import threading
 from collections.abc import Generator, Iterator
 from typing import Any
 
+from corral.devices import pick_torch_device
 from corral.engines.base import Handler
 from corral.engines.detokenize import IncrementalDetokenizer
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
-from corral.engines.torch_constraint import ConstraintFactory
-from corral.engines.torch_sampling import RequestSampler, SamplerLogitsProcessor, TokenRecord
+from corral.engines.transformers.constraint import ConstraintFactory
+from corral.engines.transformers.sampling import RequestSampler, SamplerLogitsProcessor, TokenRecord
 from corral.errors import CorralError, UnsupportedTaskError
-from corral.runtime.devices import pick_torch_device
 from corral.tasks import ChatRequest, CompletionRequest, Sampling, TextChunk, TokenLogprob
 from corral.templating import render_chat
 
@@ -47,9 +47,9 @@ class TransformersLMHandler(Handler):
 
     def load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from corral.engines.hf_quiet import quiet_hf
+        from corral.engines.quiet import quiet_hf
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_hf()
         self.device = pick_torch_device(self.options.device)
@@ -72,7 +72,7 @@ class TransformersLMHandler(Handler):
             self._start_batching(self.options.parallel)
 
     def _start_batching(self, sequences: int) -> None:
-        from corral.engines.transformers_cb import start_batcher
+        from corral.engines.transformers.continuous import start_batcher
 
         self.batcher = start_batcher(self.model, self.eos_ids, sequences, self.context_length)
         if self.batcher is not None:
@@ -160,6 +160,7 @@ class TransformersLMHandler(Handler):
     def _solo(self, input_ids: list[int], max_tokens: int, sampler: RequestSampler) -> Generator[int, None, None]:
         """One sequence through ``model.generate`` in a worker thread."""
         import torch
+
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         cancel = threading.Event()

@@ -3,7 +3,7 @@
 Generation goes through :class:`BatchedDecoder`: one llama.cpp context whose KV cache holds
 ``parallel`` sequences, decoded together one step at a time. The CLI uses one sequence; the
 server several, so concurrent requests share each decode step. A sequence's output does not
-depend on what else is in the batch (see llama_batch.py).
+depend on what else is in the batch (see batch.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from corral.devices import wants_gpu
 from corral.engines.base import Handler
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
 from corral.errors import UnsupportedTaskError, UsageError
-from corral.runtime.devices import wants_gpu
 from corral.tasks import (
     ChatRequest,
     CompletionRequest,
@@ -63,7 +63,7 @@ class LlamaCppHandler(Handler):
             bos, eos = self._single.token_bos(), self._single.token_eos()
             self._add_bos = bool(self._single._model.add_bos_token())
         else:
-            from corral.engines.llama_batch import BatchedDecoder
+            from corral.engines.llama.batch import BatchedDecoder
 
             self._decoder = BatchedDecoder(str(self.path), n_ctx_per_seq=ctx, max_sequences=self.max_concurrency,
                                            n_threads=threads, n_gpu_layers=gpu_layers,

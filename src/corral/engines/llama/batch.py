@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from corral.engines.llama_sampling import SamplerChain, log_softmax, logits_row, top_logprobs
+from corral.engines.llama.sampling import SamplerChain, log_softmax, logits_row, top_logprobs
 from corral.errors import ContextLengthError, CorralError
 from corral.tasks import Sampling
 

@@ -1,4 +1,4 @@
-"""Request bodies of the OpenAI-compatible routes, in OpenAI's field order; corral's extras last.
+"""Request bodies of the OpenAI-compatible routes; fields shared by chat and completion declared once.
 
 Bodies carry parameters only: no field can choose an upstream host, a file path or a credential.
 """
@@ -87,47 +87,41 @@ def _check_stop(value: Stop) -> Stop:
     return value
 
 
-class ChatCompletionBody(_Body):
-    messages: list[ChatMessage] = Field(min_length=1)
+class _GenerationBody(_Body):
+    """The fields chat and completion bodies share, declared once (OpenAI's defaults)."""
+
     model: str
+    n: int = Field(default=1, ge=1, le=16)
+    seed: int | None = None
+    stop: Stop = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    user: str | None = None
+
+    _stop = field_validator("stop")(classmethod(lambda cls, v: _check_stop(v)))
+
+
+class ChatCompletionBody(_GenerationBody):
+    messages: list[ChatMessage] = Field(min_length=1)
     frequency_penalty: float | None = None
     logprobs: bool = False
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    n: int = Field(default=1, ge=1, le=16)
     presence_penalty: float | None = None
     response_format: ResponseFormat | None = None
-    seed: int | None = None
-    stop: Stop = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: float = Field(default=1.0, ge=0, le=2)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     tools: list[Tool] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    user: str | None = None
-
-    _stop = field_validator("stop")(classmethod(lambda cls, v: _check_stop(v)))
 
 
-class CompletionBody(_Body):
-    model: str
+class CompletionBody(_GenerationBody):
     prompt: str | list[str]
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
     max_tokens: int = Field(default=16, ge=1)
-    n: int = Field(default=1, ge=1, le=16)
-    seed: int | None = None
-    stop: Stop = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     suffix: str | None = None
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    user: str | None = None
-
-    _stop = field_validator("stop")(classmethod(lambda cls, v: _check_stop(v)))
 
 
 class EmbeddingBody(_Body):

@@ -5,7 +5,7 @@ transformers (>= 5) ships a continuous-batching manager (``model.init_continuous
 schedules many sequences over a paged KV cache in one background thread. corral keeps it greedy
 and does each request's sampling and logprobs itself, through one per-request logits processor
 (:class:`SlotSampling`): a row of the batch carries its request's slot number, the slot's
-:class:`~corral.engines.torch_sampling.RequestSampler` draws from that row with the request's own
+:class:`~corral.engines.transformers.sampling.RequestSampler` draws from that row with the request's own
 generator, and argmax then takes the drawn token. Seeds therefore mean the same thing in a batch
 as alone.
 
@@ -37,7 +37,7 @@ import threading
 from collections.abc import Generator
 from typing import Any
 
-from corral.engines.torch_sampling import RequestSampler, steer
+from corral.engines.transformers.sampling import RequestSampler, steer
 from corral.errors import CorralError
 from corral.tasks import Sampling
 
@@ -100,6 +100,7 @@ def manager_unsupported_reason(manager: Any) -> str | None:
 def slot_processor_class() -> type:
     """The per-request logits processor, built on demand so importing corral never imports torch."""
     import torch
+
     from transformers.generation.continuous_batching.cb_logits_processors import (
         ContinuousBatchingLogitsProcessor,
     )

@@ -1,0 +1,1 @@
+"""sentence-transformers: the embedding handler."""

@@ -1,0 +1,1 @@
+"""Hugging Face transformers: the causal-LM handler, continuous batching, sampling, constraints."""

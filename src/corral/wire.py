@@ -1,0 +1,89 @@
+"""Results in the shapes clients read, built once for every door that prints them.
+
+Collecting a stream of chunks into one answer, the usage object and the embedding list are the
+same whether the HTTP door answers a request, the CLI prints ``--json`` or the sidecar replies;
+they are written here and nowhere else. Transport-free: no FastAPI, no argparse.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.tasks import EmbedResult, TextChunk, TokenLogprob, Usage
+
+
+def usage_json(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+@dataclass
+class Collected:
+    """One generation, folded from its chunks: text, the final usage and finish reason, logprobs."""
+
+    parts: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def add(self, chunk: TextChunk) -> None:
+        if chunk.text:
+            self.parts.append(chunk.text)
+        self.logprobs.extend(chunk.logprobs)
+        if chunk.finish_reason:
+            self.usage, self.finish_reason = chunk.usage or Usage(), chunk.finish_reason
+
+
+def collect(chunks: Iterable[TextChunk]) -> Collected:
+    out = Collected()
+    for chunk in chunks:
+        out.add(chunk)
+    return out
+
+
+async def acollect(chunks: AsyncIterator[TextChunk]) -> Collected:
+    out = Collected()
+    async for chunk in chunks:
+        out.add(chunk)
+    return out
+
+
+def embedding_vectors(result: EmbedResult, dimensions: int | None = None) -> Any:
+    """The vectors as one float32 matrix; cut to ``dimensions`` and renormalised when asked."""
+    import numpy as np
+
+    from corral.errors import UsageError
+
+    vectors = np.asarray(np.stack([np.asarray(v, dtype=np.float32) for v in result.vectors]), dtype=np.float32)
+    if dimensions is not None:
+        if dimensions > vectors.shape[1]:
+            raise UsageError(f"dimensions must be at most {vectors.shape[1]} for this model")
+        vectors = vectors[:, :dimensions]
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
+
+
+def embedding_list(result: EmbedResult, model: str, *, dimensions: int | None = None,
+                   encoding_format: str = "float") -> dict[str, Any]:
+    """OpenAI's embedding list. Rows stay numpy arrays (orjson writes them without per-float
+    objects); base64 rows are little-endian float32."""
+    vectors = embedding_vectors(result, dimensions)
+    data = [{"object": "embedding", "index": i,
+             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if encoding_format == "base64"
+             else v} for i, v in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}}
+
+
+def dumps(payload: Any, *, indent: bool = False) -> bytes:
+    """JSON bytes for results holding numpy rows."""
+    import orjson
+
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0))
