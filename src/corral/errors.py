@@ -79,6 +79,13 @@ class UsageError(CorralError):
     exit_code = 2
 
 
+class ConfigError(CorralError):
+    """A setting with a bad value: in a flag, an environment variable or the config file."""
+
+    http_status = 422
+    exit_code = 2
+
+
 class ConflictError(CorralError):
     """A name is already taken by something else."""
 

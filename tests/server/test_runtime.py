@@ -51,7 +51,7 @@ def wait_for(predicate: object, timeout: float = 60) -> bool:
 
 
 def test_api_keys(make_server: type[Server]) -> None:
-    srv = make_server("--api-key", "k-one", env={"CORRAL_API_KEYS": "k-two"})
+    srv = make_server("--api-key", "k-one", "--api-key", "k-two", env={"CORRAL_API_KEYS": "k-env"})
     with pytest.raises(openai.AuthenticationError) as info:
         openai.OpenAI(base_url=f"{srv.url}/v1", api_key="wrong", max_retries=0).models.list()
     assert info.value.status_code == 401 and "API key" in info.value.message
@@ -59,6 +59,8 @@ def test_api_keys(make_server: type[Server]) -> None:
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     for key in ("k-one", "k-two"):
         assert openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0).models.list().data
+    # flags win over the environment: the variable's key is not also accepted
+    assert httpx.get(f"{srv.url}/v1/models", headers={"Authorization": "Bearer k-env"}).status_code == 401
     assert httpx.get(f"{srv.url}/health").status_code == 200  # probes need no key
     assert httpx.get(f"{srv.url}/metrics").status_code == 401
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from corral.config import Settings, load_settings
 from corral.devices import check_device
@@ -20,9 +20,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
+    """One command's world. ``config`` is the global ``--config`` file; ``flags`` the settings given
+    as flags ({section: {field: value}}), which win over the environment and the file."""
+
+    config: str | None = None
+    flags: dict[str, dict[str, Any]] = field(default_factory=dict)
+
     @cached_property
     def settings(self) -> Settings:
-        return load_settings()
+        return load_settings(self.config, self.flags)
 
     @cached_property
     def store(self) -> Store:

@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="the config file (default: CORRAL_CONFIG, else "
+                        "$XDG_CONFIG_HOME/corral/config.toml)")
     sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     models.register(sub)
     generate.register(sub)
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from corral.cli.context import Context
+    from corral.cli.flags import setting_flags
     from corral.cli.output import print_error
 
     parser = build_parser()
@@ -46,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args, Context()))
+        return int(args.func(args, Context(args.config, setting_flags(args))))
     except CorralError as exc:
         print_error(exc)
         return exc.exit_code

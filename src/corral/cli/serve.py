@@ -5,37 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
-import re
 import signal
 import sys
 import time
-from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 from corral.cli.context import Context, add_load_flags, load_options
+from corral.cli.flags import add_setting_flags
 from corral.cli.output import print_json, table
 from corral.errors import UsageError
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
-          "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
-
-
-def parse_size(text: str) -> int:
-    m = _SIZE.match(text)
-    if not m or (m.group(2) or "").lower() not in _UNITS:
-        raise UsageError(f"cannot read the size {text!r}", "write e.g. 8GB, 512MB or 2GiB")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
-
-
-def parse_duration(text: str) -> float:
-    m = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", text)
-    if not m:
-        raise UsageError(f"cannot read the duration {text!r}", "write e.g. 30s, 5m, 1h, 0 or -1 (forever)")
-    value = float(m.group(1))
-    return -1.0 if value < 0 else value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
 def is_loopback(host: str) -> bool:
@@ -48,24 +27,10 @@ def is_loopback(host: str) -> bool:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--models", action="append", default=[], help="models to load at start (repeatable, or a,b)")
-    p.add_argument("--max-loaded", type=int, default=3, help="most models loaded at once (default 3)")
-    p.add_argument("--memory-budget", help="memory models may use, e.g. 8GB (default: 70%% of what is free)")
-    p.add_argument("--keep-alive", default="5m", help="unload a model this long after its last use (-1: never)")
-    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait per model before 429")
-    p.add_argument("--api-key", action="append", default=[], help="require this bearer key (repeatable; "
-                   "also CORRAL_API_KEYS=k1,k2)")
-    p.add_argument("--allowed-host", action="append", default=[],
-                   help="a Host/Origin name to accept besides loopback names ('*' accepts any)")
-    p.add_argument("--allow-insecure", action="store_true",
-                   help="allow binding a non-loopback address without an API key")
-    p.add_argument("--parallel", type=int, default=8,
-                   help="GGUF requests decoded together per model, each with its own --ctx (default 8)")
-    p.add_argument("--log-prompts", action="store_true", help="store prompt text in the request log")
-    p.add_argument("--grace", default="30s", help="how long SIGTERM waits for requests in flight")
+    p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API",
+                       description="Every setting below can also come from the environment (CORRAL_*) or the "
+                                   "config file ([server], [runtime]); flags win, then the environment, then the file.")
+    add_setting_flags(p, "server", "runtime")
     add_load_flags(p)
     p.set_defaults(func=cmd_serve)
 
@@ -82,30 +47,24 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     from corral.api.guard import ServerState
     from corral.runtime.runtime import RuntimeOptions, build_runtime
 
-    keys = [*args.api_key, *filter(None, (k.strip() for k in os.environ.get("CORRAL_API_KEYS", "").split(",")))]
-    if not is_loopback(args.host) and not keys and not args.allow_insecure:
+    server = ctx.settings.server
+    if not is_loopback(server.host) and not server.api_keys and not server.allow_insecure:
         raise UsageError(
-            f"refusing to serve on {args.host} without an API key: anyone who can reach it could use it",
+            f"refusing to serve on {server.host} without an API key: anyone who can reach it could use it",
             "pass --api-key KEY (or CORRAL_API_KEYS), or --allow-insecure if the network is trusted")
-    if args.max_loaded < 1 or args.max_queue < 0 or not 1 <= args.parallel <= 64:
-        raise UsageError("--max-loaded must be at least 1, --max-queue at least 0, --parallel 1 to 64")
-    models = tuple(m.strip() for group in args.models for m in group.split(",") if m.strip())
-    runtime = build_runtime(ctx.settings, ctx.store, RuntimeOptions(
-        load=replace(load_options(args, ctx), parallel=args.parallel),
-        budget_bytes=parse_size(args.memory_budget) if args.memory_budget else None,
-        max_loaded=args.max_loaded, keep_alive=parse_duration(args.keep_alive), max_queue=args.max_queue,
-        log_prompts=args.log_prompts, preload=models))
+    options = RuntimeOptions.from_settings(ctx.settings, load_options(args, ctx))
+    runtime = build_runtime(ctx.settings, ctx.store, options)
     state = ServerState()
-    app = create_app(runtime, ServeOptions(host=args.host, port=args.port, api_keys=keys,
-                                           allowed_hosts=args.allowed_host), state)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+    app = create_app(runtime, ServeOptions(host=server.host, port=server.port, api_keys=server.api_keys,
+                                           allowed_hosts=server.allowed_hosts), state)
+    config = uvicorn.Config(app, host=server.host, port=server.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5, lifespan="on")
-    server = DrainingServer(config, state, parse_duration(args.grace), runtime.metrics)
+    draining = DrainingServer(config, state, server.grace, runtime.metrics)
     budget = runtime.registry.budget_bytes
-    sys.stderr.write(f"corral serving on http://{args.host}:{args.port} "
-                     f"({'API key required' if keys else 'no API key'}; budget {budget / 1e9:.2f} GB)\n")
+    sys.stderr.write(f"corral serving on http://{server.host}:{server.port} "
+                     f"({'API key required' if server.api_keys else 'no API key'}; budget {budget / 1e9:.2f} GB)\n")
     sys.stderr.flush()
-    asyncio.run(server.serve())
+    asyncio.run(draining.serve())
     return 0
 
 

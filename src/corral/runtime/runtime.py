@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +42,15 @@ class RuntimeOptions:
     allow_paths: bool = False  # the CLI accepts file paths as model references; a server never does
     record_memory: bool = True  # store each load's measured memory for later fit decisions
     reap_interval: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, load: LoadOptions | None = None) -> RuntimeOptions:
+        """The options ``[runtime]`` settings (flags > environment > config file) describe."""
+        r = settings.runtime
+        load = load or LoadOptions()
+        return cls(load=replace(load, parallel=r.parallel), budget_bytes=r.memory_budget, max_loaded=r.max_loaded,
+                   keep_alive=r.keep_alive, max_queue=r.max_queue, log_prompts=r.log_prompts,
+                   preload=tuple(r.models))
 
 
 @dataclass(frozen=True)
