@@ -40,3 +40,14 @@ def pick_torch_device(requested: str | None) -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+
+def torch_dtype(requested: str | None, device: str, stored: str | None) -> object:
+    """The dtype a torch engine loads weights in: the user's choice; else half precision on CUDA
+    for weights stored as float32; else as stored ("auto")."""
+    import torch
+
+    if requested and requested != "auto":
+        return getattr(torch, requested)
+    return torch.float16 if device.startswith("cuda") and stored == "float32" else "auto"

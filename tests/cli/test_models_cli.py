@@ -97,3 +97,20 @@ def test_inspect_package_and_registered_name() -> None:
     assert run_cli("inspect", "minilm").returncode == 0
     r = run_cli("inspect", "pkg:no_such_package_here")
     assert r.returncode == 1 and "no installed Python package" in r.stderr
+
+
+def test_list_marks_aliases_as_such(tmp_path: Path, corral_home: Path) -> None:
+    config = tmp_path / "config.toml"  # the CORRAL_CONFIG of every test
+    config.write_text('[aliases]\nsmall = "smollm2"\n', encoding="utf-8")
+    assert run_cli("pull", "minilm").returncode == 0
+    plain = json.loads(run_cli("list", "--json").stdout)
+    assert [(e["kind"], e["name"]) for e in plain] == [("model", "minilm")]  # models only by default
+    listed = json.loads(run_cli("list", "--aliases", "--json").stdout)
+    aliases = {e["name"]: e for e in listed if e["kind"] == "alias"}
+    assert set(aliases) == {"small", "smollm2"}  # minilm is a registered model now, not an alias
+    assert aliases["small"]["alias_of"] == "smollm2" and aliases["smollm2"]["registered_as"] is None
+    assert run_cli("pull", "smollm2").returncode == 0
+    again = {e["name"]: e for e in json.loads(run_cli("list", "-a", "--json").stdout)}
+    assert again["smollm2"]["kind"] == "model" and again["small"]["registered_as"] == "smollm2"
+    shown = run_cli("list", "-a").stdout
+    assert "ALIAS" in shown and "small" in shown

@@ -72,3 +72,13 @@ def test_chat_turns_are_logged_with_door_cli() -> None:
         assert (row["door"], row["task"], row["route"], row["status"]) == ("cli", "chat", "chat", 200)
         assert row["completion_tokens"] == 2
     assert second["prompt_tokens"] > first["prompt_tokens"]  # the second turn carries the history
+
+
+def test_dtype_is_checked_against_the_engine_table() -> None:
+    full = json.loads(run_cli("embed", "minilm", "hello world", "--json").stdout)["data"][0]["embedding"]
+    half = json.loads(run_cli("embed", "minilm", "hello world", "--json", "--dtype", "bfloat16").stdout)
+    bf16 = half["data"][0]["embedding"]
+    assert bf16 != full  # the weights really ran in bfloat16
+    assert sum(a * b for a, b in zip(full, bf16, strict=True)) > 0.99  # and it is still the same model
+    r = run_cli("run", "smollm2", "hi", "--dtype", "float16")
+    assert r.returncode == 2 and "--dtype does not apply" in r.stderr and "Traceback" not in r.stderr

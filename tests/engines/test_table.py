@@ -52,6 +52,20 @@ def test_every_extra_exists_is_in_all_and_dev_and_is_pinned(engine: str) -> None
     assert any(spec.extra in req for req in extras["all"]) and any(spec.extra in req for req in extras["dev"])
 
 
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_dtypes_and_devices_are_declared_and_checked(engine: str) -> None:
+    from corral.engines.table import check_dtype
+    from corral.errors import UsageError
+
+    spec = ENGINES[engine]
+    assert spec.devices and set(spec.devices) <= {"cpu", "cuda", "mps"}
+    check_dtype(engine, None)  # the engine's default is always allowed
+    for dtype in spec.dtypes:
+        check_dtype(engine, dtype)
+    with pytest.raises(UsageError):
+        check_dtype(engine, "int3")
+
+
 def test_a_vision_model_never_reaches_the_language_model_handler(tmp_path: Path) -> None:
     folder = tiny_media.build_vit(tmp_path / "vit").path
     info = inspect_path(folder)

@@ -248,3 +248,39 @@ def test_progress_bars_are_silent_when_disabled(
 ) -> None:
     download_repo("org/tiny", endpoint=hub.endpoint, progress=False)
     assert "Fetching" not in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_progress_callback_counts_bytes_up_to_the_total(hub: FakeHub, repo_dir: Path, hf_cache: Path) -> None:
+    from corral.models.download import PullProgress
+
+    hub.files["model.safetensors"] = _safetensors(3 * MiB // 4)  # 3 MiB: written in several pieces
+    events: list[PullProgress] = []
+    download_repo("org/tiny", endpoint=hub.endpoint, progress=events.append)
+    total = sum(len(content) for content in hub.files.values())
+    assert events[0].completed == 0 and events[-1].completed == total
+    assert all(e.total == total and e.repo == "org/tiny" for e in events)
+    done = [e.completed for e in events]
+    assert done == sorted(done) and len(set(done)) > 2  # increasing, with steps between start and end
+
+
+@pytest.mark.timeout(60)
+def test_runtime_pull_reports_progress_and_a_second_pull_changes_nothing(
+        hub: FakeHub, hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from corral.config import load_settings
+    from corral.models.store import Store
+    from corral.runtime.runtime import RuntimeOptions, build_runtime
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    settings = load_settings()
+    store = Store(settings.manifest_path)
+    runtime = build_runtime(settings, store, RuntimeOptions(budget_bytes=2**30))
+    events: list[object] = []
+    first = asyncio.run(runtime.pull("hf:org/tiny", progress=events.append))
+    assert events and first.source == "hf:org/tiny"
+    gets = len(hub.file_gets())
+    again = asyncio.run(runtime.pull("hf:org/tiny", progress=events.append))
+    assert again == first and [e.name for e in store.list()] == [first.name]
+    assert len(hub.file_gets()) == gets  # nothing downloaded again

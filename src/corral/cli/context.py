@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from corral.config import Settings, load_settings
 from corral.devices import check_device
 from corral.engines.base import LoadOptions
+from corral.engines.table import TORCH_DTYPES
 from corral.models.resolve import Resolver
 from corral.models.safety import Trust
 from corral.models.store import Entry, Store
@@ -54,6 +55,8 @@ def add_load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: best available)")
     p.add_argument("--ctx", type=int, dest="context_length", help="context length to allocate")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
+    p.add_argument("--dtype", choices=("auto", *TORCH_DTYPES),
+                   help="load torch models' weights as this type (default: as stored; half precision on CUDA)")
 
 
 def trust_from(args: argparse.Namespace) -> Trust:
@@ -62,8 +65,8 @@ def trust_from(args: argparse.Namespace) -> Trust:
 
 def load_options(args: argparse.Namespace, ctx: Context) -> LoadOptions:
     device = check_device(args.device or ctx.settings.default_device)
-    return LoadOptions(device=device, trust=trust_from(args),
-                       context_length=args.context_length, threads=args.threads)
+    return LoadOptions(device=device, trust=trust_from(args), context_length=args.context_length,
+                       threads=args.threads, dtype=args.dtype)
 
 
 NO_BUDGET = 2**62  # the CLI loads what it is asked to: no memory budget, one model at a time

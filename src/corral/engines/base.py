@@ -31,6 +31,7 @@ class LoadOptions:
     context_length: int | None = None
     threads: int | None = None
     parallel: int = 1  # sequences a batching engine decodes together (the server raises it)
+    dtype: str | None = None  # weights' compute type, one of the engine's `dtypes`; None: its default
 
 
 class Handler:

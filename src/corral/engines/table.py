@@ -20,6 +20,7 @@ LLAMA = "corral.engines.llama.handler:LlamaCppHandler"
 HF_LM = "corral.engines.transformers.lm:TransformersLMHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
+TORCH_DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class EngineSpec:
     extra: str  # the pip extra of corral that installs them
     formats: frozenset[str]  # weight formats it loads
     devices: tuple[str, ...] = ALL_DEVICES
+    dtypes: tuple[str, ...] = ()  # what --dtype may ask for; () = the types stored in the file, no choice
     handlers: Mapping[Task, str] = field(default_factory=dict)  # task -> "module:Class"
 
     def handler_for(self, tasks: list[str]) -> str | None:
@@ -50,14 +52,30 @@ ENGINES: dict[str, EngineSpec] = {
         EngineSpec("llama_cpp", ("llama-cpp-python",), ("llama_cpp",), "llama", frozenset({"gguf"}),
                    handlers={Task.CHAT: LLAMA, Task.COMPLETE: LLAMA, Task.EMBED: LLAMA}),
         EngineSpec("transformers", ("transformers", "torch"), ("transformers", "torch"), "torch",
-                   frozenset({"safetensors", "pickle"}),
+                   frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.CHAT: HF_LM, Task.COMPLETE: HF_LM}),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
-                   "torch", frozenset({"safetensors", "pickle"}), handlers={Task.EMBED: SENTENCE}),
+                   "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
+                   handlers={Task.EMBED: SENTENCE}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
                    "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
     )
 }
+
+
+def check_dtype(engine: str | None, dtype: str | None) -> None:
+    """A UsageError unless the engine can load weights as ``dtype`` (None and "auto" always can)."""
+    if dtype in (None, "auto"):
+        return
+    from corral.errors import UsageError
+
+    spec = ENGINES.get(engine or "")
+    if spec is None or not spec.dtypes:
+        raise UsageError(f"the {engine} engine runs weights in the types stored in the file; --dtype does not apply",
+                         "leave --dtype out for this model")
+    if dtype not in spec.dtypes:
+        raise UsageError(f"the {engine} engine cannot load weights as {dtype!r}",
+                         f"use one of: {', '.join(spec.dtypes)}")
 
 
 def engine_packages(engine: str | None) -> tuple[str, ...]:

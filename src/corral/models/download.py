@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -36,7 +37,20 @@ from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
 from corral.errors import BadReferenceError, CorralError, DownloadError, OfflineError
 
-__all__ = ["download_repo", "hub_cache_dir"]
+__all__ = ["Progress", "PullProgress", "download_repo", "hub_cache_dir"]
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """Bytes of a repo in the cache so far (``completed`` never decreases; equals ``total`` at the end)."""
+
+    repo: str
+    completed: int
+    total: int
+
+
+# True: huggingface_hub's bars on stderr; False: silent; a callable: PullProgress events, no bars
+Progress = bool | Callable[[PullProgress], None]
 
 _CHUNK = 1024 * 1024
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
@@ -50,6 +64,37 @@ class _QuietTqdm(hf_tqdm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["disable"] = True
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+def _reporting_tqdm(repo: str, total: int, report: Callable[[PullProgress], None]) -> type[hf_tqdm]:
+    """A hidden progress bar class that turns the snapshot's bytes-written bar into PullProgress.
+
+    snapshot_download (huggingface_hub 2.x) opens several bars with ``tqdm_class``; the one named
+    ``huggingface_hub.snapshot_download`` counts bytes written to the cache, every file's (cached
+    ones as ``initial``). Other bars are ignored. Should a release rename it, callers still get the
+    first (0) and the last (``total``) events, from :func:`download_repo` itself.
+    """
+    done = [0]
+
+    class _Reporting(hf_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._counts = kwargs.get("name") == "huggingface_hub.snapshot_download"
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if self._counts and n:
+                done[0] = min(total, done[0] + int(n))
+                report(PullProgress(repo, done[0], total))
+            return super().update(n)  # type: ignore[no-any-return]
+
+    return _Reporting
+
+
+def _bars(progress: Progress, repo: str, total: int) -> type[hf_tqdm] | None:
+    if callable(progress):
+        return _reporting_tqdm(repo, total, progress)
+    return None if progress else _QuietTqdm
 
 
 @dataclass(frozen=True)
@@ -83,7 +128,7 @@ def download_repo(
     repo_id: str,
     revision: str | None = None,
     *,
-    progress: bool = True,
+    progress: Progress = True,
     endpoint: str | None = None,
     timeout: float = 10.0,
 ) -> Path:
@@ -108,6 +153,9 @@ def download_repo(
         expected = [e for e in expected if not any(fnmatch.fnmatch(e.path, p) for p in ignore)]
         listed = True
         present = {e.path for e in expected if (snapshot / e.path).exists()}
+        total = sum(e.size or 0 for e in expected)
+        if callable(progress):
+            progress(PullProgress(repo_id, 0, total))
         try:
             folder = snapshot_download(
                 repo_id,
@@ -115,7 +163,7 @@ def download_repo(
                 cache_dir=cache_dir,
                 endpoint=endpoint,
                 etag_timeout=timeout,
-                tqdm_class=None if progress else _QuietTqdm,
+                tqdm_class=_bars(progress, repo_id, total),
                 ignore_patterns=ignore or None,
             )
         except Exception:
@@ -140,6 +188,8 @@ def download_repo(
             " the corrupt download was removed from the cache",
             hint="run the download again",
         )
+    if callable(progress) and listed:
+        progress(PullProgress(repo_id, total, total))
     return snapshot
 
 

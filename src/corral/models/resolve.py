@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral.config import Settings
 from corral.errors import BadReferenceError, ConflictError, ModelNotFoundError
@@ -13,6 +14,9 @@ from corral.models.inspect import inspect_path
 from corral.models.packaged import find_packaged_model
 from corral.models.refs import REPO_ID, ModelRef, check_name, parse_ref
 from corral.models.store import Entry, Store
+
+if TYPE_CHECKING:
+    from corral.models.download import Progress
 
 MAX_ALIAS_DEPTH = 8
 
@@ -40,11 +44,11 @@ class Resolver:
     def __init__(self, settings: Settings, store: Store, *, allow_paths: bool = True) -> None:
         self.settings, self.store, self.allow_paths = settings, store, allow_paths
 
-    def resolve(self, text: str, *, progress: bool = True) -> Entry:
+    def resolve(self, text: str, *, progress: Progress = True) -> Entry:
         """A registered name, an alias, a path, pkg:NAME or hf:ORG/NAME -> a registered model."""
         return self._resolve(text, alias_name=None, depth=0, progress=progress)
 
-    def _resolve(self, text: str, alias_name: str | None, depth: int, progress: bool) -> Entry:
+    def _resolve(self, text: str, alias_name: str | None, depth: int, progress: Progress) -> Entry:
         if depth > MAX_ALIAS_DEPTH:
             raise BadReferenceError(f"alias chain through {text!r} is too deep or circular")
         ref = parse_ref(text, allow_paths=self.allow_paths)
@@ -76,7 +80,7 @@ class Resolver:
         return self.register(ref, name=alias_name, progress=progress)
 
     def register(self, ref: ModelRef, *, name: str | None = None, explicit_name: bool = False,
-                 progress: bool = True) -> Entry:
+                 progress: Progress = True) -> Entry:
         """Inspect (downloading first for hf refs) and record a model under a unique name."""
         owned = False
         if ref.kind == "hf":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from corral.engines.base import Handler, LoadOptions, handler_class
-from corral.engines.table import tasks_served
+from corral.engines.table import check_dtype, tasks_served
 from corral.errors import CorralError, InvalidModelFileError, UnsupportedTaskError
 from corral.models.safety import check_trust
 from corral.models.store import Entry
@@ -21,6 +21,7 @@ def import_engine(entry: Entry) -> None:
 def open_model(entry: Entry, options: LoadOptions) -> Handler:
     """Check the trust opt-ins, pick the engine inspection named, and load the model."""
     check_trust(entry.name, entry.info, options.trust)
+    check_dtype(entry.info.engine, options.dtype)
     if not entry.info.engine:
         raise UnsupportedTaskError(f"corral does not know which engine runs {entry.name}",
                                    "see `corral inspect` for what was detected")

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.config import Settings
 from corral.engines.base import LoadOptions
@@ -28,6 +28,9 @@ from corral.runtime.metrics import Metrics
 from corral.runtime.registry import LoadedModel, Registry
 from corral.runtime.requestlog import RequestLog
 from corral.tasks import Task
+
+if TYPE_CHECKING:
+    from corral.models.download import Progress
 
 
 @dataclass(frozen=True)
@@ -143,9 +146,11 @@ class Runtime:
     async def list_models(self) -> list[Entry]:
         return await asyncio.to_thread(self.store.list)
 
-    async def pull(self, reference: str, *, progress: bool = False) -> Entry:
-        """Register (downloading first, for a hub repo) the model ``reference`` names; ``progress``
-        shows huggingface_hub's progress bars on stderr."""
+    async def pull(self, reference: str, *, progress: Progress = False) -> Entry:
+        """Register (downloading first, for a hub repo) the model ``reference`` names. ``progress``:
+        a callback receiving :class:`~corral.models.download.PullProgress` events (called from the
+        download's thread), True for huggingface_hub's bars on stderr, False for none. Pulling a
+        reference already registered changes nothing and returns its entry."""
         return await asyncio.to_thread(self.resolver.resolve, reference, progress=progress)
 
     async def load(self, name: str) -> ModelStatus:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.devices import pick_torch_device
+from corral.devices import pick_torch_device, torch_dtype
 from corral.engines.base import Handler
 from corral.tasks import EmbedRequest, EmbedResult, Usage
 
@@ -23,7 +23,8 @@ class SentenceTransformersHandler(Handler):
         self.device = pick_torch_device(self.options.device)
         self.model = SentenceTransformer(
             str(self.path), device=self.device, local_files_only=True,
-            trust_remote_code=self.options.trust.trust_remote_code)
+            trust_remote_code=self.options.trust.trust_remote_code,
+            model_kwargs={"dtype": torch_dtype(self.options.dtype, self.device, self.info.dtype)})
 
     def unload(self) -> None:
         self.model = None

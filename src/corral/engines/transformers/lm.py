@@ -21,7 +21,7 @@ import threading
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from corral.devices import pick_torch_device
+from corral.devices import pick_torch_device, torch_dtype
 from corral.engines.base import Handler
 from corral.engines.detokenize import IncrementalDetokenizer
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
@@ -46,7 +46,6 @@ class TransformersLMHandler(Handler):
     batcher: Any = None  # a ContinuousBatcher when several sequences run together
 
     def load(self) -> None:
-        import torch
 
         from corral.engines.quiet import quiet_hf
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,7 +53,7 @@ class TransformersLMHandler(Handler):
         quiet_hf()
         self.device = pick_torch_device(self.options.device)
         trust = self.options.trust
-        dtype = torch.float16 if self.device.startswith("cuda") and self.info.dtype == "float32" else "auto"
+        dtype = torch_dtype(self.options.dtype, self.device, self.info.dtype)
         self.model = AutoModelForCausalLM.from_pretrained(
             str(self.path), trust_remote_code=trust.trust_remote_code,
             use_safetensors=not trust.allow_pickle, dtype=dtype,
