@@ -3,10 +3,12 @@ Ctrl-C stops the current answer (not the session), /exit leaves."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import pexpect
+from tests.conftest import run_cli
 
 PROMPT = ">>> "
 
@@ -55,6 +57,7 @@ def test_history_is_kept_between_turns() -> None:
 def test_ctrl_c_stops_answer_not_session() -> None:
     child = spawn("--temperature", "0", "--max-tokens", "400")
     child.sendline("Write a very long story about a dragon.")
+    child.expect_exact("dragon.\r\n")  # the line's echo
     child.expect(r"\w+ \w+ \w+")  # the answer has started streaming
     child.sendintr()
     child.expect_exact("(stopped)")
@@ -67,3 +70,6 @@ def test_ctrl_c_stops_answer_not_session() -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+    answered, stopped = json.loads(run_cli("logs", "--json").stdout)[:2]  # newest first
+    assert (stopped["door"], stopped["status"]) == ("cli", 499)  # a stopped answer is a cancelled call
+    assert stopped["completion_tokens"] > 0 and answered["status"] == 200

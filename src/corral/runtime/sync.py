@@ -25,7 +25,34 @@ from corral.runtime.runtime import Runtime
 from corral.tasks import TASKS, Task, TextChunk
 
 T = TypeVar("T")
-LOOP_CHECK_S = 0.5  # how often a waiting caller checks that the loop thread is alive
+LOOP_CHECK_S = 0.1  # how often a waiting caller looks at Ctrl-C and at the loop thread
+
+
+class Interrupts:
+    """Ctrl-C, taken at safe points. While active (in the main thread), SIGINT only sets a flag;
+    :meth:`check` raises KeyboardInterrupt where the caller chooses: between two chunks, between
+    two polls of a future. Raised wherever the signal happened to land, KeyboardInterrupt can
+    break a lock inside ``threading`` or an engine (seen: "cannot release un-acquired lock" from
+    a future's condition, and a session whose next Ctrl-C went unanswered)."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._previous: Any = None
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, lambda _sig, _frame: self.requested.set())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def check(self) -> None:
+        if self.requested.is_set():
+            self.requested.clear()
+            raise KeyboardInterrupt
 
 
 class SyncRuntime:
@@ -36,9 +63,7 @@ class SyncRuntime:
 
     def _run_loop(self) -> None:
         # Ctrl-C is the caller's: with SIGINT blocked here (and in every thread this one starts:
-        # executor workers, engine threads inherit the mask), the kernel delivers it to the main
-        # thread, whose blocking read (input()) it interrupts. Left unblocked, it sometimes landed
-        # on this thread, and a prompt waiting in input() never saw it.
+        # executor workers, engine threads inherit the mask) the kernel never hands it to them.
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         self.loop.run_forever()
@@ -51,31 +76,43 @@ class SyncRuntime:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
-            self.wait(self.runtime.__aexit__(kind, exc, tb))
+            self.wait(self.runtime.__aexit__(kind, exc, tb), interruptible=False)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join()
             self.loop.close()
 
-    def wait(self, work: Coroutine[Any, Any, T], give_back: Callable[[T], None] | None = None) -> T:
+    def wait(self, work: Coroutine[Any, Any, T], give_back: Callable[[T], None] | None = None, *,
+             interruptible: bool = True) -> T:
         """Run ``work`` on the runtime's loop. Ctrl-C while waiting cancels it; should it finish all
-        the same, ``give_back`` receives its result (a model acquired anyway is released)."""
+        the same, ``give_back`` receives its result on the loop (a model acquired anyway is released)."""
+        with Interrupts() as interrupts:
+            return self._wait(work, give_back, interrupts if interruptible else None)
+
+    def _wait(self, work: Coroutine[Any, Any, T], give_back: Callable[[T], None] | None,
+              interrupts: Interrupts | None) -> T:
         future = asyncio.run_coroutine_threadsafe(work, self.loop)
         try:
-            return self._result(future)
+            result = self._result(future, interrupts)
+            if interrupts is not None:
+                interrupts.check()  # a Ctrl-C that came as the work finished still counts
+            return result
         except BaseException:
             future.cancel()
             if give_back is not None:
-                future.add_done_callback(
-                    lambda done: None if done.cancelled() or done.exception() else give_back(done.result()))
+                loop, back = self.loop, give_back
+                future.add_done_callback(lambda done: None if done.cancelled() or done.exception()
+                                         else loop.call_soon_threadsafe(back, done.result()))
             raise
 
-    def _result(self, future: concurrent.futures.Future[T]) -> T:
+    def _result(self, future: concurrent.futures.Future[T], interrupts: Interrupts | None) -> T:
         """The future's result; an error, not a hang, if the runtime's loop thread has died."""
         while True:
             try:
                 return future.result(timeout=LOOP_CHECK_S)
             except concurrent.futures.TimeoutError:
+                if interrupts is not None:
+                    interrupts.check()
                 if not self._thread.is_alive():
                     raise RuntimeError("the runtime's event loop stopped") from None
 
@@ -84,24 +121,27 @@ class SyncRuntime:
         if not TASKS[task].streams:
             raise ValueError(f"{task.value} does not stream; use call()")
         registry, tally, model = self.runtime.registry, Tally(name), None
-        try:
-            model = self.wait(registry.acquire(name, task_check(task)), give_back=registry.release)
-            tally.model = model.name
-            chunks = implementation(model.handler, require_task(model.name, model.handler, task))(request)
+        with Interrupts() as interrupts:  # Ctrl-C acts between steps: the wait, then between two chunks
             try:
-                for chunk in chunks:
-                    tally.see(chunk)
-                    yield chunk
+                model = self._wait(registry.acquire(name, task_check(task)), registry.release, interrupts)
+                tally.model = model.name
+                chunks = implementation(model.handler, require_task(model.name, model.handler, task))(request)
+                try:
+                    for chunk in chunks:
+                        interrupts.check()
+                        tally.see(chunk)
+                        yield chunk
+                        interrupts.check()
+                finally:
+                    chunks.close()  # stops generation when the caller stopped early
+            except BaseException as exc:
+                tally.fail(exc)
+                raise
             finally:
-                chunks.close()  # stops generation when the caller stopped early
-        except BaseException as exc:
-            tally.fail(exc)
-            raise
-        finally:
-            if model is not None:
-                self.loop.call_soon_threadsafe(registry.release, model)
-            self.runtime.dispatcher.record(tally.model, task, call, tally.status, tally.usage, tally.started,
-                                           tally.ttft, tally.error)
+                if model is not None:
+                    self.loop.call_soon_threadsafe(registry.release, model)
+                self.runtime.dispatcher.record(tally.model, task, call, tally.status, tally.usage, tally.started,
+                                               tally.ttft, tally.error)
 
     def call(self, task: Task, name: str, request: Any, call: CallInfo) -> Any:
         """The one result of a task that does not stream, through the runtime's own path."""
