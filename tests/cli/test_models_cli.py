@@ -17,7 +17,7 @@ def test_pull_alias_list_and_json(smollm2_path: Path) -> None:
     assert r.returncode == 0
     header, row = r.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "TASKS", "FORMAT", "SIZE", "PARAMS", "QUANT", "MEMORY", "SOURCE"]
-    assert row.split()[:9] == ["smollm2", "chat,complete,embed", "gguf", "98.4", "MB", "134.5M", "Q4_1", "~259.8", "MB"]
+    assert row.split()[:9] == ["smollm2", "chat,complete,embed", "gguf", "98.4", "MB", "134.5M", "Q4_1", "~214.6", "MB"]
     data = json.loads(run_cli("list", "--json").stdout)
     assert data[0]["name"] == "smollm2" and data[0]["path"] == str(smollm2_path)
     assert data[0]["quantization"] == "Q4_1" and data[0]["owned"] is False

@@ -14,9 +14,15 @@ class Requirement:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Figures for the default load (cpu_bytes, gpu_bytes) and the header facts ``memory.estimate_for`` sizes
+    any load from. The facts are None in manifests written before they existed; the figures then stand."""
+
     cpu_bytes: int
     gpu_bytes: int
     context_length: int | None = None  # the context the KV-cache share was sized for
+    weight_bytes: int | None = None  # the weights as stored (GGUF: the whole file, which llama.cpp maps)
+    kv_values_per_token: int | None = None  # K and V values one token of context caches, all layers
+    vocab_entries: int | None = None  # tokenizer tokens + merges (host memory of the tokenizer)
 
 
 @dataclass

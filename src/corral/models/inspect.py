@@ -13,8 +13,8 @@ from corral.errors import InvalidModelFileError, ModelNotFoundError
 from corral.models import detect, memory
 from corral.models.gguf_reader import quantization as gguf_quantization
 from corral.models.gguf_reader import read_gguf_header
-from corral.models.info import ModelInfo, Requirement
-from corral.models.safetensors_header import DTYPE_BYTES, TORCH_NAMES, read_safetensors_header
+from corral.models.info import MemoryEstimate, ModelInfo, Requirement
+from corral.models.safetensors_header import TORCH_NAMES, read_safetensors_header
 from corral.tasks import Task
 
 MAX_JSON = 16 * 1024 * 1024
@@ -81,8 +81,8 @@ def _list_files(root: Path) -> list[Path]:
     return out
 
 
-def _weights_facts(info: ModelInfo, files: list[Path], root: Path) -> float:
-    """Fill format, parameters, dtype and size from weight files. Returns bytes per parameter."""
+def _weights_facts(info: ModelInfo, files: list[Path], root: Path) -> None:
+    """Fill format, parameters, dtype and size from weight files."""
     safetensors = [f for f in files if f.suffix == ".safetensors"]
     pickles = [f for f in files if f.suffix in PICKLE_SUFFIXES]
     onnx = [f for f in files if f.suffix == ".onnx"]
@@ -106,8 +106,7 @@ def _weights_facts(info: ModelInfo, files: list[Path], root: Path) -> float:
         if dtype_bytes:
             main = max(dtype_bytes, key=lambda k: dtype_bytes[k])
             info.dtype = TORCH_NAMES.get(main, main.lower())
-            return float(DTYPE_BYTES[main])
-        return 4.0
+        return
     if onnx:
         info.format = "onnx"
         info.size_bytes = sum(f.stat().st_size for f in onnx)
@@ -119,7 +118,6 @@ def _weights_facts(info: ModelInfo, files: list[Path], root: Path) -> float:
     else:
         info.format = "unknown"
         info.notes.append("no weight files found")
-    return 4.0
 
 
 def _readme_pipeline_tag(root: Path) -> str | None:
@@ -150,9 +148,33 @@ def _context_length(cfg: dict[str, Any]) -> int | None:
     return None
 
 
+def _vocab_entries(root: Path) -> int | None:
+    """Tokens + merges of the folder's tokenizer (tokenizer.json, else vocab.txt), for its memory."""
+    tok = root / "tokenizer.json"
+    if tok.is_file():
+        try:
+            model = read_json(tok).get("model")
+        except InvalidModelFileError:  # too large to parse here: its memory goes unestimated
+            return None
+        if isinstance(model, dict):
+            vocab, merges = model.get("vocab"), model.get("merges")
+            tokens = len(vocab) if isinstance(vocab, dict | list) else 0
+            return tokens + (len(merges) if isinstance(merges, list) else 0)
+    vocab_txt = root / "vocab.txt"
+    if vocab_txt.is_file() and vocab_txt.stat().st_size <= MAX_JSON:
+        with vocab_txt.open("rb") as fh:
+            return sum(1 for _ in fh)
+    return None
+
+
+def _array_length(meta: dict[str, Any], lengths: dict[str, int], key: str) -> int:
+    value = meta.get(key)
+    return len(value) if isinstance(value, list) else lengths.get(key, 0)
+
+
 def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     info = ModelInfo(path=str(root), format="unknown")
-    bpp = _weights_facts(info, files, root)
+    _weights_facts(info, files, root)
     cfg: dict[str, Any] = {}
     if (root / "config.json").is_file():
         cfg = read_json(root / "config.json")
@@ -187,10 +209,10 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     if not cfg and info.format == "unknown":
         raise InvalidModelFileError(f"{root} has no config.json, GGUF file or weights",
                                     "point corral at a model folder or a .gguf file")
-    is_lm = Task.COMPLETE.value in info.tasks
-    ctx = min(info.context_length or memory.DEFAULT_CONTEXT, memory.DEFAULT_CONTEXT) if is_lm else None
-    kv = memory.kv_from_config(cfg, ctx) if ctx else 0
-    info.memory = memory.estimate(info.size_bytes, bpp, info.parameters, kv, ctx)
+    kv = memory.kv_values_from_config(cfg) if Task.COMPLETE.value in info.tasks else None
+    facts = MemoryEstimate(0, 0, weight_bytes=info.size_bytes, kv_values_per_token=kv,
+                           vocab_entries=_vocab_entries(root))
+    info.memory = memory.with_defaults(info, facts)
     info.requirements = requirements(info.engine)
     return info
 
@@ -198,12 +220,12 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
 def _inspect_diffusers(root: Path, files: list[Path]) -> ModelInfo:
     index = read_json(root / "model_index.json")
     info = ModelInfo(path=str(root), format="unknown", engine="diffusers", sources=["model_index.json"])
-    bpp = _weights_facts(info, files, root)
+    _weights_facts(info, files, root)
     class_name = index.get("_class_name")
     info.architecture = class_name if isinstance(class_name, str) else None
     info.model_type = "diffusers"
     info.tasks = detect.tasks_for_diffusers(info.architecture or "")
-    info.memory = memory.estimate(info.size_bytes, bpp, info.parameters, 0, None)
+    info.memory = memory.with_defaults(info, MemoryEstimate(0, 0, weight_bytes=info.size_bytes))
     info.requirements = requirements(info.engine)
     return info
 
@@ -224,9 +246,10 @@ def inspect_gguf(path: Path) -> ModelInfo:
     if info.quantization in UNQUANTIZED:
         info.dtype, info.quantization = UNQUANTIZED[info.quantization], None
     info.tasks = detect.tasks_for_gguf(arch, info.chat_template)
-    run_ctx = min(info.context_length or memory.DEFAULT_CONTEXT, memory.DEFAULT_CONTEXT)
-    kv = memory.kv_from_gguf(meta, arch, run_ctx)
-    info.memory = memory.estimate(header.file_size, 0.0, info.parameters, kv, run_ctx)
+    vocab = sum(_array_length(meta, header.array_lengths, f"tokenizer.ggml.{k}") for k in ("tokens", "merges"))
+    facts = MemoryEstimate(0, 0, weight_bytes=header.file_size,
+                           kv_values_per_token=memory.kv_values_from_gguf(meta, arch), vocab_entries=vocab or None)
+    info.memory = memory.with_defaults(info, facts)
     info.requirements = requirements(info.engine)
     name = meta.get("general.name")
     if isinstance(name, str):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from corral.engines.base import Handler, LoadOptions
 from corral.errors import BusyError, InsufficientMemoryError
+from corral.models.memory import estimate_for
 from corral.models.store import Entry
 from corral.runtime.loader import import_engine
 from corral.runtime.memory import MemoryProbe, human
@@ -64,9 +65,9 @@ class Registry:
     # --- sizing -------------------------------------------------------------------------------
 
     def need_for(self, entry: Entry) -> tuple[int, int]:
-        """(bytes to plan for, inspection estimate): the measured figure once there is one."""
-        mem = entry.info.memory
-        estimate = (mem.gpu_bytes if self._probe.uses_gpu(self.options.device) else mem.cpu_bytes) if mem else 0
+        """(bytes to plan for, estimate for this registry's load options): the measured figure once there is one."""
+        estimate = estimate_for(entry.info, self.options, gpu=self._probe.uses_gpu(self.options.device),
+                                dtype=self.options.dtype)
         measured = self._measurements().get(entry.name)
         return (measured if measured else estimate), estimate
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from corral.devices import pick_torch_device, torch_dtype
 from corral.engines.base import Handler
+from corral.engines.resident import touch_weights
 from corral.tasks import EmbedRequest, EmbedResult, Usage
 
 
@@ -13,6 +14,13 @@ class SentenceTransformersHandler(Handler):
     engine = "sentence_transformers"
 
     model: Any = None
+
+    @classmethod
+    def import_libraries(cls) -> None:
+        """Also transformers' modeling core, which is otherwise imported by the first load (and measured with it)."""
+        super().import_libraries()
+        import transformers.modeling_utils  # noqa: F401
+        from sentence_transformers import SentenceTransformer  # noqa: F401
 
     def load(self) -> None:
         from sentence_transformers import SentenceTransformer
@@ -25,6 +33,7 @@ class SentenceTransformersHandler(Handler):
             str(self.path), device=self.device, local_files_only=True,
             trust_remote_code=self.options.trust.trust_remote_code,
             model_kwargs={"dtype": torch_dtype(self.options.dtype, self.device, self.info.dtype)})
+        touch_weights(self.model)  # mapped weights count at load (see resident.py)
 
     def unload(self) -> None:
         self.model = None

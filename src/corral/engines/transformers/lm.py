@@ -24,6 +24,7 @@ from typing import Any
 from corral.devices import pick_torch_device, torch_dtype
 from corral.engines.base import Handler
 from corral.engines.detokenize import IncrementalDetokenizer
+from corral.engines.resident import touch_weights
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
 from corral.engines.transformers.constraint import ConstraintFactory
 from corral.engines.transformers.sampling import RequestSampler, SamplerLogitsProcessor, TokenRecord
@@ -45,6 +46,14 @@ class TransformersLMHandler(Handler):
     tokenizer: Any = None
     batcher: Any = None  # a ContinuousBatcher when several sequences run together
 
+    @classmethod
+    def import_libraries(cls) -> None:
+        """Also the modules transformers imports lazily on a first load: its modeling core alone holds
+        ~110 MiB, which a first load's measurement would otherwise count as the model's."""
+        super().import_libraries()
+        import transformers.modeling_utils  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: F401
+
     def load(self) -> None:
 
         from corral.engines.quiet import quiet_hf
@@ -60,6 +69,7 @@ class TransformersLMHandler(Handler):
         )
         self.model.to(self.device)
         self.model.eval()
+        touch_weights(self.model)  # mapped weights count at load (see resident.py)
         self.tokenizer = AutoTokenizer.from_pretrained(
             str(self.path), trust_remote_code=trust.trust_remote_code)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0)
