@@ -65,8 +65,10 @@ def engine_packages(engine: str | None) -> tuple[str, ...]:
     return spec.packages if spec else ()
 
 
-def tasks_served(engine: str | None, tasks: list[str]) -> frozenset[Task]:
-    """The tasks a model with these inspected ``tasks`` can run: those its handler implements."""
-    spec = ENGINES.get(engine or "")
+def tasks_served(engine: str | None, tasks: list[str],
+                 engines: Mapping[str, EngineSpec] = ENGINES) -> frozenset[Task]:
+    """The tasks a model with these inspected ``tasks`` can run: those its handler implements
+    (``engines``: the table to read; tests add rows to a copy)."""
+    spec = engines.get(engine or "")
     target = None if spec is None else spec.handler_for(tasks)
     return frozenset() if spec is None or target is None else spec.served_by(target, tasks)
