@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,22 +40,25 @@ class Handler:
     engine: ClassVar[str]
     max_concurrency: int = 1  # generation requests served at once (batched engines raise it)
 
-    def __init__(self, path: Path, info: ModelInfo, options: LoadOptions) -> None:
+    def __init__(self, path: Path, info: ModelInfo, options: LoadOptions, *,
+                 spec: EngineSpec | None = None) -> None:
         self.path, self.info, self.options = path, info, options
+        self.engine_spec = spec or self.spec()  # the table row it was chosen by (the loader passes it)
 
     @classmethod
     def spec(cls) -> EngineSpec:
+        """The engine's row in the built-in table."""
         return ENGINES[cls.engine]
 
     def serves(self) -> frozenset[Task]:
-        """Tasks this loaded model can serve: the model's tasks the table maps to this handler."""
+        """Tasks this loaded model can serve: the model's tasks its table row maps to this handler."""
         target = f"{type(self).__module__}:{type(self).__qualname__}"
-        return self.spec().served_by(target, self.info.tasks)
+        return self.engine_spec.served_by(target, self.info.tasks)
 
     @classmethod
-    def import_libraries(cls) -> None:
+    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
         """Import the engine's libraries, so that a memory measurement of load() counts the model only."""
-        for mod in cls.spec().imports:
+        for mod in (spec or cls.spec()).imports:
             importlib.import_module(mod)
 
     def load(self) -> None:
@@ -74,10 +77,11 @@ def implementation(handler: Handler, task: Task) -> Callable[[Any], Any]:
     return method
 
 
-def handler_class(engine: str, tasks: Sequence[str] = ()) -> type[Handler]:
-    """The handler class of ``engine`` for the first of ``tasks`` it implements (any, if none given);
-    its libraries must be installed."""
-    spec = ENGINES.get(engine)
+def handler_class(engine: str, tasks: Sequence[str] = (),
+                  engines: Mapping[str, EngineSpec] = ENGINES) -> type[Handler]:
+    """The handler class of ``engine`` in the table ``engines`` for the first of ``tasks`` it
+    implements (any, if none given); its libraries must be installed."""
+    spec = engines.get(engine)
     target = None if spec is None else spec.handler_for(list(tasks) or [t.value for t in spec.handlers])
     if spec is None or target is None:
         wanted = ", ".join(tasks) or "anything"

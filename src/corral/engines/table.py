@@ -63,13 +63,13 @@ ENGINES: dict[str, EngineSpec] = {
 }
 
 
-def check_dtype(engine: str | None, dtype: str | None) -> None:
+def check_dtype(engine: str | None, dtype: str | None, engines: Mapping[str, EngineSpec] = ENGINES) -> None:
     """A UsageError unless the engine can load weights as ``dtype`` (None and "auto" always can)."""
     if dtype in (None, "auto"):
         return
     from corral.errors import UsageError
 
-    spec = ENGINES.get(engine or "")
+    spec = engines.get(engine or "")
     if spec is None or not spec.dtypes:
         raise UsageError(f"the {engine} engine runs weights in the types stored in the file; --dtype does not apply",
                          "leave --dtype out for this model")
@@ -83,8 +83,10 @@ def engine_packages(engine: str | None) -> tuple[str, ...]:
     return spec.packages if spec else ()
 
 
-def tasks_served(engine: str | None, tasks: list[str]) -> frozenset[Task]:
-    """The tasks a model with these inspected ``tasks`` can run: those its handler implements."""
-    spec = ENGINES.get(engine or "")
+def tasks_served(engine: str | None, tasks: list[str],
+                 engines: Mapping[str, EngineSpec] = ENGINES) -> frozenset[Task]:
+    """The tasks a model with these inspected ``tasks`` can run: those its handler implements
+    (``engines``: the table to read; tests add rows to a copy)."""
+    spec = engines.get(engine or "")
     target = None if spec is None else spec.handler_for(tasks)
     return frozenset() if spec is None or target is None else spec.served_by(target, tasks)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 from corral.engines.base import implementation
+from corral.engines.table import ENGINES, EngineSpec
 from corral.errors import CorralError, UnsupportedTaskError
 from corral.models.store import Entry
 from corral.runtime.loader import entry_task, require_task
@@ -54,10 +55,11 @@ def outcome(exc: BaseException) -> tuple[int, str]:
     return 500, f"{type(exc).__name__}: {exc}"
 
 
-def task_check(task: Task) -> Check:
-    """A registry check that refuses a model whose files do not serve ``task``, before it loads."""
+def task_check(task: Task, engines: Mapping[str, EngineSpec] = ENGINES) -> Check:
+    """A registry check that refuses a model whose files do not serve ``task`` (as the engine table
+    ``engines`` says), before it loads."""
     def check(entry: Entry) -> None:
-        entry_task(entry, task)
+        entry_task(entry, task, engines=engines)
     return check
 
 
@@ -85,8 +87,10 @@ class Tally:
 
 
 class Dispatcher:
-    def __init__(self, registry: Registry, log: RequestLog, metrics: Metrics, *, max_queue: int = 64) -> None:
+    def __init__(self, registry: Registry, log: RequestLog, metrics: Metrics, *, max_queue: int = 64,
+                 engines: Mapping[str, EngineSpec] = ENGINES) -> None:
         self.registry, self.log, self.metrics, self.max_queue = registry, log, metrics, max_queue
+        self.engines = engines  # the table tasks are checked against before a load
 
     def serving(self, model: LoadedModel) -> ServingState:
         if model.serving is None:
@@ -127,13 +131,17 @@ class Dispatcher:
         """Stream a chat or completion. Errors before the first chunk propagate to the caller."""
         tally = Tally(name)
         try:
-            async with self.registry.use(name, task_check(task)) as model:
+            async with self.registry.use(name, task_check(task, self.engines)) as model:
                 tally.model = model.name
                 method = implementation(model.handler, require_task(model.name, model.handler, task))
                 async with self.serving(model).gate.slot(model.name):
-                    async for chunk in stream_from_thread(lambda: method(request)):
-                        tally.see(chunk)
-                        yield chunk
+                    chunks = stream_from_thread(lambda: method(request))
+                    try:
+                        async for chunk in chunks:
+                            tally.see(chunk)
+                            yield chunk
+                    finally:  # stop the engine thread before the slot is free (not when the GC gets to it)
+                        await chunks.aclose()  # type: ignore[attr-defined]
         except BaseException as exc:
             tally.fail(exc)
             raise
@@ -144,7 +152,7 @@ class Dispatcher:
         started = time.perf_counter()
         status, error, usage, model_name = 200, None, Usage(), name
         try:
-            async with self.registry.use(name, task_check(Task.EMBED)) as model:
+            async with self.registry.use(name, task_check(Task.EMBED, self.engines)) as model:
                 model_name = model.name
                 require_task(model.name, model.handler, Task.EMBED)
                 batcher = self.batcher(model)

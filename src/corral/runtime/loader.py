@@ -1,31 +1,37 @@
-"""Turn a registered model into a loaded handler: safety gate, engine choice, load."""
+"""Turn a registered model into a loaded handler: safety gate, engine choice, load.
+
+Every function reads the engine table it is given (``engines``, default the built-in
+:data:`~corral.engines.table.ENGINES`), so a runtime built with extra rows (a test's fake engine)
+checks, imports and loads through those rows the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from corral.engines.base import Handler, LoadOptions, handler_class
-from corral.engines.table import check_dtype, tasks_served
+from corral.engines.table import ENGINES, EngineSpec, check_dtype, tasks_served
 from corral.errors import CorralError, InvalidModelFileError, UnsupportedTaskError
 from corral.models.safety import check_trust
 from corral.models.store import Entry
 from corral.tasks import Task
 
 
-def import_engine(entry: Entry) -> None:
+def import_engine(entry: Entry, engines: Mapping[str, EngineSpec] = ENGINES) -> None:
     """Import the engine libraries a model needs (before its memory is measured)."""
     if entry.info.engine:
-        handler_class(entry.info.engine, entry.info.tasks).import_libraries()
+        handler_class(entry.info.engine, entry.info.tasks, engines).import_libraries(engines[entry.info.engine])
 
 
-def open_model(entry: Entry, options: LoadOptions) -> Handler:
+def open_model(entry: Entry, options: LoadOptions, engines: Mapping[str, EngineSpec] = ENGINES) -> Handler:
     """Check the trust opt-ins, pick the engine inspection named, and load the model."""
     check_trust(entry.name, entry.info, options.trust)
-    check_dtype(entry.info.engine, options.dtype)
-    if not entry.info.engine:
+    check_dtype(entry.info.engine, options.dtype, engines)
+    engine = entry.info.engine
+    if not engine:
         raise UnsupportedTaskError(f"corral does not know which engine runs {entry.name}",
                                    "see `corral inspect` for what was detected")
-    handler = handler_class(entry.info.engine, entry.info.tasks)(entry.path, entry.info, options)
+    cls = handler_class(engine, entry.info.tasks, engines)
+    handler = cls(entry.path, entry.info, options, spec=engines[engine])
     try:
         handler.load()
     except CorralError:
@@ -46,9 +52,9 @@ def require_task(name: str, handler: Handler, *wanted: Task) -> Task:
     return first_served(name, handler.serves(), *wanted)
 
 
-def entry_task(entry: Entry, *wanted: Task) -> Task:
+def entry_task(entry: Entry, *wanted: Task, engines: Mapping[str, EngineSpec] = ENGINES) -> Task:
     """The first of ``wanted`` a registered model can run, judged from its manifest entry (nothing loaded)."""
-    served = tasks_served(entry.info.engine, entry.info.tasks)
+    served = tasks_served(entry.info.engine, entry.info.tasks, engines)
     return first_served(entry.name, served, *wanted, detected=entry.info.tasks)
 
 

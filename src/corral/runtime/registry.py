@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from corral.engines.base import Handler, LoadOptions
+from corral.engines.table import ENGINES, EngineSpec
 from corral.errors import BusyError, InsufficientMemoryError
 from corral.models.memory import estimate_for
 from corral.models.store import Entry
@@ -50,8 +51,10 @@ class Registry:
                  budget_bytes: int, max_loaded: int, keep_alive: float, probe: MemoryProbe,
                  measurements: Callable[[], dict[str, int]],
                  record: Callable[[str, int, str], None], listener: Listener | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 engines: Mapping[str, EngineSpec] = ENGINES) -> None:
         self._resolve, self._open, self.options = resolve, opener, options
+        self.engines = engines  # the engine table a load imports its libraries from
         self.budget_bytes, self.max_loaded, self.keep_alive = budget_bytes, max_loaded, keep_alive
         self._probe, self._measurements, self._record = probe, measurements, record
         self._listener = listener or (lambda event, name: None)
@@ -154,7 +157,7 @@ class Registry:
     async def _load(self, entry: Entry, future: asyncio.Future[LoadedModel]) -> None:
         try:
             with suppress(Exception):  # a missing engine is reported by the load itself
-                await asyncio.to_thread(import_engine, entry)
+                await asyncio.to_thread(import_engine, entry, self.engines)
             before = self._probe.snapshot(self.options.device)
             handler = await asyncio.to_thread(self._open, entry, self.options)
             measured = self._probe.delta(before, self.options.device)

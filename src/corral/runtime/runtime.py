@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from corral.config import Settings
 from corral.engines.base import LoadOptions
+from corral.engines.table import ENGINES, EngineSpec
 from corral.models.resolve import Resolver
 from corral.models.store import Entry, Store
 from corral.runtime.dispatcher import CallInfo, Dispatcher
@@ -80,20 +82,24 @@ class RuntimeStatus:
 
 class Runtime:
     def __init__(self, settings: Settings, store: Store, options: RuntimeOptions, *,
-                 probe: MemoryProbe | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 probe: MemoryProbe | None = None, clock: Callable[[], float] = time.monotonic,
+                 engines: Mapping[str, EngineSpec] = ENGINES) -> None:
         self.settings, self.store, self.options, self.clock = settings, store, options, clock
+        self.engines = engines
         self.resolver = Resolver(settings, store, allow_paths=options.allow_paths)
         self.probe = probe or MemoryProbe()
         self.metrics = Metrics(self._state_rows)
         budget = options.budget_bytes if options.budget_bytes is not None else self.probe.default_budget()
         self.registry = Registry(
-            resolve=lambda name: self.resolver.resolve(name, progress=False), opener=open_model,
+            resolve=lambda name: self.resolver.resolve(name, progress=False),
+            opener=functools.partial(open_model, engines=engines),
             options=options.load, budget_bytes=budget, max_loaded=options.max_loaded,
             keep_alive=options.keep_alive, probe=self.probe, measurements=store.measurements,
             record=store.record_measurement if options.record_memory else lambda *measured: None,
-            listener=self._on_event, clock=clock)
+            listener=self._on_event, clock=clock, engines=engines)
         self.log = RequestLog(settings.data_dir / "requests.db", log_prompts=options.log_prompts)
-        self.dispatcher = Dispatcher(self.registry, self.log, self.metrics, max_queue=options.max_queue)
+        self.dispatcher = Dispatcher(self.registry, self.log, self.metrics, max_queue=options.max_queue,
+                                     engines=engines)
         self._reaper: asyncio.Task[None] | None = None
 
     def _on_event(self, event: str, name: str) -> None:
@@ -175,6 +181,8 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, store: Store, options: RuntimeOptions, *,
-                  probe: MemoryProbe | None = None, clock: Callable[[], float] = time.monotonic) -> Runtime:
-    """The runtime; ``clock`` (seconds, monotonic) drives keep-alive, so tests can move time."""
-    return Runtime(settings, store, options, probe=probe, clock=clock)
+                  probe: MemoryProbe | None = None, clock: Callable[[], float] = time.monotonic,
+                  engines: Mapping[str, EngineSpec] = ENGINES) -> Runtime:
+    """The runtime; ``clock`` (seconds, monotonic) drives keep-alive, so tests can move time;
+    ``engines`` is the engine table every task check and load reads (tests add a fake engine's row)."""
+    return Runtime(settings, store, options, probe=probe, clock=clock, engines=engines)

@@ -137,6 +137,8 @@ async def _merge(streams: list[AsyncIterator[TextChunk]]) -> AsyncIterator[tuple
             await queue.put((i, None))
         except BaseException as exc:
             await queue.put((i, exc))
+        finally:  # the pump closes its own stream: closing it from outside while the pump runs it fails
+            await stream.aclose()  # type: ignore[attr-defined]
 
     tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
     open_streams = len(streams)
@@ -150,10 +152,10 @@ async def _merge(streams: list[AsyncIterator[TextChunk]]) -> AsyncIterator[tuple
             else:
                 yield i, item
     finally:
+        # no await here: a client that left cancels this task (and, under anyio, every await it makes
+        # from now on); a cancelled pump's own task stops its generation and closes its stream
         for t in tasks:
             t.cancel()
-        for s in streams:
-            await s.aclose()  # type: ignore[attr-defined]
 
 
 def prepare_chat(body: ChatCompletionBody) -> PreparedChat:

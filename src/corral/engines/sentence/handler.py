@@ -7,6 +7,7 @@ from typing import Any
 from corral.devices import pick_torch_device, torch_dtype
 from corral.engines.base import Handler
 from corral.engines.resident import touch_weights
+from corral.engines.table import EngineSpec
 from corral.tasks import EmbedRequest, EmbedResult, Usage
 
 
@@ -16,9 +17,9 @@ class SentenceTransformersHandler(Handler):
     model: Any = None
 
     @classmethod
-    def import_libraries(cls) -> None:
+    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
         """Also transformers' modeling core, which is otherwise imported by the first load (and measured with it)."""
-        super().import_libraries()
+        super().import_libraries(spec)
         import transformers.modeling_utils  # noqa: F401
         from sentence_transformers import SentenceTransformer  # noqa: F401
 

@@ -26,6 +26,7 @@ from corral.engines.base import Handler
 from corral.engines.detokenize import IncrementalDetokenizer
 from corral.engines.resident import touch_weights
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
+from corral.engines.table import EngineSpec
 from corral.engines.transformers.constraint import ConstraintFactory
 from corral.engines.transformers.sampling import RequestSampler, SamplerLogitsProcessor, TokenRecord
 from corral.errors import CorralError, UnsupportedTaskError
@@ -47,10 +48,10 @@ class TransformersLMHandler(Handler):
     batcher: Any = None  # a ContinuousBatcher when several sequences run together
 
     @classmethod
-    def import_libraries(cls) -> None:
+    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
         """Also the modules transformers imports lazily on a first load: its modeling core alone holds
         ~110 MiB, which a first load's measurement would otherwise count as the model's."""
-        super().import_libraries()
+        super().import_libraries(spec)
         import transformers.modeling_utils  # noqa: F401
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: F401
 
