@@ -141,16 +141,7 @@ def download_repo(
         if _offline_mode():
             return _cached_snapshot(repo_id, revision, cache_dir, where, None)
         info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, timeout=timeout, files_metadata=True)
-        commit = info.sha or ""
-        if not _COMMIT_RE.fullmatch(commit):
-            raise DownloadError(f"the hub returned an invalid commit id for {where}: {commit!r}")
-        if info.siblings is None:
-            raise DownloadError(f"the hub returned no file list for {where}")
-        storage = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
-        snapshot = storage / "snapshots" / commit
-        expected = [_expected(s, snapshot) for s in info.siblings]
-        ignore = _duplicate_weights([e.path for e in expected])
-        expected = [e for e in expected if not any(fnmatch.fnmatch(e.path, p) for p in ignore)]
+        commit, storage, snapshot, expected, ignore = _plan(info, repo_id, where, cache_dir)
         listed = True
         present = {e.path for e in expected if (snapshot / e.path).exists()}
         total = sum(e.size or 0 for e in expected)
@@ -191,6 +182,23 @@ def download_repo(
     if callable(progress) and listed:
         progress(PullProgress(repo_id, total, total))
     return snapshot
+
+
+def _plan(info: Any, repo_id: str, where: str,
+          cache_dir: Path) -> tuple[str, Path, Path, list[_Expected], list[str]]:
+    """From the listing: the commit, the repo's cache folder, the snapshot folder, the files to expect
+    (paths checked, duplicate weight formats left out) and the patterns left out."""
+    commit = info.sha or ""
+    if not _COMMIT_RE.fullmatch(commit):
+        raise DownloadError(f"the hub returned an invalid commit id for {where}: {commit!r}")
+    if info.siblings is None:
+        raise DownloadError(f"the hub returned no file list for {where}")
+    storage = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
+    snapshot = storage / "snapshots" / commit
+    expected = [_expected(s, snapshot) for s in info.siblings]
+    ignore = _duplicate_weights([e.path for e in expected])
+    kept = [e for e in expected if not any(fnmatch.fnmatch(e.path, p) for p in ignore)]
+    return commit, storage, snapshot, kept, ignore
 
 
 def _cached_snapshot(
