@@ -99,13 +99,14 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     app = create_app(runtime, ServeOptions(host=args.host, port=args.port, api_keys=keys,
                                            allowed_hosts=args.allowed_host), state)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5, lifespan="on")
+                            timeout_graceful_shutdown=5, lifespan="on", loop="uvloop", http="httptools")
     server = DrainingServer(config, state, parse_duration(args.grace), runtime.metrics)
     budget = runtime.registry.budget_bytes
     sys.stderr.write(f"corral serving on http://{args.host}:{args.port} "
                      f"({'API key required' if keys else 'no API key'}; budget {budget / 1e9:.2f} GB)\n")
     sys.stderr.flush()
-    asyncio.run(server.serve())
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop: Config alone does not set it
+        runner.run(server.serve())
     return 0
 
 
