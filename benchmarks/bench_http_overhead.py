@@ -14,11 +14,13 @@ what the first version of this script used; a few hundred microseconds of client
 corral's /health < 1 ms p50.
 
 Each server runs alone in its own subprocess on a free 127.0.0.1 port (the bare app is this script re-run with
---serve-bare); --warmup requests are discarded, then --requests timed one after another. Prints p50/p99/mean
-in one table, and the CPU other processes used meanwhile (on a shared 2-core machine that moves p99).
+--serve-bare); --warmup requests are discarded, then --requests timed one after another; the in-process encode
+is timed in turns with each server's /v1/embeddings, --block requests a turn, and each is compared with its own.
+Prints p50/p99/mean in one table, and the CPU other processes used meanwhile (on a shared 2-core machine that
+moves p99).
 
     python benchmarks/bench_http_overhead.py [--requests 600] [--warmup 50] [--retries-if-busy 2] [--word hello]
-                                             [--clients raw,httpx]
+                                             [--clients raw,httpx] [--block 100]
 """
 
 from __future__ import annotations
@@ -89,30 +91,36 @@ class Stats:
         return statistics.fmean(self.times) * 1000
 
 
-def timeit(name: str, call: Callable[[], None], args: argparse.Namespace, server_pid: int | None) -> Stats:
-    """args.warmup calls, then args.requests timed ones; again (up to args.retries_if_busy times) while other
-    processes used the CPU meanwhile, keeping the least disturbed attempt."""
-    for _ in range(args.warmup):
-        call()
-    best: Stats | None = None
+def timeit(cases: Sequence[tuple[str, Callable[[], None]]], args: argparse.Namespace,
+           server_pid: int | None) -> list[Stats]:
+    """args.warmup calls of each case, then args.requests timed ones, the cases taking turns in blocks of
+    args.block (so that a case and its in-process reference see the same machine: on a shared VM its speed
+    drifts within minutes); again (up to args.retries_if_busy times) while other processes used the CPU
+    meanwhile, keeping the least disturbed attempt."""
+    for _, call in cases:
+        for _ in range(args.warmup):
+            call()
+    best: list[Stats] = []
     for attempt in range(1 + args.retries_if_busy):
-        times = []
+        times: list[list[float]] = [[] for _ in cases]
         with CpuMeter(server_pid) as cpu:
-            for _ in range(args.requests):
-                start = time.perf_counter()
-                call()
-                times.append(time.perf_counter() - start)
-        s = Stats(name, times, cpu.other)
-        print(f"  {name}: p50 {s.pct(0.5):.3f} ms, p99 {s.pct(0.99):.3f} ms, mean {s.mean():.3f} ms over "
-              f"{args.requests}; other processes used {cpu.other:.2f} cores"
-              + ("  <-- the machine was busy: numbers are unreliable" if cpu.other > BUSY else ""), flush=True)
-        if best is None or s.other_cpu < best.other_cpu:
-            best = s
-        if s.other_cpu <= BUSY:
+            for done in range(0, args.requests, args.block):
+                for (_, call), out in zip(cases, times, strict=True):
+                    for _ in range(min(args.block, args.requests - done)):
+                        start = time.perf_counter()
+                        call()
+                        out.append(time.perf_counter() - start)
+        stats = [Stats(name, ts, cpu.other) for (name, _), ts in zip(cases, times, strict=True)]
+        for s in stats:
+            print(f"  {s.name}: p50 {s.pct(0.5):.3f} ms, p99 {s.pct(0.99):.3f} ms, mean {s.mean():.3f} ms over "
+                  f"{args.requests}; other processes used {cpu.other:.2f} cores"
+                  + ("  <-- the machine was busy: numbers are unreliable" if cpu.other > BUSY else ""), flush=True)
+        if not best or cpu.other < best[0].other_cpu:
+            best = stats
+        if cpu.other <= BUSY:
             break
         if attempt < args.retries_if_busy:
             print("      other processes were busy: measuring again", flush=True)
-    assert best is not None
     return best
 
 
@@ -145,11 +153,11 @@ def one_vector(data: Any) -> bool:
     return len(data["data"]) == 1 and len(data["data"][0]["embedding"]) == 384
 
 
-Results = dict[str, tuple[Stats, Stats]]  # client -> (GET /health, POST /v1/embeddings)
+Results = dict[str, tuple[Stats, Stats, Stats]]  # client -> (GET /health, POST /v1/embeddings, its in-process twin)
 
 
 def measure_server(label: str, argv: Sequence[str], ready_url: str, port: int, args: argparse.Namespace,
-                   env: dict[str, str] | None = None) -> Results:
+                   encode: Callable[[], None], env: dict[str, str] | None = None) -> Results:
     out: Results = {}
     with server(label, argv, ready_url, env=env) as (startup, pid):
         print(f"{label}: ready in {startup:.1f} s", flush=True)
@@ -161,16 +169,17 @@ def measure_server(label: str, argv: Sequence[str], ready_url: str, port: int, a
                     raw = RawClient("127.0.0.1", port)
                     stack.callback(raw.close)
                     make = raw_caller(raw)
-                health = timeit(f"{label} [{kind}] GET /health",
-                                make("GET", "/health", None, lambda d: d == {"status": "ok"}), args, pid)
-                embed = timeit(f"{label} [{kind}] POST /v1/embeddings {args.word!r}",
-                               make("POST", "/v1/embeddings", {"model": "minilm", "input": args.word}, one_vector),
-                               args, pid)
-                out[kind] = (health, embed)
+                [health] = timeit([(f"{label} [{kind}] GET /health",
+                                    make("GET", "/health", None, lambda d: d == {"status": "ok"}))], args, pid)
+                embed, local = timeit(
+                    [(f"{label} [{kind}] POST /v1/embeddings {args.word!r}",
+                      make("POST", "/v1/embeddings", {"model": "minilm", "input": args.word}, one_vector)),
+                     (f"  in-process encode([{args.word!r}]), in turns with it", encode)], args, pid)
+                out[kind] = (health, embed, local)
     return out
 
 
-def in_process(folder: Path, args: argparse.Namespace) -> Stats:
+def in_process(folder: Path, args: argparse.Namespace) -> Callable[[], None]:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(folder), device="cpu")
@@ -178,7 +187,7 @@ def in_process(folder: Path, args: argparse.Namespace) -> Stats:
     def encode() -> None:
         model.encode([args.word], normalize_embeddings=True)
 
-    return timeit(f"in-process encode([{args.word!r}])", encode, args, None)
+    return encode
 
 
 def row(label: str, s: Stats) -> str:
@@ -190,30 +199,29 @@ def diff(label: str, a: Stats, b: Stats) -> str:
             f"{a.mean() - b.mean():+.3f} |")
 
 
-def report(corral: Results, bare: Results, local: Stats, args: argparse.Namespace) -> None:
+def report(corral: Results, bare: Results, args: argparse.Namespace) -> None:
     w = repr(args.word)
     print(f"\n| request ({args.requests} sequential, keep-alive; [client]) | p50 ms | p99 ms | mean ms |")
     print("|---|---:|---:|---:|")
-    print(row(f"(b) in-process encode([{w}])", local))
     for kind in args.clients:
-        (c_health, c_embed), (b_health, b_embed) = corral[kind], bare[kind]
+        (c_health, c_embed, c_local), (b_health, b_embed, b_local) = corral[kind], bare[kind]
         print(row(f"(a) [{kind}] corral GET /health", c_health))
         print(row(f"(a) [{kind}] bare FastAPI GET /health, same uvicorn", b_health))
         print(diff(f"(a) [{kind}] corral's middleware + routing (difference)", c_health, b_health))
         print(row(f"(b) [{kind}] corral POST /v1/embeddings {w}", c_embed))
+        print(row(f"(b) [{kind}] in-process encode([{w}]), in turns with corral", c_local))
+        print(diff(f"(b) [{kind}] corral over in-process (corral - in-process)", c_embed, c_local))
         print(row(f"(b) [{kind}] bare FastAPI POST /v1/embeddings {w} (encode in the handler)", b_embed))
-        print(diff(f"(b) [{kind}] corral over in-process (corral - in-process)", c_embed, local))
-        print(diff(f"(b) [{kind}] of which plain FastAPI/uvicorn HTTP (bare - in-process)", b_embed, local))
-        print(diff(f"(b) [{kind}] of which corral's own (corral - bare)", c_embed, b_embed))
+        print(row(f"(b) [{kind}] in-process encode([{w}]), in turns with bare FastAPI", b_local))
+        print(diff(f"(b) [{kind}] plain FastAPI/uvicorn HTTP (bare - in-process)", b_embed, b_local))
     print()
     for kind in args.clients:
-        over = corral[kind][1].pct(0.5) - local.pct(0.5)
+        over = corral[kind][1].pct(0.5) - corral[kind][2].pct(0.5)
         health = corral[kind][0].pct(0.5)
         print(f"[{kind}] corral over in-process: {over:+.3f} ms p50 (target <= 2 ms: "
               f"{'met' if over <= 2.0 else 'NOT met'}); corral GET /health: {health:.3f} ms p50 "
               f"(target < 1 ms: {'met' if health < 1.0 else 'NOT met'})")
-    stats = [local, *(s for r in (corral, bare) for pair in r.values() for s in pair)]
-    busy = max(s.other_cpu for s in stats)
+    busy = max(s.other_cpu for r in (corral, bare) for triple in r.values() for s in triple)
     print(f"(most CPU other processes used during a measurement: {busy:.2f} cores"
           + ("; the machine was busy, rerun when idle)" if busy > BUSY else ")"))
 
@@ -225,6 +233,8 @@ def main() -> None:
     ap.add_argument("--retries-if-busy", type=int, default=2,
                     help="measure a case again when other processes used more than 0.25 cores meanwhile")
     ap.add_argument("--word", default="hello", help="the one-word embeddings input")
+    ap.add_argument("--block", type=int, default=100,
+                    help="requests per turn when corral (or the bare app) and in-process encode take turns")
     ap.add_argument("--clients", default="raw,httpx", type=lambda s: [c for c in s.split(",") if c],
                     help="comma-separated: raw, httpx (default both)")
     ap.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -246,16 +256,17 @@ def main() -> None:
     print(f"settings: sequential requests on one keep-alive connection per client ({', '.join(args.clients)}), "
           f"{args.warmup} warm-up + {args.requests} timed per case; embeddings input {args.word!r}; model {folder}",
           flush=True)
+    encode = in_process(folder, args)
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as home:
         port = free_port()
         argv = [sys.executable, "-m", "corral", "serve", "--host", "127.0.0.1", "--port", str(port),
                 "--models", "minilm", "--grace", "2s"]
-        corral = measure_server("corral", argv, f"http://127.0.0.1:{port}/ready", port, args,
+        corral = measure_server("corral", argv, f"http://127.0.0.1:{port}/ready", port, args, encode,
                                 env={**os.environ, "CORRAL_HOME": home})
     port = free_port()
     bare = measure_server("bare FastAPI", [sys.executable, __file__, "--serve-bare", str(port)],
-                          f"http://127.0.0.1:{port}/health", port, args)
-    report(corral, bare, in_process(folder, args), args)
+                          f"http://127.0.0.1:{port}/health", port, args, encode)
+    report(corral, bare, args)
 
 if __name__ == "__main__":
     main()
