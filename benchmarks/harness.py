@@ -236,3 +236,53 @@ class RawConnection:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+
+
+class RawClient:
+    """RawConnection's blocking twin for sequential latency measurements: one keep-alive HTTP/1.1
+    socket (TCP_NODELAY), a request with an optional JSON body, a response with Content-Length.
+    It spends microseconds per request where httpx spends a few hundred, so a latency measured
+    through it is the server's, not the client's."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.sock: socket.socket | None = None
+        self.reader: IO[bytes] | None = None
+
+    def _send(self, data: bytes) -> bytes:
+        """Send, and read the status line; once more on a new connection if the server had closed the
+        idle one (uvicorn closes a keep-alive connection after 5 s without a request)."""
+        for _ in range(2):
+            if self.sock is None or self.reader is None:
+                self.sock = socket.create_connection((self.host, self.port))
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.reader = self.sock.makefile("rb")
+            with contextlib.suppress(ConnectionError):
+                self.sock.sendall(data)
+                line = self.reader.readline()
+                if line:
+                    return line
+            self.close()
+        raise ConnectionError(f"{self.host}:{self.port} closed the connection")
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        status = int(self._send(head.encode() + b"\r\n" + (body or b"")).split(b" ", 2)[1])
+        assert self.reader is not None
+        length = None
+        while (line := self.reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        if length is None:
+            raise ValueError(f"{method} {path}: response without Content-Length")
+        return status, self.reader.read(length)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.reader = None

@@ -283,10 +283,10 @@ def test_a_client_that_leaves_mid_stream_stops_the_engine(tmp_path: Path, corral
 
 
 def test_the_slot_is_free_only_once_the_engine_has_stopped(tmp_path: Path) -> None:
-    """Chat only: /v1/completions iterates the dispatcher stream in the response task, where starlette's
-    anyio cancel scope cuts short stream_from_thread's join on a disconnect, so its slot is freed while the
-    engine thread still runs (reported; the fix belongs in runtime/scheduler.py). With the join fixed,
-    this held-engine scenario cannot tell the two apart without a timeout, so it is not parametrized."""
+    """Chat. /v1/completions iterates the dispatcher stream in the response task, where starlette's anyio
+    cancel scope cancels every await after a disconnect; there the engine's join must outlast repeated
+    cancellation, which tests/runtime/test_stream_join.py pins (this held-engine scenario cannot show it
+    without a timeout: the route's task then rightly waits for the release)."""
     register(tmp_path, "echo", repeat=True, hold=True, delay=0.001)  # token 2 waits for the test's release
     route = CHAT
 

@@ -58,13 +58,14 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     app = create_app(runtime, ServeOptions(host=server.host, port=server.port, api_keys=server.api_keys,
                                            allowed_hosts=server.allowed_hosts), state)
     config = uvicorn.Config(app, host=server.host, port=server.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5, lifespan="on")
+                            timeout_graceful_shutdown=5, lifespan="on", loop="uvloop", http="httptools")
     draining = DrainingServer(config, state, server.grace, runtime.metrics)
     budget = runtime.registry.budget_bytes
     sys.stderr.write(f"corral serving on http://{server.host}:{server.port} "
                      f"({'API key required' if server.api_keys else 'no API key'}; budget {budget / 1e9:.2f} GB)\n")
     sys.stderr.flush()
-    asyncio.run(draining.serve())
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop: Config alone does not set it
+        runner.run(draining.serve())
     return 0
 
 

@@ -104,8 +104,8 @@ class Dispatcher:
         return state.embed
 
     def record(self, model: str | None, task: Task, call: CallInfo, status: int, usage: Usage, started: float,
-               ttft: float | None, error: str | None) -> None:
-        total = time.perf_counter() - started
+               ttft: float | None, error: str | None, ended: float | None = None) -> None:
+        total = (time.perf_counter() if ended is None else ended) - started
         self.metrics.observe(model, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
         row = LogRow(model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
                      None if ttft is None else ttft * 1000, total * 1000, call.client, error, call.prompt,
@@ -164,5 +164,6 @@ class Dispatcher:
         except BaseException as exc:
             status, error = outcome(exc)
             raise
-        finally:
-            self.record(model_name, Task.EMBED, call, status, usage, started, None, error)
+        finally:  # counted and logged in the next loop iteration: after the caller has sent its answer
+            asyncio.get_running_loop().call_soon(self.record, model_name, Task.EMBED, call, status, usage, started,
+                                                 None, error, time.perf_counter())

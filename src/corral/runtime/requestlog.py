@@ -52,9 +52,15 @@ class LogRow:
     task: str | None = None  # a Task value
 
 
+FLUSH_S = 0.1  # after writing, the writer sleeps this long so that rows queued meanwhile share a transaction
+
+
 class RequestLog:
     """Rows are queued by the request path and written by one thread, many per transaction.
 
+    The writer wakes for the first row after a quiet spell, writes what is queued, then sleeps
+    ``FLUSH_S`` (cut short by :meth:`close`) before it looks again: under load, queuing a row
+    wakes no thread and rows reach the file at most about ``FLUSH_S`` after their call ended.
     WAL with synchronous=NORMAL: a crash or kill never corrupts the log; at worst the rows of the
     last moments before a power loss are missing.
     """
@@ -67,6 +73,7 @@ class RequestLog:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         migrate(self._conn, MIGRATIONS, f"the request log {path}")
         self._queue: queue.SimpleQueue[LogRow | None] = queue.SimpleQueue()
+        self._closing = threading.Event()
         self._writer = threading.Thread(target=self._drain, name="corral-requestlog", daemon=True)
         self._writer.start()
 
@@ -80,21 +87,25 @@ class RequestLog:
     def _drain(self) -> None:
         while True:
             rows = [self._queue.get()]
-            while not self._queue.empty() and len(rows) < 512:
+            while not self._queue.empty():
                 rows.append(self._queue.get())
             done = rows[-1] is None
             data = [asdict(r) for r in rows if r is not None]
-            if data:
-                cols = list(data[0])
-                with self._conn:
-                    self._conn.executemany(
-                        f"INSERT INTO requests ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        [tuple(d.values()) for d in data])
+            for start in range(0, len(data), 512):
+                self._insert(data[start:start + 512])
             if done:
                 return
+            self._closing.wait(FLUSH_S)
+
+    def _insert(self, data: list[dict[str, Any]]) -> None:
+        cols = list(data[0])
+        with self._conn:
+            self._conn.executemany(f"INSERT INTO requests ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                   [tuple(d.values()) for d in data])
 
     def close(self) -> None:
         """Write what is queued, then close."""
+        self._closing.set()
         self._queue.put(None)
         self._writer.join()
         self._conn.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -92,7 +92,23 @@ async def stream_from_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T
             yield item  # type: ignore[misc]
     finally:
         stop.set()
-        await asyncio.to_thread(thread.join)
+        await _join(thread)
+
+
+async def _join(thread: threading.Thread) -> None:
+    """Wait for the engine thread to end, even under cancellation: a response task that anyio's
+    cancel scope cancelled (a client that left) is cancelled again at every await, and a join
+    given up would free the model's slot while its engine still runs. The cancellation is
+    re-raised once the thread has ended (it stops after its current item)."""
+    joined = asyncio.ensure_future(asyncio.to_thread(thread.join))
+    cancelled = False
+    while not joined.done():
+        try:
+            await asyncio.shield(joined)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 GATHER_GAP_S = 0.001
@@ -110,19 +126,29 @@ class ServingState:
 class EmbedBatcher:
     """Concurrent embed requests to one model become one engine call (one forward pass).
 
-    Before each batch the batcher waits while requests are still arriving (one more every
+    Before a batch the batcher may wait while requests are still arriving (one more every
     ``GATHER_GAP_S``), for at most ``GATHER_MAX_S``; requests that arrive while a batch runs join
     the next one (up to ``max_inputs``). So a burst of requests parsed one after another shares a
-    forward pass instead of the first running alone, at the cost of about one gap (1 ms) of latency
-    for a lone request.
+    forward pass instead of the first running alone.
+
+    The wait is for bursts only. It happens when more than one request is already queued, or
+    when the previous batch held more than one request (bursts come in series). After a batch of
+    one request, a request that finds itself alone yields to the event loop once (requests parsed
+    in the same loop iteration join) and then runs at once, without the gap: a client sending one
+    request at a time never waits. The first request of a new burst after lone requests may then
+    run alone; the rest gather while it runs, and the bursts after it wait as above. A new batcher
+    starts as if after a burst. ``sleep`` is injectable for tests.
     """
 
     def __init__(self, handler: Handler, max_inputs: int = 256,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.handler, self.max_inputs = handler, max_inputs
         self.on_batch = on_batch or (lambda n: None)
+        self.sleep = sleep
         self._pending: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]] = []
         self._running = False
+        self._after_burst = True  # the last batch held more than one request (or there was none yet)
 
     @property
     def pending(self) -> int:
@@ -146,18 +172,23 @@ class EmbedBatcher:
                     item = self._pending.pop(0)
                     batch.append(item)
                     size += len(item[0].inputs)
+                self._after_burst = len(batch) > 1
                 await self._run(batch)
         finally:
             self._running = False
 
     async def _gather(self) -> None:
-        """Let requests that are arriving join: wait while the queue still grows (a request every
-        GATHER_GAP_S or faster), at most GATHER_MAX_S. A lone request waits one gap."""
+        """Let requests that are arriving join (see the class docstring for when this waits): while
+        the queue still grows (a request every GATHER_GAP_S or faster), at most GATHER_MAX_S."""
+        if len(self._pending) == 1 and not self._after_burst:
+            await asyncio.sleep(0)  # one loop iteration: requests already being parsed join
+            if len(self._pending) == 1:
+                return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATHER_MAX_S
         while True:
             before = len(self._pending)
-            await asyncio.sleep(GATHER_GAP_S)
+            await self.sleep(GATHER_GAP_S)
             inputs = sum(len(request.inputs) for request, _ in self._pending)
             if len(self._pending) == before or inputs >= self.max_inputs or loop.time() >= deadline:
                 return
