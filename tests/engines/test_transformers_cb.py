@@ -163,7 +163,8 @@ def test_a_process_that_never_unloads_still_exits(model_path: Path) -> None:
         "h = handler_class('transformers')(path, inspect_path(path), LoadOptions(device='cpu', parallel=2))\n"
         "h.load()\n"
         "assert h.batcher is not None\n"
-        "print(''.join(c.text for c in h.complete(CompletionRequest('hello', sampling=Sampling(max_tokens=3)))) is not None)\n"
+        "request = CompletionRequest('hello', sampling=Sampling(max_tokens=3))\n"
+        "print(''.join(c.text for c in h.complete(request)) is not None)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
