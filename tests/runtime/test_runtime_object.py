@@ -82,3 +82,12 @@ def test_keep_alive_follows_the_injected_clock(corral_home: Path) -> None:
         return seen
 
     assert asyncio.run(scenario()) == [[], ["minilm"], []]
+
+
+def test_build_runtime_from_settings_alone(tmp_path: Path) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text('[runtime]\nmax_loaded = 2\nkeep_alive = "90s"\nmax_queue = 5\nparallel = 3\n', encoding="utf-8")
+    runtime = build_runtime(load_settings(config))
+    status = runtime.status()
+    assert (status.max_loaded, runtime.registry.keep_alive, runtime.options.max_queue) == (2, 90.0, 5)
+    assert runtime.options.load.parallel == 3 and status.models == ()

@@ -180,9 +180,12 @@ class Runtime:
                              self.registry.resident_bytes())
 
 
-def build_runtime(settings: Settings, store: Store, options: RuntimeOptions, *,
+def build_runtime(settings: Settings, store: Store | None = None, options: RuntimeOptions | None = None, *,
                   probe: MemoryProbe | None = None, clock: Callable[[], float] = time.monotonic,
                   engines: Mapping[str, EngineSpec] = ENGINES) -> Runtime:
-    """The runtime; ``clock`` (seconds, monotonic) drives keep-alive, so tests can move time;
-    ``engines`` is the engine table every task check and load reads (tests add a fake engine's row)."""
-    return Runtime(settings, store, options, probe=probe, clock=clock, engines=engines)
+    """The runtime ``settings`` describe: the manifest at ``settings.manifest_path`` and the
+    ``[runtime]`` options unless given. ``clock`` (seconds, monotonic) drives keep-alive, so tests
+    can move time; ``engines`` is the engine table every task check and load reads (tests add a
+    fake engine's row)."""
+    return Runtime(settings, store or Store(settings.manifest_path), options or RuntimeOptions.from_settings(settings),
+                   probe=probe, clock=clock, engines=engines)
