@@ -4,8 +4,12 @@ threads to asyncio with cancellation, and micro-batching of concurrent embedding
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -149,6 +153,11 @@ class EmbedBatcher:
         self._pending: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]] = []
         self._running = False
         self._after_burst = True  # the last batch held more than one request (or there was none yet)
+        # One engine thread per model, not any thread of the default pool: torch's OpenMP team is
+        # per calling thread, and a different caller each time keeps several teams spinning on the
+        # same cores. The thread ends when the batcher (its model unloaded) is collected.
+        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-embed")
+        weakref.finalize(self, self._engine.shutdown, False)
 
     @property
     def pending(self) -> int:
@@ -202,7 +211,8 @@ class EmbedBatcher:
             self.on_batch(len(texts))
             try:
                 embed = implementation(self.handler, Task.EMBED)
-                result = await asyncio.to_thread(embed, EmbedRequest(texts, normalize))
+                call = functools.partial(contextvars.copy_context().run, embed, EmbedRequest(texts, normalize))
+                result = await asyncio.get_running_loop().run_in_executor(self._engine, call)
             except BaseException as exc:
                 for _, fut in items:
                     if not fut.done():
