@@ -42,7 +42,6 @@ def pick_torch_device(requested: str | None) -> str:
     return "cpu"
 
 
-
 def torch_dtype(requested: str | None, device: str, stored: str | None) -> object:
     """The dtype a torch engine loads weights in: the user's choice; else half precision on CUDA
     for weights stored as float32; else as stored ("auto")."""

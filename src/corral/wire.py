@@ -55,7 +55,7 @@ async def acollect(chunks: AsyncIterator[TextChunk]) -> Collected:
     return out
 
 
-def embedding_vectors(result: EmbedResult, dimensions: int | None = None) -> Any:
+def embedding_vectors(result: EmbedResult, dimensions: int | None = None, model: str = "this model") -> Any:
     """The vectors as one float32 matrix; cut to ``dimensions`` and renormalised when asked."""
     import numpy as np
 
@@ -64,7 +64,7 @@ def embedding_vectors(result: EmbedResult, dimensions: int | None = None) -> Any
     vectors = np.asarray(np.stack([np.asarray(v, dtype=np.float32) for v in result.vectors]), dtype=np.float32)
     if dimensions is not None:
         if dimensions > vectors.shape[1]:
-            raise UsageError(f"dimensions must be at most {vectors.shape[1]} for this model")
+            raise UsageError(f"dimensions must be at most {vectors.shape[1]} for {model}")
         vectors = vectors[:, :dimensions]
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return vectors
@@ -74,7 +74,7 @@ def embedding_list(result: EmbedResult, model: str, *, dimensions: int | None = 
                    encoding_format: str = "float") -> dict[str, Any]:
     """OpenAI's embedding list. Rows stay numpy arrays (orjson writes them without per-float
     objects); base64 rows are little-endian float32."""
-    vectors = embedding_vectors(result, dimensions)
+    vectors = embedding_vectors(result, dimensions, model)
     data = [{"object": "embedding", "index": i,
              "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if encoding_format == "base64"
              else v} for i, v in enumerate(vectors)]

@@ -25,11 +25,11 @@ def import_engine(entry: Entry, engines: Mapping[str, EngineSpec] = ENGINES) -> 
 def open_model(entry: Entry, options: LoadOptions, engines: Mapping[str, EngineSpec] = ENGINES) -> Handler:
     """Check the trust opt-ins, pick the engine inspection named, and load the model."""
     check_trust(entry.name, entry.info, options.trust)
-    check_dtype(entry.info.engine, options.dtype, engines)
     engine = entry.info.engine
     if not engine:
         raise UnsupportedTaskError(f"corral does not know which engine runs {entry.name}",
                                    "see `corral inspect` for what was detected")
+    check_dtype(engine, options.dtype, engines)
     cls = handler_class(engine, entry.info.tasks, engines)
     handler = cls(entry.path, entry.info, options, spec=engines[engine])
     try:

@@ -123,7 +123,8 @@ class SyncRuntime:
         registry, tally, model = self.runtime.registry, Tally(name), None
         with Interrupts() as interrupts:  # Ctrl-C acts between steps: the wait, then between two chunks
             try:
-                model = self._wait(registry.acquire(name, task_check(task)), registry.release, interrupts)
+                check = task_check(task, self.runtime.engines)
+                model = self._wait(registry.acquire(name, check), registry.release, interrupts)
                 tally.model = model.name
                 chunks = implementation(model.handler, require_task(model.name, model.handler, task))(request)
                 try:
