@@ -158,7 +158,8 @@ def test_without_flash_attention_divergence_is_bounded(smollm2_path: Path, promp
     """flash_attn=False: ggml's attention for a one-query-row ubatch rounds differently from the multi-row
     path, so a prompt whose tail is split off can move logits by a fraction of a nat. The strongest true
     statement: each batched output equals its solo one up to the first step where the solo top-2
-    logprobs are within 1 nat of each other (a near tie), and most are identical throughout."""
+    logprobs are within 1 nat of each other (a near tie). How many diverge at all depends on the CPU's
+    SIMD path (12/16 identical on the dev machine, 7/16 on CI), so only "not every one" is asserted."""
     with BatchedDecoder(str(smollm2_path), n_ctx_per_seq=CTX, max_sequences=8, n_threads=2, n_batch=16,
                         flash_attn=False) as plain:
         alone = [collect(plain.submit(p, GREEDY, max_tokens=N_TOKENS, logprobs=2)) for p in prompts]
@@ -172,7 +173,8 @@ def test_without_flash_attention_divergence_is_bounded(smollm2_path: Path, promp
         # the gap as the run that went on saw it (the other one ended there with end-of-generation)
         best, second = a.top2[first] if first < len(a.top2) else b.top2[first]
         assert best - second < 1.0, f"diverged at step {first} although the top-2 gap was {best - second}"
-    assert identical >= len(prompts) // 2
+    print(f"identical without flash attention: {identical}/{len(prompts)}")
+    assert identical > 0
 
 
 # --- (2) seeded sampling -----------------------------------------------------------------------------
