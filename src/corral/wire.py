@@ -1,6 +1,6 @@
 """Results in the shapes clients read, built once for every door that prints them.
 
-Collecting a stream of chunks into one answer, the usage object and the embedding list are the
+Collecting a stream of chunks into one answer (and priming one), the usage object and the embedding list are the
 same whether the HTTP door answers a request, the CLI prints ``--json`` or the sidecar replies;
 they are written here and nowhere else. Transport-free: no FastAPI, no argparse.
 """
@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from corral.tasks import EmbedResult, TextChunk, TokenLogprob, Usage
+
+T = TypeVar("T")
 
 
 def usage_json(usage: Usage) -> dict[str, int]:
@@ -53,6 +55,22 @@ async def acollect(chunks: AsyncIterator[TextChunk]) -> Collected:
     async for chunk in chunks:
         out.add(chunk)
     return out
+
+
+async def primed(stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Pull the first item now, so that errors before it (unknown model, full queue) reach the
+    caller before it answers anything."""
+    first = await anext(stream)
+
+    async def rest() -> AsyncIterator[T]:
+        try:
+            yield first
+            async for item in stream:
+                yield item
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    return rest()
 
 
 def embedding_vectors(result: EmbedResult, dimensions: int | None = None, model: str = "this model") -> Any:

@@ -18,6 +18,16 @@ def event(data: dict[str, Any]) -> str:
 DONE = "data: [DONE]\n\n"
 
 
+async def sse_events(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """Each chunk as an event, then ``[DONE]``; the chunks are closed however this ends."""
+    try:
+        async for chunk in chunks:
+            yield event(chunk)
+        yield DONE
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
 class EventStream(StreamingResponse):
     def __init__(self, events: AsyncIterator[str]) -> None:
         super().__init__(events, media_type="text/event-stream",

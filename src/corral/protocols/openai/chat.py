@@ -1,20 +1,26 @@
-"""/v1/chat/completions in corral's terms: OpenAI messages, tools and response_format become a
-ChatRequest; engine chunks become OpenAI choices, deltas and tool calls."""
+"""OpenAI chat completions in corral's terms, for every door: messages, tools and response_format
+become ChatRequests; n choices run through the runtime; engine chunks become OpenAI choices, or
+``chat.completion.chunk`` objects for a stream (the HTTP door frames them as SSE, the sidecar as
+notifications), and :class:`ChatFold` folds such chunks back into one ``chat.completion``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corral.api.openai.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice, stop_tuple
-from corral.api.sse import DONE, event
+from corral.protocols.openai.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice, stop_tuple
 from corral.tasks import ChatRequest, Message, Sampling, TextChunk, TokenLogprob, Usage
 from corral.toolcalls import ParsedCall, calls_schema, maybe_call, parse_calls, tools_prompt
-from corral.wire import acollect, usage_json
+from corral.wire import acollect, primed, usage_json
+
+if TYPE_CHECKING:
+    from corral.runtime.dispatcher import CallInfo
+    from corral.runtime.runtime import Runtime
 
 UNBOUNDED = 1 << 30  # no max_tokens: the engine caps by the context left
 
@@ -83,16 +89,18 @@ class PreparedChat:
         return ChatResult(got.text, got.usage, got.finish_reason, got.logprobs if self.want_logprobs else None,
                           self._calls(got.text))
 
-    async def stream_events(self, streams: list[AsyncIterator[TextChunk]], head: dict[str, Any],
-                            include_usage: bool) -> AsyncIterator[str]:
+    async def stream_chunks(self, streams: list[AsyncIterator[TextChunk]], head: dict[str, Any],
+                            include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+        """``chat.completion.chunk`` objects: each choice's role, its content deltas (tool calls held
+        back until they are known to be calls), its finish; then usage when asked."""
         base = {**head, "object": "chat.completion.chunk"}
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
-                  lps: list[TokenLogprob] | None = None) -> str:
+                  lps: list[TokenLogprob] | None = None) -> dict[str, Any]:
             choice = {"index": index, "delta": delta,
                       "logprobs": _logprobs(lps) if self.want_logprobs and lps is not None else None,
                       "finish_reason": finish}
-            return event({**base, "choices": [choice]})
+            return {**base, "choices": [choice]}
 
         held = [""] * len(streams)
         holding = [bool(self.tool_names)] * len(streams)
@@ -122,8 +130,7 @@ class PreparedChat:
                     yield chunk(i, {"content": held[i]})
                 yield chunk(i, {}, c.finish_reason)
         if include_usage:
-            yield event({**base, "choices": [], "usage": usage_json(Usage(prompt_tokens, completion_tokens))})
-        yield DONE
+            yield {**base, "choices": [], "usage": usage_json(Usage(prompt_tokens, completion_tokens))}
 
 
 async def _merge(streams: list[AsyncIterator[TextChunk]]) -> AsyncIterator[tuple[int, TextChunk]]:
@@ -186,3 +193,70 @@ def prepare_chat(body: ChatCompletionBody) -> PreparedChat:
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     request = ChatRequest(tuple(messages), sampling=sampling, json_schema=schema, logprobs=logprobs)
     return PreparedChat(request, names, body.logprobs)
+
+
+@dataclass
+class ChatRun:
+    """A chat completion under way: ``n`` choices started, the first one primed (its errors are the
+    request's). Read it once, as :meth:`response` or as :meth:`chunks`."""
+
+    prepared: PreparedChat
+    streams: list[AsyncIterator[TextChunk]]
+    head: dict[str, Any]
+
+    async def response(self) -> dict[str, Any]:
+        results = await asyncio.gather(*(self.prepared.collect(s) for s in self.streams))
+        usage = Usage(results[0].usage.prompt_tokens, sum(r.usage.completion_tokens for r in results))
+        return {**self.head, "object": "chat.completion", "choices": [r.choice(i) for i, r in enumerate(results)],
+                "usage": usage_json(usage)}
+
+    def chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+        return self.prepared.stream_chunks(self.streams, self.head, include_usage)
+
+
+async def start_chat(runtime: Runtime, body: ChatCompletionBody, call: CallInfo) -> ChatRun:
+    """Start ``body``'s choices through ``runtime``; errors before generation (unknown model, full
+    queue, a task the model lacks) are raised here."""
+    from corral.tasks import Task
+
+    prepared = prepare_chat(body)
+    call = replace(call, prompt="\n".join(f"{m.role}: {m.content}" for m in prepared.request.messages))
+    # only the first choice is primed: its errors are every choice's errors, and priming the others
+    # would hold a model slot that the first one needs to finish
+    streams = [runtime.run(Task.CHAT, body.model, prepared.request_for(i), call) for i in range(body.n)]
+    streams[0] = await primed(streams[0])
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model,
+            "system_fingerprint": "corral"}
+    return ChatRun(prepared, streams, head)
+
+
+class ChatFold:
+    """``chat.completion.chunk`` objects folded back into the ``chat.completion`` they stream."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, int] | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        self.head = self.head or {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint")}
+        self.usage = chunk.get("usage") or self.usage
+        for c in chunk["choices"]:
+            got = self.choices.setdefault(c["index"], {"text": [], "calls": [], "finish": None, "logprobs": None})
+            delta = c["delta"]
+            if delta.get("content"):
+                got["text"].append(delta["content"])
+            got["calls"].extend({k: v for k, v in call.items() if k != "index"} for call in delta.get("tool_calls", ()))
+            if c.get("logprobs") is not None:
+                got["logprobs"] = (got["logprobs"] or []) + c["logprobs"]["content"]
+            got["finish"] = c["finish_reason"] or got["finish"]
+
+    def result(self) -> dict[str, Any]:
+        choices = []
+        for index, got in sorted(self.choices.items()):
+            message: dict[str, Any] = {"role": "assistant", "content": None if got["calls"] else "".join(got["text"])}
+            if got["calls"]:
+                message["tool_calls"] = got["calls"]
+            logprobs = None if got["logprobs"] is None else {"content": got["logprobs"]}
+            choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": got["finish"]})
+        return {**self.head, "object": "chat.completion", "choices": choices, "usage": self.usage}

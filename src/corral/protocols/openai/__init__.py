@@ -1,0 +1,1 @@
+"""OpenAI's API shapes: bodies (schemas), chat, completions, embeddings; no transport."""
