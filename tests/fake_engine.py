@@ -15,7 +15,8 @@ mocked or patched; only the weights are fake.
 - ``embed`` returns deterministic vectors (from a hash of the text; unit length when asked).
 - With ``hold`` every token after the first waits for :attr:`FakeHandler.release` (a
   ``threading.Event`` the test sets), so a test can keep a request in flight for as long as it
-  needs, without sleeping. ``delay`` adds a per-token pause for tests that need a long stream.
+  needs, without sleeping. ``delay`` adds a per-token pause for tests that need a long stream. ``noisy`` writes to fd 1
+  on every token (a ``print`` and a raw ``os.write``), as a chatty native library would.
 - Every generation is recorded (:class:`FakeGeneration`): tokens produced, whether it ended or
   was closed early; :meth:`FakeHandler.wait_until` lets a test wait for a state, with a timeout.
 """
@@ -26,6 +27,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +59,7 @@ class FakeConfig:
     hold: bool = False  # tokens after the first wait for FakeHandler.release
     delay: float = 0.0  # seconds per token
     repeat: bool = False  # cycle the words until max_tokens or the context runs out
+    noisy: bool = False  # every token also print()s and os.write()s to fd 1, as chatty native libraries do
 
 
 @dataclass
@@ -130,6 +133,9 @@ class FakeHandler(Handler):
                     self._note(functools.partial(setattr, record, "waiting", False))
                 if self.config.delay:
                     time.sleep(self.config.delay)
+                if self.config.noisy:
+                    print(f"noise from the engine, token {i}", flush=True)
+                    os.write(1, b'{"partial": "raw write without a newline')
                 counted[0] = i + 1
                 self._note(functools.partial(setattr, record, "produced", i + 1))
                 yield words[i % len(words)] if i == 0 else " " + words[i % len(words)]

@@ -9,7 +9,6 @@ from starlette.responses import JSONResponse, Response
 
 from corral.api.common import runtime_of
 from corral.models.refs import check_name
-from corral.runtime.runtime import ModelStatus
 
 router = APIRouter()
 
@@ -34,24 +33,15 @@ async def metrics(request: Request) -> Response:
     return Response(runtime_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def describe(model: ModelStatus) -> dict[str, Any]:
-    return {"name": model.name, "engine": model.engine, "format": model.format,
-            "memory": {"measured_bytes": model.measured_bytes, "estimate_bytes": model.estimate_bytes},
-            "parallel": model.parallel, "in_flight": model.in_flight, "queued": model.queued,
-            "idle_seconds": model.idle_seconds, "expires_in_seconds": model.expires_in_seconds}
-
-
 @router.get("/api/ps")
 async def ps(request: Request) -> dict[str, Any]:
-    status = runtime_of(request).status()
-    return {"models": [describe(m) for m in status.models], "budget_bytes": status.budget_bytes,
-            "max_loaded": status.max_loaded, "resident_bytes": status.resident_bytes}
+    return runtime_of(request).status().to_json()
 
 
 @router.post("/api/models/{name:path}/load")
 async def load(name: str, request: Request) -> dict[str, Any]:
     check_name(name)
-    return {"loaded": describe(await runtime_of(request).load(name))}
+    return {"loaded": (await runtime_of(request).load(name)).to_json()}
 
 
 @router.post("/api/models/{name:path}/unload")

@@ -6,7 +6,6 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from corral.cli.context import Context, add_trust_flags
 from corral.cli.output import human_bytes, human_count, print_json, table
@@ -85,13 +84,13 @@ def _row(e: Entry, measured: dict[str, int]) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    from corral.models.catalog import alias_rows, model_rows
+
     entries = ctx.store.list()
     measured = ctx.store.measurements()
-    aliases = _aliases(ctx, {e.name for e in entries}) if args.aliases else []
+    aliases = alias_rows(ctx.settings, ctx.store, {e.name for e in entries}) if args.aliases else []
     if args.json:
-        print_json([{"kind": "model", "name": e.name, "source": e.source, "source_kind": e.source_kind,
-                     "path": str(e.path), "owned": e.owned, "created_at": e.created_at,
-                     "measured_memory_bytes": measured.get(e.name), **e.info.to_dict()} for e in entries] + aliases)
+        print_json(model_rows(ctx.store) + aliases)
         return 0
     if not entries and not aliases:
         print("no models registered yet; try `corral pull smollm2` or `corral pull ./my-model`")
@@ -104,17 +103,6 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
                                                 [[a["name"], a["alias_of"], a["registered_as"] or "-"]
                                                  for a in aliases]))
     return 0
-
-
-def _aliases(ctx: Context, registered: set[str]) -> list[dict[str, Any]]:
-    """Aliases not shadowed by a registered model, with the model each one resolved to, if any."""
-    out = []
-    for name, target in sorted(ctx.settings.all_aliases().items()):
-        if name in registered:
-            continue
-        entry = ctx.store.find_by_source(target) or ctx.store.get(target)
-        out.append({"kind": "alias", "name": name, "alias_of": target, "registered_as": entry.name if entry else None})
-    return out
 
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:

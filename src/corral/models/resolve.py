@@ -71,7 +71,7 @@ class Resolver:
                                          f"download it with `corral pull hf:{ref.value}`")
             if not self.allow_paths:
                 raise ModelNotFoundError(f"no model named {ref.value!r}",
-                                         "GET /v1/models lists the models this server has")
+                                         "see what this server has: GET /v1/models, or the sidecar's models/list")
             raise ModelNotFoundError(f"no model, alias or file named {ref.value!r}",
                                      "see `corral list`, or give a path, pkg:NAME or hf:ORG/NAME")
         existing = self.store.find_by_source(str(ref))

@@ -72,7 +72,7 @@ class RequestLog:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         migrate(self._conn, MIGRATIONS, f"the request log {path}")
-        self._queue: queue.SimpleQueue[LogRow | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[LogRow | threading.Event | None] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._writer = threading.Thread(target=self._drain, name="corral-requestlog", daemon=True)
         self._writer.start()
@@ -90,18 +90,28 @@ class RequestLog:
             while not self._queue.empty():
                 rows.append(self._queue.get())
             done = rows[-1] is None
-            data = [asdict(r) for r in rows if r is not None]
+            data = [asdict(r) for r in rows if isinstance(r, LogRow)]
             for start in range(0, len(data), 512):
                 self._insert(data[start:start + 512])
+            for r in rows:
+                if isinstance(r, threading.Event):
+                    r.set()
             if done:
                 return
-            self._closing.wait(FLUSH_S)
+            if not any(isinstance(r, threading.Event) for r in rows):
+                self._closing.wait(FLUSH_S)
 
     def _insert(self, data: list[dict[str, Any]]) -> None:
         cols = list(data[0])
         with self._conn:
             self._conn.executemany(f"INSERT INTO requests ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                                    [tuple(d.values()) for d in data])
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every row queued before this call is in the file."""
+        written = threading.Event()
+        self._queue.put(written)
+        written.wait(timeout)
 
     def close(self) -> None:
         """Write what is queued, then close."""
@@ -120,6 +130,26 @@ def latest(path: Path, limit: int = 20) -> list[dict[str, Any]]:
         migrate(conn, MIGRATIONS, f"the request log {path}")  # a log an older corral wrote
         conn.row_factory = sqlite3.Row
         rows = conn.execute("SELECT * FROM requests ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(r) for r in rows]
+    finally:
+        conn.close()
+
+
+def usage(path: Path, since: float | None = None) -> list[dict[str, Any]]:
+    """Calls and tokens per model and door (since ``since``, unix seconds), busiest first."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        migrate(conn, MIGRATIONS, f"the request log {path}")
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            """SELECT model, door, COUNT(*) AS requests, SUM(status >= 400) AS errors,
+                      COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
+                      COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
+                      COALESCE(SUM(total_ms), 0) AS total_ms
+               FROM requests WHERE ts >= ? GROUP BY model, door ORDER BY requests DESC, model""",
+            (since or 0.0,)).fetchall()
         return [dict(r) for r in rows]
     finally:
         conn.close()

@@ -71,6 +71,13 @@ class ModelStatus:
     idle_seconds: float
     expires_in_seconds: float | None  # None: kept forever
 
+    def to_json(self) -> dict[str, Any]:
+        """The shape every door reports a loaded model in (``/api/ps``, the sidecar)."""
+        return {"name": self.name, "engine": self.engine, "format": self.format,
+                "memory": {"measured_bytes": self.measured_bytes, "estimate_bytes": self.estimate_bytes},
+                "parallel": self.parallel, "in_flight": self.in_flight, "queued": self.queued,
+                "idle_seconds": self.idle_seconds, "expires_in_seconds": self.expires_in_seconds}
+
 
 @dataclass(frozen=True)
 class RuntimeStatus:
@@ -78,6 +85,10 @@ class RuntimeStatus:
     budget_bytes: int
     max_loaded: int
     resident_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"models": [m.to_json() for m in self.models], "budget_bytes": self.budget_bytes,
+                "max_loaded": self.max_loaded, "resident_bytes": self.resident_bytes}
 
 
 class Runtime:

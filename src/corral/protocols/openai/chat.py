@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,7 @@ class PreparedChat:
                           self._calls(got.text))
 
     async def stream_chunks(self, streams: list[AsyncIterator[TextChunk]], head: dict[str, Any],
-                            include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+                            include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         """``chat.completion.chunk`` objects: each choice's role, its content deltas (tool calls held
         back until they are known to be calls), its finish; then usage when asked."""
         base = {**head, "object": "chat.completion.chunk"}
@@ -210,7 +210,7 @@ class ChatRun:
         return {**self.head, "object": "chat.completion", "choices": [r.choice(i) for i, r in enumerate(results)],
                 "usage": usage_json(usage)}
 
-    def chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    def chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         return self.prepared.stream_chunks(self.streams, self.head, include_usage)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ class CompletionRun:
                    for i, t in enumerate(texts)]
         return {**self.head, "choices": choices, "usage": usage_json(usage)}
 
-    async def chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    async def chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         total = Usage()
         try:
             for index, job in enumerate(self.jobs):

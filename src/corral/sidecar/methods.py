@@ -1,0 +1,220 @@
+"""The sidecar's methods: each takes the session and its by-name params and returns the result
+object. Generation and embedding take the OpenAI request body fields and answer OpenAI's objects
+(``protocols.openai``, the same code as the HTTP door); a stream sends ``stream/delta``
+notifications first. Admin methods answer what the runtime's dataclasses say, as ``/api/ps`` does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral import __version__
+from corral.errors import ModelNotFoundError
+from corral.models.refs import REPO_ID, check_name
+from corral.protocols.openai.chat import ChatFold, start_chat
+from corral.protocols.openai.completions import CompletionFold, start_completion
+from corral.protocols.openai.embeddings import create_embeddings
+from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
+from corral.runtime.dispatcher import CallInfo, Door
+from corral.sidecar.devices import probe_devices
+
+if TYPE_CHECKING:
+    from corral.models.download import PullProgress
+    from corral.runtime.runtime import Runtime
+
+PROTOCOL_VERSION = "2026-12-03"
+
+
+@dataclass
+class Session:
+    """What a method sees: the runtime, the id of the request it answers, and a thread-safe way to
+    send a notification."""
+
+    runtime: Runtime
+    request_id: int | str
+    notify: Callable[[str, dict[str, Any]], None]
+
+    def call(self, method: str) -> CallInfo:
+        return CallInfo(Door.SIDECAR, method, "stdio")
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ModelParams(_Params):
+    model: str = Field(min_length=1, max_length=300)
+
+
+class PullParams(ModelParams):
+    meta: dict[str, Any] = Field(default_factory=dict, alias="_meta")
+    progressToken: int | str | None = None
+
+
+class ListParams(_Params):
+    aliases: bool = True
+
+
+class LogParams(_Params):
+    limit: int = Field(default=20, ge=1, le=1000)
+
+
+class UsageParams(_Params):
+    since: float | None = None  # unix seconds
+
+
+def _timed(result: dict[str, Any], started: float, first: float | None) -> dict[str, Any]:
+    now = time.perf_counter()
+    return {**result, "timings": {"ttft_ms": None if first is None else round((first - started) * 1000, 3),
+                                  "total_ms": round((now - started) * 1000, 3)}}
+
+
+async def chat(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    body = ChatCompletionBody.model_validate(params)
+    started = time.perf_counter()
+    run = await start_chat(session.runtime, body, session.call("chat"))
+    if not body.stream:
+        return _timed(await run.response(), started, None)
+    fold, first = ChatFold(), None
+    async with contextlib.aclosing(run.chunks(include_usage=True)) as chunks:
+        async for chunk in chunks:
+            if first is None and any(c["delta"].get("content") for c in chunk["choices"]):
+                first = time.perf_counter()
+            fold.add(chunk)
+            session.notify("stream/delta", {"requestId": session.request_id, "chunk": chunk})
+    return _timed(fold.result(), started, first)
+
+
+async def complete(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    body = CompletionBody.model_validate(params)
+    started = time.perf_counter()
+    run = await start_completion(session.runtime, body, session.call("complete"))
+    if not body.stream:
+        return _timed(await run.response(), started, None)
+    fold, first = CompletionFold(), None
+    async with contextlib.aclosing(run.chunks(include_usage=True)) as chunks:
+        async for chunk in chunks:
+            if first is None and any(c["text"] for c in chunk["choices"]):
+                first = time.perf_counter()
+            fold.add(chunk)
+            session.notify("stream/delta", {"requestId": session.request_id, "chunk": chunk})
+    return _timed(fold.result(), started, first)
+
+
+async def embed(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    return await create_embeddings(session.runtime, EmbeddingBody.model_validate(params), session.call("embed"))
+
+
+async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    from corral.tasks import TASKS
+
+    engines = session.runtime.engines.values()
+    tasks = sorted(t.value for t in TASKS if t.value in METHODS and any(t in e.handlers for e in engines))
+    return {"protocolVersion": PROTOCOL_VERSION, "serverInfo": {"name": "corral", "version": __version__},
+            "capabilities": {"methods": sorted(METHODS), "tasks": tasks, "devices": probe_devices(),
+                             "streaming": True, "cancellation": True, "progress": True}}
+
+
+async def models_list(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    from corral.models.catalog import alias_rows, model_rows
+
+    p = ListParams.model_validate(params)
+    rt = session.runtime
+    models = await asyncio.to_thread(model_rows, rt.store)
+    aliases = alias_rows(rt.settings, rt.store, {m["name"] for m in models}) if p.aliases else []
+    return {"models": models + aliases}
+
+
+async def models_inspect(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    from corral.models.inspect import inspect_path
+
+    name = check_name(ModelParams.model_validate(params).model)
+    rt = session.runtime
+    entry = rt.store.get(name)
+    target = rt.settings.all_aliases().get(name)
+    if entry is None and target is not None:
+        entry = rt.store.find_by_source(target) or rt.store.get(target)
+    if entry is None:
+        raise ModelNotFoundError(f"no model named {name!r} is registered", "models/pull it first; models/list "
+                                 "shows what is registered")
+    info = await asyncio.to_thread(inspect_path, entry.path)
+    return {"name": entry.name, **info.to_dict()}
+
+
+def _pull_reference(session: Session, text: str) -> str:
+    """``ORG/NAME`` means the Hugging Face repo unless a model or alias already has that name."""
+    rt = session.runtime
+    if REPO_ID.match(text) and rt.store.get(text) is None and text not in rt.settings.all_aliases():
+        return f"hf:{text}"
+    return text
+
+
+class _Progress:
+    """PullProgress events (from download threads) as ``notifications/progress``, increasing only."""
+
+    def __init__(self, session: Session, token: int | str) -> None:
+        self.session, self.token, self.sent, self.lock = session, token, -1, threading.Lock()
+
+    def __call__(self, event: PullProgress) -> None:
+        with self.lock:
+            if event.completed <= self.sent:
+                return
+            self.sent = event.completed
+            self.session.notify("notifications/progress", {"progressToken": self.token, "progress": event.completed,
+                                                           "total": event.total, "message": f"pulling {event.repo}"})
+
+
+async def models_pull(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    p = PullParams.model_validate(params)
+    token = p.meta.get("progressToken", p.progressToken)
+    progress: Any = _Progress(session, token) if isinstance(token, (int, str)) else False
+    entry = await session.runtime.pull(_pull_reference(session, p.model), progress=progress)
+    return {"name": entry.name, "source": entry.source, "path": str(entry.path), **entry.info.to_dict()}
+
+
+async def models_load(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    name = check_name(ModelParams.model_validate(params).model)
+    return (await session.runtime.load(name)).to_json()
+
+
+async def models_unload(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    name = check_name(ModelParams.model_validate(params).model)
+    return {"name": name, "unloaded": await session.runtime.unload(name)}
+
+
+async def models_status(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    return session.runtime.status().to_json()
+
+
+async def logs(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    from corral.runtime.requestlog import latest
+
+    limit = LogParams.model_validate(params).limit
+    rt = session.runtime
+    await asyncio.to_thread(rt.log.flush)
+    return {"requests": await asyncio.to_thread(latest, rt.log.path, limit)}
+
+
+async def usage(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    from corral.runtime.requestlog import usage as summarize
+
+    since = UsageParams.model_validate(params).since
+    rt = session.runtime
+    await asyncio.to_thread(rt.log.flush)
+    return {"since": since, "usage": await asyncio.to_thread(summarize, rt.log.path, since)}
+
+
+Method = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
+METHODS: dict[str, Method] = {
+    "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,
+    "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
+    "models/status": models_status, "chat": chat, "complete": complete, "embed": embed,
+    "logs": logs, "usage": usage,
+}  # and "shutdown", which the session loop itself answers
