@@ -83,12 +83,16 @@ async def chat(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     if not body.stream:
         return _timed(await run.response(), started, None)
     fold, first = ChatFold(), None
-    async with contextlib.aclosing(run.chunks(include_usage=True)) as chunks:
-        async for chunk in chunks:
-            if first is None and any(c["delta"].get("content") for c in chunk["choices"]):
-                first = time.perf_counter()
-            fold.add(chunk)
-            session.notify("stream/delta", {"requestId": session.request_id, "chunk": chunk})
+    try:
+        async with contextlib.aclosing(run.chunks(include_usage=True)) as chunks:
+            async for chunk in chunks:
+                if first is None and any(c["delta"].get("content") for c in chunk["choices"]):
+                    first = time.perf_counter()
+                fold.add(chunk)
+                session.notify("stream/delta", {"requestId": session.request_id, "chunk": chunk})
+    except asyncio.CancelledError:
+        await run.settle()  # answer the cancel once the generation has really stopped
+        raise
     return _timed(fold.result(), started, first)
 
 

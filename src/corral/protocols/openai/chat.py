@@ -90,9 +90,11 @@ class PreparedChat:
                           self._calls(got.text))
 
     async def stream_chunks(self, streams: list[AsyncIterator[TextChunk]], head: dict[str, Any],
-                            include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
+                            include_usage: bool, pumps: list[asyncio.Task[None]] | None = None,
+                            ) -> AsyncGenerator[dict[str, Any], None]:
         """``chat.completion.chunk`` objects: each choice's role, its content deltas (tool calls held
-        back until they are known to be calls), its finish; then usage when asked."""
+        back until they are known to be calls), its finish; then usage when asked. The tasks that
+        run the streams are added to ``pumps``."""
         base = {**head, "object": "chat.completion.chunk"}
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
@@ -107,7 +109,7 @@ class PreparedChat:
         prompt_tokens, completion_tokens = 0, 0
         for i in range(len(streams)):
             yield chunk(i, {"role": "assistant", "content": ""})
-        async for i, c in _merge(streams):
+        async for i, c in _merge(streams, [] if pumps is None else pumps):
             if c.text:
                 if holding[i]:
                     held[i] += c.text
@@ -133,8 +135,10 @@ class PreparedChat:
             yield {**base, "choices": [], "usage": usage_json(Usage(prompt_tokens, completion_tokens))}
 
 
-async def _merge(streams: list[AsyncIterator[TextChunk]]) -> AsyncIterator[tuple[int, TextChunk]]:
-    """Chunks of several streams as they come, tagged with the stream's index."""
+async def _merge(streams: list[AsyncIterator[TextChunk]],
+                 tasks: list[asyncio.Task[None]]) -> AsyncIterator[tuple[int, TextChunk]]:
+    """Chunks of several streams as they come, tagged with the stream's index; each stream is run
+    by a task of its own, added to ``tasks``."""
     queue: asyncio.Queue[tuple[int, TextChunk | BaseException | None]] = asyncio.Queue()
 
     async def pump(i: int, stream: AsyncIterator[TextChunk]) -> None:
@@ -147,7 +151,7 @@ async def _merge(streams: list[AsyncIterator[TextChunk]]) -> AsyncIterator[tuple
         finally:  # the pump closes its own stream: closing it from outside while the pump runs it fails
             await stream.aclose()  # type: ignore[attr-defined]
 
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    tasks.extend(asyncio.create_task(pump(i, s)) for i, s in enumerate(streams))
     open_streams = len(streams)
     try:
         while open_streams:
@@ -203,6 +207,7 @@ class ChatRun:
     prepared: PreparedChat
     streams: list[AsyncIterator[TextChunk]]
     head: dict[str, Any]
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def response(self) -> dict[str, Any]:
         results = await asyncio.gather(*(self.prepared.collect(s) for s in self.streams))
@@ -211,7 +216,15 @@ class ChatRun:
                 "usage": usage_json(usage)}
 
     def chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
-        return self.prepared.stream_chunks(self.streams, self.head, include_usage)
+        return self.prepared.stream_chunks(self.streams, self.head, include_usage, self.pumps)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait (``timeout`` seconds at most: an engine stuck in a native call must not hold up a
+        shutdown) until every stream of a cancelled or closed run has stopped: engine stopped, slot
+        freed, call logged. The HTTP door cannot wait there (its cancel scope would cancel the wait
+        too) and leaves that to the tasks; the sidecar answers a cancel only after it."""
+        if self.pumps:
+            await asyncio.wait(self.pumps, timeout=timeout)
 
 
 async def start_chat(runtime: Runtime, body: ChatCompletionBody, call: CallInfo) -> ChatRun:
