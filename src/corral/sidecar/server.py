@@ -83,11 +83,13 @@ class SidecarSession:
         if self.shutdown_id is not None:
             self.send(result_line(self.shutdown_id, {}))
 
-    async def cancel_all(self) -> None:
+    async def cancel_all(self, grace: float = 15.0) -> None:
+        """Cancel every request in flight and wait (``grace`` seconds at most) for their answers."""
         tasks = list(self.inflight.values())
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
 
     def receive(self, item: bytes | TooLong) -> None:
         if isinstance(item, TooLong):
