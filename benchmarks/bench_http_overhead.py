@@ -5,7 +5,13 @@
 (b) `POST /v1/embeddings` with a one-word input to corral (minilm) vs calling the same model's
     `SentenceTransformer.encode([word], normalize_embeddings=True)` in-process: the whole HTTP + scheduling
     overhead. The bare app's own /v1/embeddings route (encode per request) is measured too, to split that
-    overhead into plain HTTP and corral's own.
+    overhead into plain HTTP and corral's own;
+(c) `embed` with the same one-word input through `corral sidecar` (JSON-RPC 2.0 over NDJSON on its stdin/stdout,
+    started by this script as its child with the same models, settings and CORRAL_HOME as the corral server) vs
+    the same in-process encode: the stdio door's overhead beside HTTP's. Its client is minimal, like `raw`: each
+    request is one line written to the child's stdin (a buffered write and a flush: one write(2)) and its answer
+    is one blocking `readline()` on the child's stdout in this thread, parsed with json.loads and checked (no
+    reader thread, unlike corral.sidecar.client.SidecarClient).
 
 Every case is measured with two clients, one after the other on the same server: `raw` (harness.RawClient, a
 blocking socket speaking just enough HTTP/1.1; microseconds of client CPU per request) and `httpx` (httpx.Client,
@@ -14,8 +20,9 @@ what the first version of this script used; a few hundred microseconds of client
 corral's /health < 1 ms p50.
 
 Each server runs alone in its own subprocess on a free 127.0.0.1 port (the bare app is this script re-run with
---serve-bare); --warmup requests are discarded, then --requests timed one after another; the in-process encode
-is timed in turns with each server's /v1/embeddings, --block requests a turn, and each is compared with its own.
+--serve-bare), the sidecar alone after corral's server stopped; --warmup requests are discarded, then --requests
+timed one after another; the in-process encode is timed in turns with each server's /v1/embeddings and with the
+sidecar's embed, --block requests a turn, and each is compared with its own.
 Prints p50/p99/mean in one table, and the CPU other processes used meanwhile (on a shared 2-core machine that
 moves p99).
 
@@ -27,13 +34,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
+import select
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,6 +189,70 @@ def measure_server(label: str, argv: Sequence[str], ready_url: str, port: int, a
     return out
 
 
+# ---------------------------------------------------------------- the sidecar
+
+
+def rpc_caller(proc: subprocess.Popen[bytes], method: str, params: dict[str, Any],
+               check: Callable[[Any], bool]) -> Callable[[], None]:
+    """One request line to the child's stdin, one blocking readline of its answer: microseconds of client CPU."""
+    assert proc.stdin is not None and proc.stdout is not None
+    write, flush, readline = proc.stdin.write, proc.stdin.flush, proc.stdout.readline
+    head = f'{{"jsonrpc":"2.0","method":{json.dumps(method)},"params":{json.dumps(params)},"id":'.encode()
+    ids = itertools.count(1)
+
+    def call() -> None:
+        rid = next(ids)
+        write(head + str(rid).encode() + b"}\n")
+        flush()
+        line = readline()
+        answer = json.loads(line) if line else None
+        if not isinstance(answer, dict) or answer.get("id") != rid or "result" not in answer \
+                or not check(answer["result"]):
+            raise RuntimeError(f"sidecar {method}: {line[:200]!r}")
+    return call
+
+
+@contextlib.contextmanager
+def sidecar(argv: Sequence[str], env: dict[str, str],
+            timeout: float = 180.0) -> Iterator[tuple[float, subprocess.Popen[bytes]]]:
+    """Start `corral sidecar` with pipes on stdin/stdout (stderr to a log); it reads no request before its --models
+    are loaded, so the answer to a first `models/status` means ready. Yield (start-up seconds, process); then close
+    its stdin (end of input: it unloads and exits 0), SIGKILL it after 10 s."""
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(b'{"jsonrpc":"2.0","method":"models/status","id":"ready"}\n')
+            proc.stdin.flush()
+            if not select.select([proc.stdout], [], [], timeout)[0] or b'"result"' not in proc.stdout.readline():
+                log.seek(0)
+                raise RuntimeError(f"corral sidecar not ready (status {proc.poll()}):\n"
+                                   f"{log.read().decode(errors='replace')[-4000:]}")
+            yield time.perf_counter() - start, proc
+        finally:
+            with contextlib.suppress(OSError):
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def measure_sidecar(argv: Sequence[str], env: dict[str, str], args: argparse.Namespace,
+                    encode: Callable[[], None]) -> tuple[Stats, Stats]:
+    with sidecar(argv, env) as (startup, proc):
+        print(f"corral sidecar: ready in {startup:.1f} s", flush=True)
+        embed = rpc_caller(proc, "embed", {"model": "minilm", "input": args.word}, one_vector)
+        result, local = timeit([(f"corral sidecar embed {args.word!r}", embed),
+                                (f"  in-process encode([{args.word!r}]), in turns with it", encode)], args, proc.pid)
+    if proc.returncode != 0:
+        print(f"  (the sidecar exited with status {proc.returncode})", flush=True)
+    return result, local
+
+
 def in_process(folder: Path, args: argparse.Namespace) -> Callable[[], None]:
     from sentence_transformers import SentenceTransformer
 
@@ -199,7 +273,7 @@ def diff(label: str, a: Stats, b: Stats) -> str:
             f"{a.mean() - b.mean():+.3f} |")
 
 
-def report(corral: Results, bare: Results, args: argparse.Namespace) -> None:
+def report(corral: Results, bare: Results, side: tuple[Stats, Stats], args: argparse.Namespace) -> None:
     w = repr(args.word)
     print(f"\n| request ({args.requests} sequential, keep-alive; [client]) | p50 ms | p99 ms | mean ms |")
     print("|---|---:|---:|---:|")
@@ -214,14 +288,27 @@ def report(corral: Results, bare: Results, args: argparse.Namespace) -> None:
         print(row(f"(b) [{kind}] bare FastAPI POST /v1/embeddings {w} (encode in the handler)", b_embed))
         print(row(f"(b) [{kind}] in-process encode([{w}]), in turns with bare FastAPI", b_local))
         print(diff(f"(b) [{kind}] plain FastAPI/uvicorn HTTP (bare - in-process)", b_embed, b_local))
+    print(row(f"(c) corral sidecar embed {w}", side[0]))
+    print(row(f"(c) in-process encode([{w}]), in turns with the sidecar", side[1]))
+    print(diff("(c) sidecar over in-process (sidecar - in-process)", *side))
     print()
+    summary(corral, bare, side, args)
+
+
+def summary(corral: Results, bare: Results, side: tuple[Stats, Stats], args: argparse.Namespace) -> None:
     for kind in args.clients:
         over = corral[kind][1].pct(0.5) - corral[kind][2].pct(0.5)
         health = corral[kind][0].pct(0.5)
         print(f"[{kind}] corral over in-process: {over:+.3f} ms p50 (target <= 2 ms: "
               f"{'met' if over <= 2.0 else 'NOT met'}); corral GET /health: {health:.3f} ms p50 "
               f"(target < 1 ms: {'met' if health < 1.0 else 'NOT met'})")
-    busy = max(s.other_cpu for r in (corral, bare) for triple in r.values() for s in triple)
+    doors = {"sidecar": side[0].pct(0.5) - side[1].pct(0.5),
+             **{f"HTTP [{k}]": corral[k][1].pct(0.5) - corral[k][2].pct(0.5) for k in args.clients}}
+    lowest = min(doors, key=doors.__getitem__)
+    print("corral's doors over in-process, p50: " + ", ".join(f"{d} {v:+.3f} ms" for d, v in doors.items())
+          + f"; lowest: {lowest}")
+    busy = max([s.other_cpu for r in (corral, bare) for triple in r.values() for s in triple]
+               + [s.other_cpu for s in side])
     print(f"(most CPU other processes used during a measurement: {busy:.2f} cores"
           + ("; the machine was busy, rerun when idle)" if busy > BUSY else ")"))
 
@@ -254,19 +341,21 @@ def main() -> None:
     print_environment("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "sentence-transformers",
                       extra=f"torch threads={torch.get_num_threads()}")
     print(f"settings: sequential requests on one keep-alive connection per client ({', '.join(args.clients)}), "
-          f"{args.warmup} warm-up + {args.requests} timed per case; embeddings input {args.word!r}; model {folder}",
+          f"and on the sidecar's stdio pipes; {args.warmup} warm-up + {args.requests} timed per case; "
+          f"embeddings input {args.word!r}; model {folder}",
           flush=True)
     encode = in_process(folder, args)
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as home:
         port = free_port()
         argv = [sys.executable, "-m", "corral", "serve", "--host", "127.0.0.1", "--port", str(port),
                 "--models", "minilm", "--grace", "2s"]
-        corral = measure_server("corral", argv, f"http://127.0.0.1:{port}/ready", port, args, encode,
-                                env={**os.environ, "CORRAL_HOME": home})
+        env = {**os.environ, "CORRAL_HOME": home}
+        corral = measure_server("corral", argv, f"http://127.0.0.1:{port}/ready", port, args, encode, env=env)
+        side = measure_sidecar([sys.executable, "-m", "corral", "sidecar", "--models", "minilm"], env, args, encode)
     port = free_port()
     bare = measure_server("bare FastAPI", [sys.executable, __file__, "--serve-bare", str(port)],
                           f"http://127.0.0.1:{port}/health", port, args, encode)
-    report(corral, bare, args)
+    report(corral, bare, side, args)
 
 if __name__ == "__main__":
     main()
