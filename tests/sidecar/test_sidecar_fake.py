@@ -248,3 +248,24 @@ def test_killing_the_parent_leaves_no_sidecar(models: Path) -> None:
     while not _gone(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(child), f"sidecar {child} outlived its parent"
+
+
+def test_requests_from_a_file_are_all_answered(models: Path, tmp_path: Path) -> None:
+    """stdin and stdout as files (not pipes): the threaded reader and writer; a file is a batch, so its
+    end waits for every answer instead of cancelling."""
+    lines = [json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize"}), "not json",
+             json.dumps({"jsonrpc": "2.0", "id": 2, "method": "chat", "params": {"model": "echo", "messages": HELLO,
+                                                                                   "max_tokens": 2}}),
+             json.dumps({"jsonrpc": "2.0", "id": 3, "method": "embed", "params": {"model": "echo", "input": "a"}})]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines))  # no newline after the last line
+    path = os.pathsep.join([str(ROOT), os.environ["PYTHONPATH"]])
+    with (tmp_path / "in.jsonl").open("rb") as stdin, (tmp_path / "out.jsonl").open("wb") as stdout:
+        done = subprocess.run([sys.executable, "-m", "tests.sidecar_fake"], stdin=stdin, stdout=stdout,
+                              env={**os.environ, "PYTHONPATH": path}, timeout=60)
+    assert done.returncode == 0
+    answers = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    by_id = {a["id"]: a for a in answers}
+    assert by_id[None]["error"]["code"] == PARSE_ERROR
+    assert by_id[1]["result"]["serverInfo"]["name"] == "corral"
+    assert by_id[2]["result"]["choices"][0]["message"]["content"] == "one two"
+    assert by_id[3]["result"]["usage"]["prompt_tokens"] == 1 and len(answers) == 4

@@ -4,13 +4,15 @@ Each request is an asyncio task keyed by its id, so several run at once (concurr
 batch as over HTTP) and ``notifications/cancelled`` cancels one: its generation stops, its slot is
 freed, it answers -32800 and the log records 499. Bad input is answered and the session goes on.
 End of input, ``shutdown``, SIGTERM or SIGINT: in-flight requests are cancelled, models unloaded,
-exit 0 (``shutdown`` is answered last, once everything is released)."""
+exit 0 (``shutdown`` is answered last, once everything is released). Input read from a regular
+file is a batch: at its end every request is answered before the exit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -72,11 +74,15 @@ class SidecarSession:
     def notify(self, method: str, params: dict[str, Any]) -> None:
         self.send(notification_line(method, params))  # the writer serialises lines from any thread
 
-    async def serve(self, inbox: Inbox) -> None:
+    async def serve(self, inbox: Inbox, *, finish_on_eof: bool = False) -> None:
+        """Answer lines until end of input (None) or ``shutdown``; then cancel what is in flight,
+        unless the input was a file (``finish_on_eof``): then every request is answered first."""
         async with self.runtime:
             while not self.stopping:
                 item = await inbox.get()
                 if item is None:
+                    if finish_on_eof and self.inflight:
+                        await asyncio.wait(list(self.inflight.values()))
                     break
                 self.receive(item)
             await self.cancel_all()
@@ -150,30 +156,40 @@ class SidecarSession:
 
 def run_sidecar(runtime: Runtime, *, max_line: int = DEFAULT_MAX_LINE, pipes: Pipes | None = None) -> int:
     """Serve the protocol on the process's stdin/stdout until end of input or ``shutdown``; 0."""
-    from corral.sidecar.stdio import Writer, read_lines, take_stdio
+    from corral.sidecar.stdio import take_stdio
 
     pipes = pipes or take_stdio()
-    writer = Writer(pipes.write_fd)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        inbox: Inbox = asyncio.Queue()
-
-        def deliver(item: bytes | TooLong | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(inbox.put_nowait, item)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):  # a terminal's Ctrl-C reaches the whole group
-            loop.add_signal_handler(sig, inbox.put_nowait, None)
-        read_lines(pipes.read_fd, max_line, deliver)
-        await SidecarSession(runtime, writer.send, max_line=max_line).serve(inbox)
-
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(main())
-    finally:
-        writer.close()
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(runtime, pipes, max_line))
     return 0
+
+
+async def _serve(runtime: Runtime, pipes: Pipes, max_line: int) -> None:
+    from corral.sidecar.stdio import Writer, is_pipe_or_socket, open_loop_pipes, read_lines
+
+    loop = asyncio.get_running_loop()
+    inbox: Inbox = asyncio.Queue()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a terminal's Ctrl-C reaches the whole group
+        loop.add_signal_handler(sig, inbox.put_nowait, None)
+    if is_pipe_or_socket(pipes.read_fd) and is_pipe_or_socket(pipes.write_fd):
+        writer = await open_loop_pipes(pipes, max_line, inbox.put_nowait)  # no thread on the request path
+        try:
+            await SidecarSession(runtime, writer.send, max_line=max_line).serve(inbox)
+        finally:
+            await writer.close()
+        return
+
+    def deliver(item: bytes | TooLong | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(inbox.put_nowait, item)
+
+    threaded = Writer(pipes.write_fd)  # a file or a terminal: threads read and write
+    read_lines(pipes.read_fd, max_line, deliver)
+    try:  # requests read from a file (`corral sidecar < requests.jsonl`) all get their answers
+        await SidecarSession(runtime, threaded.send, max_line=max_line).serve(
+            inbox, finish_on_eof=not is_pipe_or_socket(pipes.read_fd) and not os.isatty(pipes.read_fd))
+    finally:
+        threaded.close()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,13 +1,18 @@
 """The sidecar's two pipes. At start the protocol takes the real stdin and stdout (duplicated
 file descriptors) and points fd 1 at stderr and fd 0 at /dev/null, so a print or an ``os.write(1,
 ...)`` from a native library can never corrupt the stream, nor a library read the protocol's input.
-One thread reads lines (bounded), one thread writes them: every write is serialised and flushed."""
+Where the two are pipes (an app's child), the event loop reads and writes them itself, with no
+thread hand-off on the request path (:func:`open_loop_pipes`); otherwise (a file, a terminal) one
+thread reads lines and one writes them. Either way lines are bounded on input, and written whole
+and in order on output, whichever thread sends them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -82,3 +87,69 @@ class Writer:
         self._thread.join()
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def is_pipe_or_socket(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+class _LineReader(asyncio.Protocol):
+    def __init__(self, limit: int, deliver: Callable[[bytes | TooLong | None], None]) -> None:
+        self.splitter, self.deliver, self.ended = LineSplitter(limit), deliver, False
+
+    def data_received(self, data: bytes) -> None:
+        for item in self.splitter.feed(data):
+            self.deliver(item)
+
+    def eof_received(self) -> bool | None:
+        self._end()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            for item in self.splitter.finish():
+                self.deliver(item)
+            self.deliver(None)
+
+
+class LoopWriter:
+    """Lines written by the event loop's own pipe transport; :meth:`send` may be called from any
+    thread (download progress comes from worker threads) and keeps each caller's order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport) -> None:
+        self.loop, self.transport = loop, transport
+        self.thread = threading.get_ident()
+
+    def send(self, line: bytes) -> None:
+        if threading.get_ident() == self.thread:
+            self._write(line)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self.loop.call_soon_threadsafe(self._write, line)
+
+    def _write(self, line: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(line)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what is buffered (``timeout`` seconds at most: a parent that stopped reading), then close."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self.transport.get_write_buffer_size() and not self.transport.is_closing()
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(0.005)
+        self.transport.close()
+        await asyncio.sleep(0)  # the transport's close callback runs
+
+
+async def open_loop_pipes(pipes: Pipes, limit: int,
+                          deliver: Callable[[bytes | TooLong | None], None]) -> LoopWriter:
+    """Read ``pipes.read_fd`` with the loop (lines to ``deliver``); a writer on ``pipes.write_fd``."""
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: _LineReader(limit, deliver), os.fdopen(pipes.read_fd, "rb", buffering=0))
+    transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(pipes.write_fd, "wb", buffering=0))
+    return LoopWriter(loop, transport)
