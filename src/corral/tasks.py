@@ -136,16 +136,86 @@ class EmbedResult:
 
 
 @dataclass(frozen=True)
+class RerankRequest:
+    """(query, document) pairs to score; one query's documents are :meth:`of` it."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, query: str, documents: Sequence[str]) -> RerankRequest:
+        return cls(tuple((query, d) for d in documents))
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    scores: Sequence[float]  # relevance in [0, 1], one per pair, in the request's order
+    usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)  # per pair, where the engine knows
+
+
+def _shares(total: Usage, tokens: list[int], sizes: list[int]) -> list[tuple[Usage, list[int]]]:
+    """Each request's usage out of a merged call's: its inputs' token counts where the engine gave
+    them per input, else the total split by input count."""
+    out, start, inputs = [], 0, sum(sizes) or 1
+    for n in sizes:
+        if tokens:
+            mine = tokens[start:start + n]
+            out.append((Usage(prompt_tokens=sum(mine)), mine))
+        else:
+            out.append((Usage(prompt_tokens=round(total.prompt_tokens * n / inputs)), []))
+        start += n
+    return out
+
+
+def _split_embed(result: EmbedResult, requests: Sequence[EmbedRequest]) -> list[EmbedResult]:
+    sizes = [len(r.inputs) for r in requests]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [EmbedResult(result.vectors[a:a + n], usage, tokens)
+            for a, n, (usage, tokens) in zip(starts, sizes, _shares(result.usage, result.input_tokens, sizes),
+                                              strict=True)]
+
+
+def _split_rerank(result: RerankResult, requests: Sequence[RerankRequest]) -> list[RerankResult]:
+    sizes = [len(r.pairs) for r in requests]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [RerankResult(result.scores[a:a + n], usage, tokens)
+            for a, n, (usage, tokens) in zip(starts, sizes, _shares(result.usage, result.input_tokens, sizes),
+                                              strict=True)]
+
+
+@dataclass(frozen=True)
+class BatchRule:
+    """How concurrent requests of a task share one engine call: requests with the same ``key``
+    are merged into one request, whose result is split back into one result each."""
+
+    size: Callable[[Any], int]  # inputs in a request (a batch holds at most the batcher's maximum)
+    merge: Callable[[Sequence[Any]], Any]
+    split: Callable[[Any, Sequence[Any]], list[Any]]
+    key: Callable[[Any], object] = lambda request: None
+
+
+EMBED_BATCH = BatchRule(size=lambda r: len(r.inputs), key=lambda r: r.normalize, split=_split_embed,
+                        merge=lambda rs: EmbedRequest(tuple(t for r in rs for t in r.inputs), rs[0].normalize))
+RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split_rerank,
+                         merge=lambda rs: RerankRequest(tuple(p for r in rs for p in r.pairs)))
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     request: type
     result: type  # of the whole call; a streaming task yields these
     method: str  # the handler method that implements it
     streams: bool = False
-    batchable: bool = False  # concurrent requests may share one engine call
+    batch: BatchRule | None = None  # concurrent requests may share one engine call
+
+    @property
+    def batchable(self) -> bool:
+        return self.batch is not None
 
 
 TASKS: dict[Task, TaskSpec] = {
     Task.CHAT: TaskSpec(ChatRequest, TextChunk, "chat", streams=True),
     Task.COMPLETE: TaskSpec(CompletionRequest, TextChunk, "complete", streams=True),
-    Task.EMBED: TaskSpec(EmbedRequest, EmbedResult, "embed", batchable=True),
+    Task.EMBED: TaskSpec(EmbedRequest, EmbedResult, "embed", batch=EMBED_BATCH),
+    Task.RERANK: TaskSpec(RerankRequest, RerankResult, "rerank", batch=RERANK_BATCH),
 }

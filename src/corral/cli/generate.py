@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--system", help="a system message (chat models)")
     p.add_argument("--raw", action="store_true", help="plain completion: no chat template")
     p.add_argument("--json", action="store_true", help="print one JSON result with usage figures")
+    p.add_argument("--doc", action="append", default=[], metavar="TEXT",
+                   help="rerank models: a document to rank against the prompt (repeatable; else one per stdin line)")
+    p.add_argument("--top-n", type=int, help="rerank models: show only the best N")
     add_load_flags(p)
     p.set_defaults(func=cmd_run)
 
@@ -78,9 +81,13 @@ def _stream(chunks: Iterator[TextChunk], echo: bool) -> Collected:
 
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    entry = ctx.resolve(args.model)
+    if entry.info.tasks[:1] == [Task.RERANK.value]:
+        from corral.cli.tasks import run_rerank
+
+        return run_rerank(args, ctx, entry)
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     sampling = sampling_from(args)
-    entry = ctx.resolve(args.model)
     wanted = (Task.COMPLETE,) if args.raw else (Task.CHAT, Task.COMPLETE)
     task = entry_task(entry, *wanted)
     if task is Task.CHAT:

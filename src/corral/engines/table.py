@@ -18,6 +18,7 @@ from corral.tasks import Task
 
 LLAMA = "corral.engines.llama.handler:LlamaCppHandler"
 HF_LM = "corral.engines.transformers.lm:TransformersLMHandler"
+HF_CLASSIFIER = "corral.engines.transformers.classify:SequenceClassifierHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
@@ -53,7 +54,7 @@ ENGINES: dict[str, EngineSpec] = {
                    handlers={Task.CHAT: LLAMA, Task.COMPLETE: LLAMA, Task.EMBED: LLAMA}),
         EngineSpec("transformers", ("transformers", "torch"), ("transformers", "torch"), "torch",
                    frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
-                   handlers={Task.CHAT: HF_LM, Task.COMPLETE: HF_LM}),
+                   handlers={Task.CHAT: HF_LM, Task.COMPLETE: HF_LM, Task.RERANK: HF_CLASSIFIER}),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE}),

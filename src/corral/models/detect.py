@@ -100,12 +100,12 @@ def dedupe(tasks: list[Task]) -> list[str]:
 
 
 def tasks_for_config(architecture: str | None, model_type: str | None,
-                     pipeline_tag: str | None, has_chat_template: bool) -> list[str]:
-    """Tasks for a transformers-style model, most specific first."""
+                     pipeline_tag: str | None, has_chat_template: bool, num_labels: int | None = None) -> list[str]:
+    """Tasks for a transformers-style model, most specific first. A sequence classifier with one
+    label is a relevance scorer (a cross-encoder): rerank first."""
     found: list[Task] = list(PIPELINE_TAGS.get(pipeline_tag or "", ()))
     arch = architecture or ""
-    if (arch.endswith("ForSequenceClassification") and model_type in ("bert", "xlm-roberta")
-            and pipeline_tag == "text-ranking"):
+    if arch.endswith("ForSequenceClassification") and num_labels == 1:
         found.append(Task.RERANK)
     for suffix, tasks in ARCH_SUFFIXES:
         if arch.endswith(suffix):

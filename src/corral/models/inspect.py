@@ -172,6 +172,14 @@ def _array_length(meta: dict[str, Any], lengths: dict[str, int], key: str) -> in
     return len(value) if isinstance(value, list) else lengths.get(key, 0)
 
 
+def _num_labels(cfg: dict[str, Any]) -> int | None:
+    """A classifier head's label count: ``num_labels`` when saved, else the size of ``id2label``."""
+    if isinstance(cfg.get("num_labels"), int):
+        return int(cfg["num_labels"])
+    labels = cfg.get("id2label")
+    return len(labels) if isinstance(labels, dict) and labels else None
+
+
 def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     info = ModelInfo(path=str(root), format="unknown")
     _weights_facts(info, files, root)
@@ -203,7 +211,8 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
                                    + [Task.EMBED])
     else:
         info.engine = "transformers" if cfg else None
-        info.tasks = detect.tasks_for_config(info.architecture, info.model_type, tag, info.chat_template)
+        info.tasks = detect.tasks_for_config(info.architecture, info.model_type, tag, info.chat_template,
+                                             _num_labels(cfg))
     if (root / "preprocessor_config.json").is_file():
         info.sources.append("preprocessor_config.json")
     if not cfg and info.format == "unknown":

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from corral.engines.base import implementation
 from corral.engines.table import ENGINES, EngineSpec
@@ -17,8 +17,8 @@ from corral.models.store import Entry
 from corral.runtime.loader import entry_task, require_task
 from corral.runtime.registry import Check, LoadedModel, Registry
 from corral.runtime.requestlog import LogRow, RequestLog
-from corral.runtime.scheduler import EmbedBatcher, Gate, ServingState, queue_full, stream_from_thread
-from corral.tasks import TASKS, EmbedRequest, EmbedResult, Task, TextChunk, Usage
+from corral.runtime.scheduler import Batcher, Gate, ServingState, queue_full, stream_from_thread
+from corral.tasks import TASKS, Task, TextChunk, Usage
 
 if TYPE_CHECKING:
     from corral.runtime.metrics import Metrics
@@ -28,6 +28,7 @@ class Door(StrEnum):
     """The way a call came in; the request log records it."""
 
     OPENAI = "openai"
+    RERANK = "rerank"  # the rerank API of Cohere, Jina and vLLM (/v1/rerank)
     HF = "hf"
     OLLAMA = "ollama"
     ANTHROPIC = "anthropic"
@@ -97,11 +98,13 @@ class Dispatcher:
             model.serving = ServingState(Gate(max(1, model.handler.max_concurrency), self.max_queue))
         return model.serving
 
-    def batcher(self, model: LoadedModel) -> EmbedBatcher:
+    def batcher(self, model: LoadedModel, task: Task) -> Batcher:
         state = self.serving(model)
-        if state.embed is None:
-            state.embed = EmbedBatcher(model.handler, on_batch=self.metrics.embed_batch.labels(model.name).observe)
-        return state.embed
+        if task not in state.batchers:
+            observe = (self.metrics.embed_batch.labels(model.name) if task is Task.EMBED
+                       else self.metrics.batch_inputs.labels(model.name, task.value)).observe
+            state.batchers[task] = Batcher(model.handler, task, on_batch=observe)
+        return state.batchers[task]
 
     def record(self, model: str | None, task: Task, call: CallInfo, status: int, usage: Usage, started: float,
                ttft: float | None, error: str | None, ended: float | None = None) -> None:
@@ -121,7 +124,9 @@ class Dispatcher:
             raise TypeError(f"{task.value} takes a {spec.request.__name__}, not {type(request).__name__}")
         if spec.streams:
             return self.generate(task, name, request, call)
-        return self._one(self.embed(name, cast(EmbedRequest, request), call))  # the one batchable task so far
+        if spec.batch is None:
+            raise UnsupportedTaskError(f"corral cannot run {task.value} yet")  # every one-shot task batches so far
+        return self._one(self.batched(task, name, request, call))
 
     @staticmethod
     async def _one(result: Any) -> AsyncIterator[Any]:
@@ -148,22 +153,23 @@ class Dispatcher:
         finally:
             self.record(tally.model, task, call, tally.status, tally.usage, tally.started, tally.ttft, tally.error)
 
-    async def embed(self, name: str, request: EmbedRequest, call: CallInfo) -> EmbedResult:
+    async def batched(self, task: Task, name: str, request: Any, call: CallInfo) -> Any:
+        """One request of a batchable task, sharing an engine call with concurrent ones."""
         started = time.perf_counter()
         status, error, usage, model_name = 200, None, Usage(), name
         try:
-            async with self.registry.use(name, task_check(Task.EMBED, self.engines)) as model:
+            async with self.registry.use(name, task_check(task, self.engines)) as model:
                 model_name = model.name
-                require_task(model.name, model.handler, Task.EMBED)
-                batcher = self.batcher(model)
+                require_task(model.name, model.handler, task)
+                batcher = self.batcher(model, task)
                 if batcher.pending >= self.max_queue:
                     raise queue_full(model.name, self.max_queue)
-                result = await batcher.embed(request)
+                result = await batcher.submit(request)
                 usage = result.usage
                 return result
         except BaseException as exc:
             status, error = outcome(exc)
             raise
         finally:  # counted and logged in the next loop iteration: after the caller has sent its answer
-            asyncio.get_running_loop().call_soon(self.record, model_name, Task.EMBED, call, status, usage, started,
+            asyncio.get_running_loop().call_soon(self.record, model_name, task, call, status, usage, started,
                                                  None, error, time.perf_counter())

@@ -46,6 +46,8 @@ class Metrics:
         self.loads = Counter("corral_model_loads", "Model loads", ["model"], registry=r)
         self.embed_batch = Histogram("corral_embed_batch_inputs", "Inputs per embedding forward pass", ["model"],
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.batch_inputs = Histogram("corral_batch_inputs", "Inputs per forward pass of other batchable tasks",
+                                      ["model", "task"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.draining = Gauge("corral_draining", "1 while the server drains for shutdown", registry=r)
         r.register(_StateCollector(state))
 

@@ -1,5 +1,5 @@
 """Scheduling work onto loaded models: bounded per-model queues, streams bridged from engine
-threads to asyncio with cancellation, and micro-batching of concurrent embedding requests."""
+threads to asyncio with cancellation, and micro-batching of concurrent requests of a batchable task."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from corral.engines.base import Handler, implementation
 from corral.errors import BusyError
-from corral.tasks import EmbedRequest, EmbedResult, Task, Usage
+from corral.tasks import TASKS, EmbedRequest, EmbedResult, Task
 
 T = TypeVar("T")
 _END = object()
@@ -121,14 +121,15 @@ GATHER_MAX_S = 0.010
 
 @dataclass
 class ServingState:
-    """One loaded model's serving state: its queue and, for batchable tasks, its batcher."""
+    """One loaded model's serving state: its queue and, per batchable task, its batcher."""
 
     gate: Gate
-    embed: EmbedBatcher | None = None
+    batchers: dict[Task, Batcher] = field(default_factory=dict)
 
 
-class EmbedBatcher:
-    """Concurrent embed requests to one model become one engine call (one forward pass).
+class Batcher:
+    """Concurrent requests of one batchable task to one model become one engine call (one forward
+    pass), as the task's :class:`~corral.tasks.BatchRule` merges and splits them.
 
     Before a batch the batcher may wait while requests are still arriving (one more every
     ``GATHER_GAP_S``), for at most ``GATHER_MAX_S``; requests that arrive while a batch runs join
@@ -144,27 +145,30 @@ class EmbedBatcher:
     starts as if after a burst. ``sleep`` is injectable for tests.
     """
 
-    def __init__(self, handler: Handler, max_inputs: int = 256,
+    def __init__(self, handler: Handler, task: Task, max_inputs: int = 256,
                  on_batch: Callable[[int], None] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.handler, self.max_inputs = handler, max_inputs
+        rule = TASKS[task].batch
+        assert rule is not None, f"{task.value} is not batchable"
+        self.handler, self.task, self.rule, self.max_inputs = handler, task, rule, max_inputs
+        self.method = implementation(handler, task)
         self.on_batch = on_batch or (lambda n: None)
         self.sleep = sleep
-        self._pending: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]] = []
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._running = False
         self._after_burst = True  # the last batch held more than one request (or there was none yet)
         # One engine thread per model, not any thread of the default pool: torch's OpenMP team is
         # per calling thread, and a different caller each time keeps several teams spinning on the
         # same cores. The thread ends when the batcher (its model unloaded) is collected.
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-embed")
+        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"corral-{task.value}")
         weakref.finalize(self, self._engine.shutdown, False)
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    async def embed(self, request: EmbedRequest) -> EmbedResult:
-        future: asyncio.Future[EmbedResult] = asyncio.get_running_loop().create_future()
+    async def submit(self, request: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         if not self._running:
             self._running = True
@@ -175,12 +179,12 @@ class EmbedBatcher:
         try:
             while self._pending:
                 await self._gather()
-                batch: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]] = []
+                batch: list[tuple[Any, asyncio.Future[Any]]] = []
                 size = 0
-                while self._pending and (not batch or size + len(self._pending[0][0].inputs) <= self.max_inputs):
+                while self._pending and (not batch or size + self.rule.size(self._pending[0][0]) <= self.max_inputs):
                     item = self._pending.pop(0)
                     batch.append(item)
-                    size += len(item[0].inputs)
+                    size += self.rule.size(item[0])
                 self._after_burst = len(batch) > 1
                 await self._run(batch)
         finally:
@@ -198,35 +202,39 @@ class EmbedBatcher:
         while True:
             before = len(self._pending)
             await self.sleep(GATHER_GAP_S)
-            inputs = sum(len(request.inputs) for request, _ in self._pending)
+            inputs = sum(self.rule.size(request) for request, _ in self._pending)
             if len(self._pending) == before or inputs >= self.max_inputs or loop.time() >= deadline:
                 return
 
-    async def _run(self, batch: list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]]) -> None:
-        groups: dict[bool, list[tuple[EmbedRequest, asyncio.Future[EmbedResult]]]] = {}
+    async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        groups: dict[object, list[tuple[Any, asyncio.Future[Any]]]] = {}
         for item in batch:
-            groups.setdefault(item[0].normalize, []).append(item)
-        for normalize, items in groups.items():
-            texts = tuple(t for req, _ in items for t in req.inputs)
-            self.on_batch(len(texts))
+            groups.setdefault(self.rule.key(item[0]), []).append(item)
+        for items in groups.values():
+            requests = [request for request, _ in items]
+            self.on_batch(sum(self.rule.size(r) for r in requests))
             try:
-                embed = implementation(self.handler, Task.EMBED)
-                call = functools.partial(contextvars.copy_context().run, embed, EmbedRequest(texts, normalize))
+                merged = self.rule.merge(requests)
+                call = functools.partial(contextvars.copy_context().run, self.method, merged)
                 result = await asyncio.get_running_loop().run_in_executor(self._engine, call)
+                results = self.rule.split(result, requests)
             except BaseException as exc:
                 for _, fut in items:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            start = 0
-            total = len(texts) or 1
-            for req, fut in items:
-                n = len(req.inputs)
-                if result.input_tokens:
-                    tokens = result.input_tokens[start:start + n]
-                    share = Usage(prompt_tokens=sum(tokens))
-                else:  # the engine reports only a total: split it by input count
-                    tokens, share = [], Usage(prompt_tokens=round(result.usage.prompt_tokens * n / total))
+            for (_, fut), one in zip(items, results, strict=True):
                 if not fut.done():
-                    fut.set_result(EmbedResult(result.vectors[start:start + n], share, tokens))
-                start += n
+                    fut.set_result(one)
+
+
+class EmbedBatcher(Batcher):
+    """The embed task's batcher, with ``embed(request)``."""
+
+    def __init__(self, handler: Handler, max_inputs: int = 256, on_batch: Callable[[int], None] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        super().__init__(handler, Task.EMBED, max_inputs, on_batch, sleep)
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        result: EmbedResult = await self.submit(request)
+        return result

@@ -116,6 +116,12 @@ async def embed(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     return await create_embeddings(session.runtime, EmbeddingBody.model_validate(params), session.call("embed"))
 
 
+async def rerank(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    from corral.protocols.rerank import RerankBody, create_rerank
+
+    return await create_rerank(session.runtime, RerankBody.model_validate(params), session.call("rerank"))
+
+
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     from corral.tasks import TASKS
 
@@ -219,6 +225,6 @@ Method = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
 METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
-    "models/status": models_status, "chat": chat, "complete": complete, "embed": embed,
+    "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers
