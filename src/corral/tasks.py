@@ -12,7 +12,7 @@ Tasks without a spec are known (inspection reports them) but not yet runnable.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -153,6 +153,24 @@ class RerankResult:
     input_tokens: list[int] = field(default_factory=list)  # per pair, where the engine knows
 
 
+@dataclass(frozen=True)
+class ClassifyTextRequest:
+    """Texts to label with the model's own labels, or (zero-shot, through an NLI model) with
+    ``labels``: each scored as the hypothesis ``hypothesis_template.format(label)``."""
+
+    inputs: tuple[str, ...]
+    labels: tuple[str, ...] = ()
+    multi_label: bool = False  # zero-shot: each label scored on its own (else they compete)
+    hypothesis_template: str = "This example is {}."
+
+
+@dataclass(frozen=True)
+class ClassifyTextResult:
+    labels: list[list[tuple[str, float]]]  # per input: (label, score), best first
+    usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
+
+
 def _shares(total: Usage, tokens: list[int], sizes: list[int]) -> list[tuple[Usage, list[int]]]:
     """Each request's usage out of a merged call's: its inputs' token counts where the engine gave
     them per input, else the total split by input count."""
@@ -167,20 +185,21 @@ def _shares(total: Usage, tokens: list[int], sizes: list[int]) -> list[tuple[Usa
     return out
 
 
-def _split_embed(result: EmbedResult, requests: Sequence[EmbedRequest]) -> list[EmbedResult]:
-    sizes = [len(r.inputs) for r in requests]
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    return [EmbedResult(result.vectors[a:a + n], usage, tokens)
-            for a, n, (usage, tokens) in zip(starts, sizes, _shares(result.usage, result.input_tokens, sizes),
-                                              strict=True)]
+def _inputs(request: Any) -> int:
+    return len(request.inputs)
 
 
-def _split_rerank(result: RerankResult, requests: Sequence[RerankRequest]) -> list[RerankResult]:
-    sizes = [len(r.pairs) for r in requests]
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    return [RerankResult(result.scores[a:a + n], usage, tokens)
-            for a, n, (usage, tokens) in zip(starts, sizes, _shares(result.usage, result.input_tokens, sizes),
-                                              strict=True)]
+def _split(rows: str, size: Callable[[Any], int] = _inputs) -> Callable[[Any, Sequence[Any]], list[Any]]:
+    """A merged result split back per request: its ``rows`` field (one row per input), usage and
+    per-input token counts cut at each request's ``size`` inputs."""
+    def split(result: Any, requests: Sequence[Any]) -> list[Any]:
+        sizes = [size(r) for r in requests]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        every = getattr(result, rows)
+        return [replace(result, **{rows: every[a:a + n]}, usage=usage, input_tokens=tokens)
+                for a, n, (usage, tokens) in zip(starts, sizes, _shares(result.usage, result.input_tokens, sizes),
+                                                  strict=True)]
+    return split
 
 
 @dataclass(frozen=True)
@@ -194,9 +213,13 @@ class BatchRule:
     key: Callable[[Any], object] = lambda request: None
 
 
-EMBED_BATCH = BatchRule(size=lambda r: len(r.inputs), key=lambda r: r.normalize, split=_split_embed,
+EMBED_BATCH = BatchRule(size=_inputs, key=lambda r: r.normalize, split=_split("vectors"),
                         merge=lambda rs: EmbedRequest(tuple(t for r in rs for t in r.inputs), rs[0].normalize))
-RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split_rerank,
+CLASSIFY_TEXT_BATCH = BatchRule(
+    size=_inputs, split=_split("labels"),
+    key=lambda r: (r.labels, r.multi_label, r.hypothesis_template),
+    merge=lambda rs: replace(rs[0], inputs=tuple(t for r in rs for t in r.inputs)))
+RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split("scores", lambda r: len(r.pairs)),
                          merge=lambda rs: RerankRequest(tuple(p for r in rs for p in r.pairs)))
 
 
@@ -218,4 +241,5 @@ TASKS: dict[Task, TaskSpec] = {
     Task.COMPLETE: TaskSpec(CompletionRequest, TextChunk, "complete", streams=True),
     Task.EMBED: TaskSpec(EmbedRequest, EmbedResult, "embed", batch=EMBED_BATCH),
     Task.RERANK: TaskSpec(RerankRequest, RerankResult, "rerank", batch=RERANK_BATCH),
+    Task.CLASSIFY_TEXT: TaskSpec(ClassifyTextRequest, ClassifyTextResult, "classify_text", batch=CLASSIFY_TEXT_BATCH),
 }

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from corral.api import admin, errors, openai, rerank
+from corral.api import admin, errors, hf, openai, rerank
 from corral.api.guard import Guard, ServerState
 from corral.runtime.runtime import Runtime
 
@@ -39,6 +39,7 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     errors.install(app)
     app.include_router(openai.router)
     app.include_router(rerank.router)
+    app.include_router(hf.router)
     app.include_router(admin.router)
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):

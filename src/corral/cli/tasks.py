@@ -1,10 +1,12 @@
-"""`corral run` for the one-shot tasks (rerank so far): the request from the arguments, one call
-through the runtime (logged with door cli), a readable summary or ``--json`` in the HTTP shape."""
+"""`corral run` for the one-shot tasks (rerank, classify_text): the request from the arguments, one
+call through the runtime (logged with door cli), a readable summary or ``--json`` in the shape the
+HTTP door answers."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from corral.cli.context import Context, cli_runtime
 from corral.cli.output import print_json, table
@@ -12,7 +14,7 @@ from corral.errors import UsageError
 from corral.models.store import Entry
 from corral.protocols.rerank import RerankBody, check_inputs, ranked, rerank_response
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.tasks import RerankRequest, RerankResult, Task
+from corral.tasks import ClassifyTextRequest, ClassifyTextResult, RerankRequest, RerankResult, Task
 
 
 def run_rerank(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
@@ -39,3 +41,28 @@ def run_rerank(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
 def _short(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_classify_text(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
+    """`corral run CLASSIFIER TEXT [--labels a,b --multi-label] [--top-k K]` (text from stdin when left out)."""
+    text = args.prompt if args.prompt is not None else sys.stdin.read()
+    if not text.strip():
+        raise UsageError("there is no text to classify", 'corral run MODEL "some text"')
+    labels = tuple(x.strip() for x in (args.labels or "").split(",") if x.strip())
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    request = ClassifyTextRequest((text,), labels, args.multi_label)
+    with cli_runtime(args, ctx) as runtime:
+        result: ClassifyTextResult = runtime.call(Task.CLASSIFY_TEXT, entry.name, request,
+                                                  CallInfo(Door.CLI, "run", prompt=text))
+    scored = result.labels[0][: args.top_k]
+    if args.json:
+        print_json([{"label": label, "score": score} for label, score in scored])
+        return 0
+    print(table(["label", "score"], [[label, f"{score:.4f}"] for label, score in scored]))
+    return 0
+
+
+ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
+    Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text,
+}

@@ -122,6 +122,21 @@ async def rerank(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     return await create_rerank(session.runtime, RerankBody.model_validate(params), session.call("rerank"))
 
 
+class HFParams(ModelParams):
+    inputs: Any
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+async def classify_text(session: Session, params: dict[str, Any]) -> Any:
+    """The Hugging Face task API's fields: ``inputs``, ``parameters`` (``candidate_labels`` makes it
+    zero-shot); its answer shapes."""
+    from corral.protocols.hf import text
+
+    p = HFParams.model_validate(params)
+    run = text.zero_shot_classification if "candidate_labels" in p.parameters else text.text_classification
+    return await run(session.runtime, p.model, p.inputs, p.parameters, session.call("classify_text"))
+
+
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     from corral.tasks import TASKS
 
@@ -221,10 +236,11 @@ async def usage(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     return {"since": since, "usage": await asyncio.to_thread(summarize, rt.log.path, since)}
 
 
-Method = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
+Method = Callable[[Session, dict[str, Any]], Awaitable[Any]]
 METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
+    "classify_text": classify_text,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

@@ -1,0 +1,48 @@
+"""The Hugging Face Inference API door: ``POST /models/{name}`` (the task from the model and the
+payload) and ``POST /models/{name}/pipeline/{task}``, so ``InferenceClient(model=f"{base}/models/
+{name}")`` works unchanged. JSON bodies ``{"inputs": ..., "parameters": {...}}``; answers in the
+shapes the client parses (``protocols.hf``)."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from corral.api.common import call_info, runtime_of
+from corral.engines.table import tasks_served
+from corral.errors import UsageError
+from corral.models.refs import check_name
+from corral.protocols.hf.tasks import HF_TASKS, choose, split_payload
+from corral.runtime.dispatcher import Door
+from corral.wire import dumps
+
+router = APIRouter()
+
+
+async def _answer(request: Request, name: str, task: str | None) -> Response:
+    check_name(name)
+    try:
+        payload = json.loads(await request.body() or b"null")
+    except ValueError as exc:
+        raise UsageError(f"the request body is not valid JSON: {exc}") from None
+    inputs, parameters = split_payload(payload)
+    runtime = runtime_of(request)
+    entry = runtime.resolver.resolve(name, progress=False)
+    served = [t for t in entry.info.tasks
+              if t in {x.value for x in tasks_served(entry.info.engine, entry.info.tasks, runtime.engines)}]
+    chosen = choose(served, payload, task)
+    call = call_info(request, Door.HF, request.url.path)
+    result = await HF_TASKS[chosen].run(runtime, name, inputs, parameters, call)
+    return Response(dumps(result), media_type="application/json")
+
+
+@router.post("/models/{name:path}/pipeline/{task}")
+async def pipeline_task(name: str, task: str, request: Request) -> Response:
+    return await _answer(request, name, task)
+
+
+@router.post("/models/{name:path}")
+async def model_task(name: str, request: Request) -> Response:
+    return await _answer(request, name, None)

@@ -1,0 +1,74 @@
+"""One model URL, many tasks: which Hugging Face task a request is, from the model's served tasks,
+the payload's shape, or the task named in the URL (``/models/{name}/pipeline/{task}``); then the
+task's handler turns ``inputs`` and ``parameters`` into a runtime call and the answer into the
+shape the client parses."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from corral.errors import UnsupportedTaskError, UsageError
+from corral.protocols.hf import text
+from corral.tasks import Task
+
+if TYPE_CHECKING:
+    from corral.runtime.dispatcher import CallInfo
+    from corral.runtime.runtime import Runtime
+
+Run = Callable[["Runtime", str, Any, dict[str, Any], "CallInfo"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class HFTask:
+    task: Task  # the corral task that serves it
+    run: Run
+
+
+HF_TASKS: dict[str, HFTask] = {
+    "text-classification": HFTask(Task.CLASSIFY_TEXT, text.text_classification),
+    "zero-shot-classification": HFTask(Task.CLASSIFY_TEXT, text.zero_shot_classification),
+    "feature-extraction": HFTask(Task.EMBED, text.feature_extraction),
+    "sentence-similarity": HFTask(Task.EMBED, text.sentence_similarity),
+}
+DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction"}
+
+
+def hf_names(served: list[str]) -> list[str]:
+    """The Hugging Face tasks a model with these corral tasks answers."""
+    return [name for name, spec in HF_TASKS.items() if spec.task.value in served]
+
+
+def choose(served: list[str], payload: dict[str, Any], requested: str | None = None) -> str:
+    """The Hugging Face task of one request to a model serving ``served`` (corral task names)."""
+    names = hf_names(served)
+    if not names:
+        raise UnsupportedTaskError(f"this model serves {', '.join(served) or 'no task'}, none of them through "
+                                   "the Hugging Face task API yet")
+    if requested is not None:
+        if requested not in names:
+            raise UnsupportedTaskError(f"this model does not serve {requested}", f"it serves: {', '.join(names)}")
+        return requested
+    params = payload.get("parameters") or {}
+    inputs = payload.get("inputs")
+    if isinstance(params, dict) and "candidate_labels" in params and "zero-shot-classification" in names:
+        return "zero-shot-classification"
+    if isinstance(inputs, dict) and "source_sentence" in inputs and "sentence-similarity" in names:
+        return "sentence-similarity"
+    known = {t.value for t in Task}
+    for task in served:  # the model's own first task that has a Hugging Face shape
+        default = DEFAULT_FOR.get(Task(task)) if task in known else None
+        if default is not None:
+            return default
+    return names[0]
+
+
+def split_payload(payload: Any) -> tuple[Any, dict[str, Any]]:
+    """(inputs, parameters) of a JSON body; a body without ``inputs`` is refused."""
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise UsageError('the body must be a JSON object with "inputs" (and optional "parameters")')
+    params = payload.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise UsageError('"parameters" must be an object')
+    return payload["inputs"], params
