@@ -171,6 +171,30 @@ class ClassifyTextResult:
     input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
 
 
+@dataclass(frozen=True)
+class AnswerQuestionRequest:
+    """Extractive question answering: (question, context) pairs; answers are spans of the context."""
+
+    items: tuple[tuple[str, str], ...]
+    top_k: int = 1
+    max_answer_len: int = 30  # tokens
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    score: float
+    start: int  # character offsets into the context: context[start:end] == text
+    end: int
+
+
+@dataclass(frozen=True)
+class AnswerQuestionResult:
+    answers: list[list[Answer]]  # per item, best first
+    usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)
+
+
 def _shares(total: Usage, tokens: list[int], sizes: list[int]) -> list[tuple[Usage, list[int]]]:
     """Each request's usage out of a merged call's: its inputs' token counts where the engine gave
     them per input, else the total split by input count."""
@@ -219,6 +243,10 @@ CLASSIFY_TEXT_BATCH = BatchRule(
     size=_inputs, split=_split("labels"),
     key=lambda r: (r.labels, r.multi_label, r.hypothesis_template),
     merge=lambda rs: replace(rs[0], inputs=tuple(t for r in rs for t in r.inputs)))
+ANSWER_BATCH = BatchRule(
+    size=lambda r: len(r.items), split=_split("answers", lambda r: len(r.items)),
+    key=lambda r: (r.top_k, r.max_answer_len),
+    merge=lambda rs: replace(rs[0], items=tuple(i for r in rs for i in r.items)))
 RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split("scores", lambda r: len(r.pairs)),
                          merge=lambda rs: RerankRequest(tuple(p for r in rs for p in r.pairs)))
 
@@ -242,4 +270,5 @@ TASKS: dict[Task, TaskSpec] = {
     Task.EMBED: TaskSpec(EmbedRequest, EmbedResult, "embed", batch=EMBED_BATCH),
     Task.RERANK: TaskSpec(RerankRequest, RerankResult, "rerank", batch=RERANK_BATCH),
     Task.CLASSIFY_TEXT: TaskSpec(ClassifyTextRequest, ClassifyTextResult, "classify_text", batch=CLASSIFY_TEXT_BATCH),
+    Task.ANSWER_QUESTION: TaskSpec(AnswerQuestionRequest, AnswerQuestionResult, "answer_question", batch=ANSWER_BATCH),
 }

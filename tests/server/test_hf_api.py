@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.fixtures.tiny_models import build_bert_classifier, build_nli_classifier
+from tests.fixtures.tiny_models import build_bert_classifier, build_nli_classifier, build_question_answering
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -23,7 +23,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("hf-door")
     cls = build_bert_classifier(root / "cls").path
     nli = build_nli_classifier(root / "nli").path
-    srv = Server(root / "home", "--models", "minilm", register={"cls": cls, "nli": nli})
+    qa = build_question_answering(root / "qa").path
+    srv = Server(root / "home", "--models", "minilm", register={"cls": cls, "nli": nli, "qa": qa})
     yield srv
     srv.stop()
 
@@ -61,6 +62,18 @@ def test_feature_extraction_and_similarity_equal_the_openai_route(client: Any, s
     assert np.allclose(vector, np.array(openai, dtype=np.float32), atol=1e-6)
     scores = client("minilm").sentence_similarity("hello", other_sentences=["hello", "stock market crash"])
     assert scores[0] == pytest.approx(1.0, abs=1e-4) and scores[1] < scores[0]
+
+
+def test_question_answering(client: Any, served: Any) -> None:
+    context = "the cat sat on the mat in the park"
+    answer = client("qa").question_answering(question="where did the cat sit", context=context)
+    assert context[answer.start:answer.end] == answer.answer and 0 < answer.score <= 1
+    several = client("qa").question_answering(question="where did the cat sit", context=context, top_k=3)
+    assert len(several) == 3 and several[0].answer == answer.answer
+    assert [a.score for a in several] == sorted((a.score for a in several), reverse=True)
+    with served.client() as http:
+        bad = http.post("/models/qa", json={"inputs": {"question": "where"}})
+        assert bad.status_code == 422 and "context" in bad.json()["error"]["message"]
 
 
 def test_pipeline_route_and_bad_input(served: Any) -> None:

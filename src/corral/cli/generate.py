@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--top-n", type=int, help="rerank models: show only the best N")
     p.add_argument("--labels", help="text classifiers: zero-shot labels, comma-separated (an NLI model)")
     p.add_argument("--multi-label", action="store_true", help="zero-shot: score each label on its own")
-    p.add_argument("--top-k", type=int, help="classifiers: show only the best K labels")
+    p.add_argument("--top-k", type=int, help="classifiers: show only the best K labels; QA: the K best answers")
+    p.add_argument("--context", help="question-answering models: the text the answer is taken from (else stdin)")
     add_load_flags(p)
     p.set_defaults(func=cmd_run)
 
@@ -85,10 +86,11 @@ def _stream(chunks: Iterator[TextChunk], echo: bool) -> Collected:
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     entry = ctx.resolve(args.model)
-    if entry.info.tasks[:1] in ([Task.RERANK.value], [Task.CLASSIFY_TEXT.value]):
-        from corral.cli.tasks import ONE_SHOT
+    from corral.cli.tasks import ONE_SHOT
 
-        return ONE_SHOT[Task(entry.info.tasks[0])](args, ctx, entry)
+    own = next((Task(t) for t in entry.info.tasks[:1] if Task(t) in ONE_SHOT), None)
+    if own is not None:
+        return ONE_SHOT[own](args, ctx, entry)
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     sampling = sampling_from(args)
     wanted = (Task.COMPLETE,) if args.raw else (Task.CHAT, Task.COMPLETE)

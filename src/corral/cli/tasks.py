@@ -14,7 +14,15 @@ from corral.errors import UsageError
 from corral.models.store import Entry
 from corral.protocols.rerank import RerankBody, check_inputs, ranked, rerank_response
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.tasks import ClassifyTextRequest, ClassifyTextResult, RerankRequest, RerankResult, Task
+from corral.tasks import (
+    AnswerQuestionRequest,
+    AnswerQuestionResult,
+    ClassifyTextRequest,
+    ClassifyTextResult,
+    RerankRequest,
+    RerankResult,
+    Task,
+)
 
 
 def run_rerank(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
@@ -63,6 +71,30 @@ def run_classify_text(args: argparse.Namespace, ctx: Context, entry: Entry) -> i
     return 0
 
 
+def run_answer_question(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
+    """`corral run QA_MODEL QUESTION --context TEXT` (the context from stdin when left out)."""
+    if args.prompt is None:
+        raise UsageError("a question-answering model needs the question as the prompt",
+                         'corral run MODEL "who wrote it?" --context "the text to answer from"')
+    context = args.context if args.context is not None else sys.stdin.read()
+    if not context.strip():
+        raise UsageError("there is no context to answer from", "give --context TEXT or pipe the text in")
+    top_k = args.top_k or 1
+    if top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    with cli_runtime(args, ctx) as runtime:
+        result: AnswerQuestionResult = runtime.call(Task.ANSWER_QUESTION, entry.name,
+                                                    AnswerQuestionRequest(((args.prompt, context),), top_k),
+                                                    CallInfo(Door.CLI, "run", prompt=args.prompt))
+    answers = result.answers[0]
+    if args.json:
+        print_json([{"answer": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers])
+        return 0
+    print(table(["answer", "score", "start", "end"],
+                [[_short(a.text), f"{a.score:.4f}", str(a.start), str(a.end)] for a in answers]))
+    return 0
+
+
 ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
-    Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text,
+    Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text, Task.ANSWER_QUESTION: run_answer_question,
 }

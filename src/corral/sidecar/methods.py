@@ -137,6 +137,15 @@ async def classify_text(session: Session, params: dict[str, Any]) -> Any:
     return await run(session.runtime, p.model, p.inputs, p.parameters, session.call("classify_text"))
 
 
+async def answer_question(session: Session, params: dict[str, Any]) -> Any:
+    """The Hugging Face task API's fields: ``inputs`` ``{"question", "context"}``, ``parameters``."""
+    from corral.protocols.hf import text
+
+    p = HFParams.model_validate(params)
+    return await text.question_answering(session.runtime, p.model, p.inputs, p.parameters,
+                                         session.call("answer_question"))
+
+
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     from corral.tasks import TASKS
 
@@ -241,6 +250,6 @@ METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
-    "classify_text": classify_text,
+    "classify_text": classify_text, "answer_question": answer_question,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

@@ -31,8 +31,10 @@ HF_TASKS: dict[str, HFTask] = {
     "zero-shot-classification": HFTask(Task.CLASSIFY_TEXT, text.zero_shot_classification),
     "feature-extraction": HFTask(Task.EMBED, text.feature_extraction),
     "sentence-similarity": HFTask(Task.EMBED, text.sentence_similarity),
+    "question-answering": HFTask(Task.ANSWER_QUESTION, text.question_answering),
 }
-DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction"}
+DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
+                                Task.ANSWER_QUESTION: "question-answering"}
 
 
 def hf_names(served: list[str]) -> list[str]:

@@ -1,13 +1,22 @@
 """Text tasks in the Hugging Face Inference API's shapes: text and zero-shot classification
-(labels with scores, best first), feature extraction (vectors) and sentence similarity (cosine
-scores). Each takes the request's ``inputs`` and ``parameters`` and returns the JSON value."""
+(labels with scores, best first), feature extraction (vectors), sentence similarity (cosine
+scores) and extractive question answering (answer, score, start, end). Each takes the
+request's ``inputs`` and ``parameters`` and returns the JSON value."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UsageError
-from corral.tasks import ClassifyTextRequest, ClassifyTextResult, EmbedRequest, EmbedResult, Task
+from corral.tasks import (
+    AnswerQuestionRequest,
+    AnswerQuestionResult,
+    ClassifyTextRequest,
+    ClassifyTextResult,
+    EmbedRequest,
+    EmbedResult,
+    Task,
+)
 from corral.wire import embedding_vectors
 
 if TYPE_CHECKING:
@@ -84,3 +93,42 @@ async def sentence_similarity(runtime: Runtime, model: str, inputs: Any, paramet
     result: EmbedResult = await runtime.call(Task.EMBED, model, EmbedRequest((source[0], *others)), call)
     vectors = embedding_vectors(result)  # unit length: the dot product is the cosine
     return [float(x) for x in vectors[1:] @ vectors[0]]
+
+
+def _positive(parameters: dict[str, Any], name: str, default: int) -> int:
+    value = parameters.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageError(f"parameters.{name} must be a positive integer")
+    return value
+
+
+def qa_items(inputs: Any) -> tuple[list[tuple[str, str]], bool]:
+    """(question, context) pairs of ``{"question", "context"}`` or a list of them."""
+    single = isinstance(inputs, dict)
+    items = [inputs] if single else inputs
+    if not isinstance(items, list) or not items or len(items) > MAX_INPUTS:
+        raise UsageError(f'question answering takes inputs {{"question": ..., "context": ...}} or a list of up to '
+                         f"{MAX_INPUTS} of them")
+    pairs = []
+    for item in items:
+        question, context = (item.get("question"), item.get("context")) if isinstance(item, dict) else (None, None)
+        if not isinstance(question, str) or not question.strip():
+            raise UsageError("inputs.question must be a non-empty string")
+        if not isinstance(context, str) or not context.strip():
+            raise UsageError("inputs.context must be a non-empty string: the text the answer is taken from")
+        pairs.append((question, context))
+    return pairs, single
+
+
+async def question_answering(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
+                             call: CallInfo) -> Any:
+    items, single = qa_items(inputs)
+    top_k = _positive(parameters, "top_k", 1)
+    request = AnswerQuestionRequest(tuple(items), top_k, _positive(parameters, "max_answer_len", 30))
+    result: AnswerQuestionResult = await runtime.call(Task.ANSWER_QUESTION, model, request, call)
+    shaped = [[{"answer": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers]
+              for answers in result.answers]
+    per_item = [rows[0] if top_k == 1 and rows else rows for rows in shaped]
+    return per_item[0] if single else per_item
