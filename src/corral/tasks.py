@@ -96,6 +96,21 @@ class CompletionRequest(Generation):
 
 
 @dataclass(frozen=True)
+class TranslateRequest(Generation):
+    """Text into another language; the languages as the model names them (codes such as ``fr`` or
+    ``fra_Latn``, or for T5 names such as ``French``); a model for one language pair needs none."""
+
+    text: str
+    source_lang: str | None = None
+    target_lang: str | None = None
+
+
+@dataclass(frozen=True)
+class SummarizeRequest(Generation):
+    text: str
+
+
+@dataclass(frozen=True)
 class TokenLogprob:
     token: str
     logprob: float
@@ -269,6 +284,8 @@ TASKS: dict[Task, TaskSpec] = {
     Task.COMPLETE: TaskSpec(CompletionRequest, TextChunk, "complete", streams=True),
     Task.EMBED: TaskSpec(EmbedRequest, EmbedResult, "embed", batch=EMBED_BATCH),
     Task.RERANK: TaskSpec(RerankRequest, RerankResult, "rerank", batch=RERANK_BATCH),
+    Task.TRANSLATE: TaskSpec(TranslateRequest, TextChunk, "translate", streams=True),
+    Task.SUMMARIZE: TaskSpec(SummarizeRequest, TextChunk, "summarize", streams=True),
     Task.CLASSIFY_TEXT: TaskSpec(ClassifyTextRequest, ClassifyTextResult, "classify_text", batch=CLASSIFY_TEXT_BATCH),
     Task.ANSWER_QUESTION: TaskSpec(AnswerQuestionRequest, AnswerQuestionResult, "answer_question", batch=ANSWER_BATCH),
 }

@@ -7,9 +7,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from typing import Any
 
 from corral.cli.context import Context, add_load_flags, cli_runtime
 from corral.cli.output import print_json
+from corral.models.store import Entry
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.loader import entry_task
 from corral.tasks import (
@@ -20,8 +22,10 @@ from corral.tasks import (
     EmbedResult,
     Message,
     Sampling,
+    SummarizeRequest,
     Task,
     TextChunk,
+    TranslateRequest,
 )
 from corral.wire import Collected, dumps, embedding_list, usage_json
 
@@ -41,6 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--multi-label", action="store_true", help="zero-shot: score each label on its own")
     p.add_argument("--top-k", type=int, help="classifiers: show only the best K labels; QA: the K best answers")
     p.add_argument("--context", help="question-answering models: the text the answer is taken from (else stdin)")
+    p.add_argument("--task", choices=[t.value for t in Task], help="one task of a model that serves several "
+                   "(default: its first)")
+    p.add_argument("--source-lang", help="translation: the source language as the model names it")
+    p.add_argument("--target-lang", help="translation: the target language as the model names it")
     add_load_flags(p)
     p.set_defaults(func=cmd_run)
 
@@ -62,15 +70,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     d = DEFAULT_SAMPLING
-    p.add_argument("--temperature", type=float, default=d.temperature, help=f"0 means greedy (default {d.temperature})")
+    p.add_argument("--temperature", type=float,
+                   help=f"0 means greedy (default {d.temperature}; 0 for translation and summarisation)")
     p.add_argument("--top-p", type=float, default=d.top_p, help=f"nucleus sampling (default {d.top_p})")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"(default {d.max_tokens})")
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
 
 
-def sampling_from(args: argparse.Namespace) -> Sampling:
-    return Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+def sampling_from(args: argparse.Namespace, *, greedy: bool = False) -> Sampling:
+    """The sampling flags; a temperature left out is the default, or 0 where ``greedy``."""
+    temperature = args.temperature if args.temperature is not None else 0.0 if greedy else DEFAULT_SAMPLING.temperature
+    return Sampling(max_tokens=args.max_tokens, temperature=temperature, top_p=args.top_p,
                     seed=args.seed, stop=tuple(args.stop)).check(lambda field: "--" + field.replace("_", "-"))
 
 
@@ -88,18 +99,12 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     entry = ctx.resolve(args.model)
     from corral.cli.tasks import ONE_SHOT
 
-    own = next((Task(t) for t in entry.info.tasks[:1] if Task(t) in ONE_SHOT), None)
-    if own is not None:
+    own = Task(args.task) if args.task else next((Task(t) for t in entry.info.tasks[:1]), None)
+    if own in ONE_SHOT:
+        entry_task(entry, own)
         return ONE_SHOT[own](args, ctx, entry)
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
-    sampling = sampling_from(args)
-    wanted = (Task.COMPLETE,) if args.raw else (Task.CHAT, Task.COMPLETE)
-    task = entry_task(entry, *wanted)
-    if task is Task.CHAT:
-        messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
-        request: ChatRequest | CompletionRequest = ChatRequest(tuple(messages), sampling=sampling)
-    else:
-        request = CompletionRequest(prompt, sampling=sampling)
+    task, request = _text_request(args, entry, own, prompt)
     with cli_runtime(args, ctx) as runtime:
         started = time.perf_counter()
         with closing(runtime.stream(task, entry.name, request, CallInfo(Door.CLI, "run", prompt=prompt))) as chunks:
@@ -111,6 +116,24 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     else:
         sys.stdout.write("\n")
     return 0
+
+
+def _text_request(args: argparse.Namespace, entry: Entry, own: Task | None, prompt: str) -> tuple[Task, Any]:
+    """The streamed task ``run`` asks of the model, and its request."""
+    if own in (Task.TRANSLATE, Task.SUMMARIZE):
+        task = entry_task(entry, own)
+        sampling = sampling_from(args, greedy=True)
+        if task is Task.TRANSLATE:
+            return task, TranslateRequest(prompt, args.source_lang, args.target_lang, sampling=sampling)
+        return task, SummarizeRequest(prompt, sampling=sampling)
+    sampling = sampling_from(args)
+    wanted = (Task.COMPLETE,) if args.raw else (own,) if own in (Task.CHAT, Task.COMPLETE) and args.task else \
+        (Task.CHAT, Task.COMPLETE)
+    task = entry_task(entry, *wanted)
+    if task is Task.CHAT:
+        messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
+        return task, ChatRequest(tuple(messages), sampling=sampling)
+    return task, CompletionRequest(prompt, sampling=sampling)
 
 
 def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:

@@ -146,6 +146,23 @@ async def answer_question(session: Session, params: dict[str, Any]) -> Any:
                                          session.call("answer_question"))
 
 
+async def translate(session: Session, params: dict[str, Any]) -> Any:
+    """The Hugging Face task API's fields (``inputs``, ``parameters.src_lang / tgt_lang /
+    generate_parameters``) and answer (``[{"translation_text"}]``)."""
+    from corral.protocols.hf import generation
+
+    p = HFParams.model_validate(params)
+    return await generation.translation(session.runtime, p.model, p.inputs, p.parameters, session.call("translate"))
+
+
+async def summarize(session: Session, params: dict[str, Any]) -> Any:
+    from corral.protocols.hf import generation
+
+    p = HFParams.model_validate(params)
+    return await generation.summarization(session.runtime, p.model, p.inputs, p.parameters,
+                                          session.call("summarize"))
+
+
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     from corral.tasks import TASKS
 
@@ -250,6 +267,7 @@ METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
-    "classify_text": classify_text, "answer_question": answer_question,
+    "classify_text": classify_text, "answer_question": answer_question, "translate": translate,
+    "summarize": summarize,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

@@ -16,7 +16,6 @@ request's tokens do not depend on the path or on its neighbours.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -28,16 +27,13 @@ from corral.engines.resident import touch_weights
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
 from corral.engines.table import EngineSpec
 from corral.engines.transformers.constraint import ConstraintFactory
+from corral.engines.transformers.generate import stream_generate
 from corral.engines.transformers.sampling import RequestSampler, SamplerLogitsProcessor, TokenRecord
-from corral.errors import CorralError, UnsupportedTaskError
+from corral.errors import UnsupportedTaskError
 from corral.tasks import ChatRequest, CompletionRequest, Sampling, TextChunk, TokenLogprob
 from corral.templating import render_chat
 
 log = logging.getLogger("corral.engines")
-
-
-class GenerationFailed(CorralError):
-    http_status = 500
 
 
 class TransformersLMHandler(Handler):
@@ -171,61 +167,15 @@ class TransformersLMHandler(Handler):
         """One sequence through ``model.generate`` in a worker thread."""
         import torch
 
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-
-        cancel = threading.Event()
-        out: queue.Queue[int | None] = queue.Queue()
-
-        class Cancelled(StoppingCriteria):
-            def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=ids.device)
+        from transformers import GenerationConfig, LogitsProcessorList
 
         ids = torch.tensor([input_ids], device=self.device)
         config = GenerationConfig(  # type: ignore[no-untyped-call]
             do_sample=False, max_new_tokens=max_tokens, eos_token_id=self.eos_ids,
             pad_token_id=pad_token_id(self.tokenizer, self.eos_ids))
         processors = LogitsProcessorList([] if sampler.passive else [SamplerLogitsProcessor(sampler)])
-        errors: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config,
-                                        logits_processor=processors, streamer=TokenStreamer(out),
-                                        stopping_criteria=StoppingCriteriaList([Cancelled()]))
-            except BaseException as exc:  # surfaced to the consumer below
-                errors.append(exc)
-            finally:
-                out.put(None)
-
-        worker = threading.Thread(target=work, name="corral-generate", daemon=True)
-        worker.start()
-        try:
-            while (token := out.get()) is not None:
-                yield token
-        finally:
-            cancel.set()
-            worker.join()
-        if errors:
-            raise GenerationFailed(f"generation failed: {type(errors[0]).__name__}: {errors[0]}")
-
-
-class TokenStreamer:
-    """The streamer ``generate`` feeds: the prompt first (skipped), then each new token."""
-
-    def __init__(self, out: queue.Queue[int | None]) -> None:
-        self.out = out
-        self.prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        for token in value.reshape(-1).tolist():
-            self.out.put(int(token))
-
-    def end(self) -> None:
-        """``generate`` is done; the worker thread signals the end itself."""
+        return stream_generate(self.model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, config,
+                               processors)
 
 
 def end_of_sequence_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UnsupportedTaskError, UsageError
-from corral.protocols.hf import text
+from corral.protocols.hf import generation, text
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -32,9 +32,12 @@ HF_TASKS: dict[str, HFTask] = {
     "feature-extraction": HFTask(Task.EMBED, text.feature_extraction),
     "sentence-similarity": HFTask(Task.EMBED, text.sentence_similarity),
     "question-answering": HFTask(Task.ANSWER_QUESTION, text.question_answering),
+    "translation": HFTask(Task.TRANSLATE, generation.translation),
+    "summarization": HFTask(Task.SUMMARIZE, generation.summarization),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
-                                Task.ANSWER_QUESTION: "question-answering"}
+                                Task.ANSWER_QUESTION: "question-answering", Task.TRANSLATE: "translation",
+                                Task.SUMMARIZE: "summarization"}
 
 
 def hf_names(served: list[str]) -> list[str]:
