@@ -89,6 +89,8 @@ class ServerSettings(_Section):
     allow_insecure: bool = setting(False, "allow binding a non-loopback address without an API key")
     grace: Duration = setting(30.0, "how long SIGTERM waits for requests in flight (default 30s)",
                               env="CORRAL_GRACE", ge=-1)
+    max_body: Size = setting(64 * 1024 * 1024, "refuse a request body larger than this with 413 (default 64MB)",
+                             env="CORRAL_MAX_BODY", ge=1024)
 
 
 class RuntimeSettings(_Section):
@@ -105,6 +107,8 @@ class RuntimeSettings(_Section):
     parallel: int = setting(8, "GGUF requests decoded together per model, each with its own --ctx (default 8)",
                             env="CORRAL_PARALLEL", ge=1, le=64)
     log_prompts: bool = setting(False, "store prompt text in the request log", env="CORRAL_LOG_PROMPTS")
+    max_image_pixels: int = setting(40_000_000, "refuse an image with more pixels than this (default 40 million), "
+                                    "from its header, before decoding it", env="CORRAL_MAX_IMAGE_PIXELS", ge=1)
 
 
 SECTIONS: dict[str, type[_Section]] = {"server": ServerSettings, "runtime": RuntimeSettings}

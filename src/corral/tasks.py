@@ -210,6 +210,38 @@ class AnswerQuestionResult:
     input_tokens: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ClassifyImageRequest:
+    images: tuple[Any, ...]  # decoded RGB images (PIL), checked by the door (corral.media)
+
+
+@dataclass(frozen=True)
+class ClassifyImageResult:
+    labels: list[list[tuple[str, float]]]  # per image: (label, score), best first
+    usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    score: float
+    box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax in pixels of the input image
+
+
+@dataclass(frozen=True)
+class DetectObjectsRequest:
+    images: tuple[Any, ...]
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class DetectObjectsResult:
+    detections: list[list[Detection]]  # per image, best first
+    usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)
+
+
 def _shares(total: Usage, tokens: list[int], sizes: list[int]) -> list[tuple[Usage, list[int]]]:
     """Each request's usage out of a merged call's: its inputs' token counts where the engine gave
     them per input, else the total split by input count."""
@@ -262,6 +294,12 @@ ANSWER_BATCH = BatchRule(
     size=lambda r: len(r.items), split=_split("answers", lambda r: len(r.items)),
     key=lambda r: (r.top_k, r.max_answer_len),
     merge=lambda rs: replace(rs[0], items=tuple(i for r in rs for i in r.items)))
+CLASSIFY_IMAGE_BATCH = BatchRule(
+    size=lambda r: len(r.images), split=_split("labels", lambda r: len(r.images)),
+    merge=lambda rs: ClassifyImageRequest(tuple(i for r in rs for i in r.images)))
+DETECT_BATCH = BatchRule(
+    size=lambda r: len(r.images), split=_split("detections", lambda r: len(r.images)), key=lambda r: r.threshold,
+    merge=lambda rs: DetectObjectsRequest(tuple(i for r in rs for i in r.images), rs[0].threshold))
 RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split("scores", lambda r: len(r.pairs)),
                          merge=lambda rs: RerankRequest(tuple(p for r in rs for p in r.pairs)))
 
@@ -284,6 +322,9 @@ TASKS: dict[Task, TaskSpec] = {
     Task.COMPLETE: TaskSpec(CompletionRequest, TextChunk, "complete", streams=True),
     Task.EMBED: TaskSpec(EmbedRequest, EmbedResult, "embed", batch=EMBED_BATCH),
     Task.RERANK: TaskSpec(RerankRequest, RerankResult, "rerank", batch=RERANK_BATCH),
+    Task.CLASSIFY_IMAGE: TaskSpec(ClassifyImageRequest, ClassifyImageResult, "classify_image",
+                                  batch=CLASSIFY_IMAGE_BATCH),
+    Task.DETECT_OBJECTS: TaskSpec(DetectObjectsRequest, DetectObjectsResult, "detect_objects", batch=DETECT_BATCH),
     Task.TRANSLATE: TaskSpec(TranslateRequest, TextChunk, "translate", streams=True),
     Task.SUMMARIZE: TaskSpec(SummarizeRequest, TextChunk, "summarize", streams=True),
     Task.CLASSIFY_TEXT: TaskSpec(ClassifyTextRequest, ClassifyTextResult, "classify_text", batch=CLASSIFY_TEXT_BATCH),

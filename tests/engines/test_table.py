@@ -66,12 +66,16 @@ def test_dtypes_and_devices_are_declared_and_checked(engine: str) -> None:
         check_dtype(engine, "int3")
 
 
-def test_a_vision_model_never_reaches_the_language_model_handler(tmp_path: Path) -> None:
+def test_each_family_reaches_its_own_handler_and_an_unserved_task_is_refused(tmp_path: Path) -> None:
     folder = tiny_media.build_vit(tmp_path / "vit").path
     info = inspect_path(folder)
     assert info.engine == "transformers" and info.tasks == ["classify_image"]
-    with pytest.raises(UnsupportedTaskError, match="cannot run transformers models for classify_image yet"):
-        handler_class(info.engine, info.tasks)
-    ran = run_cli("run", str(folder), "hello")
+    assert handler_class(info.engine, info.tasks).__name__ == "VisionHandler"  # never the language-model handler
+    whisper = tiny_media.build_whisper(tmp_path / "whisper").path
+    heard = inspect_path(whisper)
+    assert heard.engine == "transformers" and heard.tasks == ["transcribe"]
+    with pytest.raises(UnsupportedTaskError, match="cannot run transformers models for transcribe yet"):
+        handler_class(heard.engine, heard.tasks)
+    ran = run_cli("run", str(whisper), "hello")
     assert ran.returncode == 1 and "Traceback" not in ran.stderr
-    assert "vit cannot chat or complete; it is a classify_image model, which corral cannot run yet" in ran.stderr
+    assert "it is a transcribe model, which corral cannot run yet" in ran.stderr

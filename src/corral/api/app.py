@@ -20,6 +20,7 @@ class ServeOptions:
     port: int = 8000
     api_keys: list[str] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)
+    max_body: int = 64 * 1024 * 1024
 
 
 def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> Any:
@@ -44,4 +45,4 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):
         hosts.append(options.host)
-    return Guard(app, allowed_hosts=hosts, api_keys=options.api_keys, state=state)
+    return Guard(app, allowed_hosts=hosts, api_keys=options.api_keys, state=state, max_body=options.max_body)

@@ -1,6 +1,7 @@
 """ASGI middleware in front of every route: Host/Origin allow-list (DNS-rebinding defence),
-bearer-key auth, and draining (503 while the server shuts down). Pure ASGI, so streaming
-responses pass through untouched."""
+bearer-key auth, draining (503 while the server shuts down) and the request body limit (413: at
+once from Content-Length, else when a chunked body passes it). Pure ASGI, so streaming responses
+pass through untouched."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from corral.api.errors import error_body
+from corral.errors import CorralError
 
 Scope = dict[str, Any]
 OPEN_PATHS = frozenset({"/health", "/ready"})  # probes answer without a key
@@ -34,10 +36,28 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+class BodyTooLargeError(CorralError):
+    http_status = 413
+
+
+def limited(receive: Any, limit: int) -> Any:
+    """``receive``, raising BodyTooLargeError once the body read so far passes ``limit`` bytes."""
+    seen = [0]
+
+    async def wrapped() -> Any:
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > limit:
+                raise BodyTooLargeError(f"the request body is larger than {limit} bytes", "send less (--max-body)")
+        return message
+    return wrapped
+
+
 class Guard:
     def __init__(self, app: Any, *, allowed_hosts: Iterable[str], api_keys: Iterable[str],
-                 state: ServerState) -> None:
-        self.app = app
+                 state: ServerState, max_body: int = 64 * 1024 * 1024) -> None:
+        self.app, self.max_body = app, max_body
         self.allowed = {host_name(h) for h in allowed_hosts} | LOOPBACK_NAMES
         self.any_host = "*" in self.allowed
         self.keys = [k.encode() for k in api_keys if k]
@@ -66,9 +86,13 @@ class Guard:
         if self.state.draining and path not in OPEN_PATHS and path != "/metrics":
             await self._reply(send, 503, "the server is shutting down", extra=[(b"retry-after", b"5")])
             return
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            await self._reply(send, 413, f"the request body is {length} bytes; the limit is {self.max_body}")
+            return
         self.state.in_flight += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, limited(receive, self.max_body), send)
         finally:
             self.state.in_flight -= 1
 

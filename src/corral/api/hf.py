@@ -1,11 +1,13 @@
 """The Hugging Face Inference API door: ``POST /models/{name}`` (the task from the model and the
 payload) and ``POST /models/{name}/pipeline/{task}``, so ``InferenceClient(model=f"{base}/models/
-{name}")`` works unchanged. JSON bodies ``{"inputs": ..., "parameters": {...}}``; answers in the
-shapes the client parses (``protocols.hf``)."""
+{name}")`` works unchanged. JSON bodies ``{"inputs": ..., "parameters": {...}}`` (a binary input
+base64-encoded), or a body that is the binary input itself (an image); answers in the shapes the
+client parses (``protocols.hf``)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -21,12 +23,21 @@ from corral.wire import dumps
 router = APIRouter()
 
 
+async def _payload(request: Request) -> Any:
+    """The JSON body, or ``{"inputs": <bytes>}`` for a body that is the binary input itself."""
+    body = await request.body()
+    kind = request.headers.get("content-type", "")
+    if "json" in kind or (not kind and body[:1] in (b"{", b"[")):
+        try:
+            return json.loads(body or b"null")
+        except ValueError as exc:
+            raise UsageError(f"the request body is not valid JSON: {exc}") from None
+    return {"inputs": body}
+
+
 async def _answer(request: Request, name: str, task: str | None) -> Response:
     check_name(name)
-    try:
-        payload = json.loads(await request.body() or b"null")
-    except ValueError as exc:
-        raise UsageError(f"the request body is not valid JSON: {exc}") from None
+    payload = await _payload(request)
     inputs, parameters = split_payload(payload)
     runtime = runtime_of(request)
     entry = runtime.resolver.resolve(name, progress=False)

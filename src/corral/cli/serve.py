@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     runtime = build_runtime(ctx.settings, ctx.store, options)
     state = ServerState()
     app = create_app(runtime, ServeOptions(host=server.host, port=server.port, api_keys=server.api_keys,
-                                           allowed_hosts=server.allowed_hosts), state)
+                                           allowed_hosts=server.allowed_hosts, max_body=server.max_body), state)
     config = uvicorn.Config(app, host=server.host, port=server.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5, lifespan="on", loop="uvloop", http="httptools")
     draining = DrainingServer(config, state, server.grace, runtime.metrics)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from corral.cli.context import Context, cli_runtime
 from corral.cli.output import print_json, table
@@ -17,8 +18,12 @@ from corral.runtime.dispatcher import CallInfo, Door
 from corral.tasks import (
     AnswerQuestionRequest,
     AnswerQuestionResult,
+    ClassifyImageRequest,
+    ClassifyImageResult,
     ClassifyTextRequest,
     ClassifyTextResult,
+    DetectObjectsRequest,
+    DetectObjectsResult,
     RerankRequest,
     RerankResult,
     Task,
@@ -95,6 +100,59 @@ def run_answer_question(args: argparse.Namespace, ctx: Context, entry: Entry) ->
     return 0
 
 
+def _image(args: argparse.Namespace, ctx: Context) -> Any:
+    """The image named by the prompt (a file path, or - for stdin), decoded and checked."""
+    from pathlib import Path
+
+    from corral.media import decode_image
+
+    if args.prompt is None:
+        raise UsageError("an image model needs an image: a file path, or - to read it from stdin",
+                         "corral run MODEL photo.jpg")
+    if args.prompt == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        path = Path(args.prompt)
+        if not path.is_file():
+            raise UsageError(f"no such image file: {path}")
+        data = path.read_bytes()
+    return decode_image(data, max_pixels=ctx.settings.runtime.max_image_pixels)
+
+
+def run_classify_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
+    """`corral run IMAGE_CLASSIFIER photo.jpg [--top-k K]`."""
+    image = _image(args, ctx)
+    with cli_runtime(args, ctx) as runtime:
+        result: ClassifyImageResult = runtime.call(Task.CLASSIFY_IMAGE, entry.name, ClassifyImageRequest((image,)),
+                                                   CallInfo(Door.CLI, "run"))
+    scored = result.labels[0][: args.top_k or 5]
+    if args.json:
+        print_json([{"label": label, "score": score} for label, score in scored])
+    else:
+        print(table(["label", "score"], [[label, f"{score:.4f}"] for label, score in scored]))
+    return 0
+
+
+def run_detect_objects(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
+    """`corral run DETECTOR photo.jpg [--threshold 0.5]`: boxes in pixels of the image."""
+    image = _image(args, ctx)
+    if not 0 <= args.threshold <= 1:
+        raise UsageError("--threshold must be from 0 to 1")
+    with cli_runtime(args, ctx) as runtime:
+        result: DetectObjectsResult = runtime.call(Task.DETECT_OBJECTS, entry.name,
+                                                   DetectObjectsRequest((image,), args.threshold),
+                                                   CallInfo(Door.CLI, "run"))
+    found = result.detections[0]
+    if args.json:
+        print_json([{"label": d.label, "score": d.score, "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), d.box,
+                                                                            strict=True))} for d in found])
+    else:
+        print(table(["label", "score", "xmin", "ymin", "xmax", "ymax"],
+                    [[d.label, f"{d.score:.4f}", *(str(v) for v in d.box)] for d in found]))
+    return 0
+
+
 ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
     Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text, Task.ANSWER_QUESTION: run_answer_question,
+    Task.CLASSIFY_IMAGE: run_classify_image, Task.DETECT_OBJECTS: run_detect_objects,
 }

@@ -21,6 +21,7 @@ HF_LM = "corral.engines.transformers.lm:TransformersLMHandler"
 HF_CLASSIFIER = "corral.engines.transformers.classify:SequenceClassifierHandler"
 HF_QA = "corral.engines.transformers.qa:QuestionAnsweringHandler"
 HF_SEQ2SEQ = "corral.engines.transformers.seq2seq:Seq2SeqHandler"
+HF_VISION = "corral.engines.transformers.vision:VisionHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
@@ -58,7 +59,8 @@ ENGINES: dict[str, EngineSpec] = {
                    frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.CHAT: HF_LM, Task.COMPLETE: HF_LM, Task.RERANK: HF_CLASSIFIER,
                              Task.CLASSIFY_TEXT: HF_CLASSIFIER, Task.ANSWER_QUESTION: HF_QA,
-                             Task.TRANSLATE: HF_SEQ2SEQ, Task.SUMMARIZE: HF_SEQ2SEQ}),
+                             Task.TRANSLATE: HF_SEQ2SEQ, Task.SUMMARIZE: HF_SEQ2SEQ,
+                             Task.CLASSIFY_IMAGE: HF_VISION, Task.DETECT_OBJECTS: HF_VISION}),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE}),

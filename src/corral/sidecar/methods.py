@@ -163,6 +163,23 @@ async def summarize(session: Session, params: dict[str, Any]) -> Any:
                                           session.call("summarize"))
 
 
+async def classify_image(session: Session, params: dict[str, Any]) -> Any:
+    """The Hugging Face task API's fields; ``inputs`` an image as base64 text or a data: URL."""
+    from corral.protocols.hf import vision
+
+    p = HFParams.model_validate(params)
+    return await vision.image_classification(session.runtime, p.model, p.inputs, p.parameters,
+                                             session.call("classify_image"))
+
+
+async def detect_objects(session: Session, params: dict[str, Any]) -> Any:
+    from corral.protocols.hf import vision
+
+    p = HFParams.model_validate(params)
+    return await vision.object_detection(session.runtime, p.model, p.inputs, p.parameters,
+                                         session.call("detect_objects"))
+
+
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     from corral.tasks import TASKS
 
@@ -268,6 +285,6 @@ METHODS: dict[str, Method] = {
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
     "classify_text": classify_text, "answer_question": answer_question, "translate": translate,
-    "summarize": summarize,
+    "summarize": summarize, "classify_image": classify_image, "detect_objects": detect_objects,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UnsupportedTaskError, UsageError
-from corral.protocols.hf import generation, text
+from corral.protocols.hf import generation, text, vision
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -34,10 +34,13 @@ HF_TASKS: dict[str, HFTask] = {
     "question-answering": HFTask(Task.ANSWER_QUESTION, text.question_answering),
     "translation": HFTask(Task.TRANSLATE, generation.translation),
     "summarization": HFTask(Task.SUMMARIZE, generation.summarization),
+    "image-classification": HFTask(Task.CLASSIFY_IMAGE, vision.image_classification),
+    "object-detection": HFTask(Task.DETECT_OBJECTS, vision.object_detection),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
                                 Task.ANSWER_QUESTION: "question-answering", Task.TRANSLATE: "translation",
-                                Task.SUMMARIZE: "summarization"}
+                                Task.SUMMARIZE: "summarization", Task.CLASSIFY_IMAGE: "image-classification",
+                                Task.DETECT_OBJECTS: "object-detection"}
 
 
 def hf_names(served: list[str]) -> list[str]:

@@ -1,0 +1,101 @@
+"""Image models through transformers, with their PIL image processors (no torchvision):
+classify_image (``*ForImageClassification``: softmax over the labels, sigmoid for a multi-label
+head) and detect_objects (DETR-style ``*ForObjectDetection``: the processor's own
+post-processing, boxes in pixels of each input image). Batches of ``BATCH`` images per forward
+pass; the runtime merges concurrent requests into one call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.devices import pick_torch_device, torch_dtype
+from corral.engines.base import Handler
+from corral.engines.resident import touch_weights
+from corral.engines.table import EngineSpec
+from corral.tasks import (
+    ClassifyImageRequest,
+    ClassifyImageResult,
+    Detection,
+    DetectObjectsRequest,
+    DetectObjectsResult,
+    Task,
+)
+
+BATCH = 16
+
+
+class VisionHandler(Handler):
+    engine = "transformers"
+
+    model: Any = None
+    processor: Any = None
+
+    @classmethod
+    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
+        super().import_libraries(spec)
+        import transformers.modeling_utils  # noqa: F401
+        from transformers import AutoImageProcessor  # noqa: F401
+
+    def load(self) -> None:
+        import transformers
+        from corral.engines.quiet import quiet_hf
+
+        quiet_hf()
+        self.device = pick_torch_device(self.options.device)
+        trust = self.options.trust
+        auto = (transformers.AutoModelForObjectDetection if Task.DETECT_OBJECTS.value in self.info.tasks[:1]
+                else transformers.AutoModelForImageClassification)
+        self.model = auto.from_pretrained(
+            str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
+            dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
+        self.model.to(self.device)
+        self.model.eval()
+        touch_weights(self.model)
+        self.processor = transformers.AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+            str(self.path), trust_remote_code=trust.trust_remote_code)
+
+    def unload(self) -> None:
+        self.model = self.processor = None
+
+    def _forward(self, images: list[Any]) -> Any:
+        import torch
+
+        features = self.processor(images, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            return self.model(**features)
+
+    def classify_image(self, request: ClassifyImageRequest) -> ClassifyImageResult:
+        import torch
+
+        labels: list[list[tuple[str, float]]] = []
+        names = self.model.config.id2label
+        multi = self.model.config.problem_type == "multi_label_classification"
+        for start in range(0, len(request.images), BATCH):
+            logits = self._forward(list(request.images[start:start + BATCH])).logits.float().cpu()
+            probs = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
+            labels += [sorted(((names.get(i, f"LABEL_{i}"), float(p)) for i, p in enumerate(row)),
+                              key=lambda x: -x[1]) for row in probs]
+        return ClassifyImageResult(labels)
+
+    def detect_objects(self, request: DetectObjectsRequest) -> DetectObjectsResult:
+        found: list[list[Detection]] = []
+        names = self.model.config.id2label
+        for start in range(0, len(request.images), BATCH):
+            images = list(request.images[start:start + BATCH])
+            out = self._forward(images)
+            sizes = [(image.height, image.width) for image in images]
+            for image, result in zip(images, self.processor.post_process_object_detection(
+                    out, threshold=request.threshold, target_sizes=sizes), strict=True):
+                found.append(sorted((_detection(names, image, label, score, box) for label, score, box in
+                                     zip(result["labels"].tolist(), result["scores"].tolist(),
+                                         result["boxes"].tolist(), strict=True)), key=lambda d: -d.score))
+        return DetectObjectsResult(found)
+
+
+def _detection(names: dict[int, str], image: Any, label: int, score: float, box: list[float]) -> Detection:
+    """A detection with its box rounded to pixels and clipped to the image."""
+    xmin, ymin, xmax, ymax = (round(v) for v in box)
+    width, height = int(image.width), int(image.height)
+    return Detection(names.get(label, f"LABEL_{label}"), float(score),
+                     (min(max(xmin, 0), width), min(max(ymin, 0), height),
+                      min(max(xmax, 0), width), min(max(ymax, 0), height)))

@@ -1,0 +1,59 @@
+"""Image tasks in the Hugging Face Inference API's shapes: image classification
+(``[{label, score}]``, best first) and object detection (``[{label, score, box: {xmin, ymin, xmax,
+ymax}}]`` in pixels of the image). ``inputs`` is the image: raw bytes (a body that is only the
+image), base64 text or a ``data:`` URL; a list of them gives a list of answers. Every image is
+decoded and checked (``corral.media``) before any model is touched."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from corral.errors import UsageError
+from corral.media import decode_image, media_bytes
+from corral.tasks import ClassifyImageRequest, ClassifyImageResult, DetectObjectsRequest, DetectObjectsResult, Task
+
+if TYPE_CHECKING:
+    from corral.runtime.dispatcher import CallInfo
+    from corral.runtime.runtime import Runtime
+
+MAX_IMAGES = 64
+
+
+def images_of(inputs: Any, max_pixels: int) -> tuple[list[Any], bool]:
+    """(decoded images, whether one was given)."""
+    single = not isinstance(inputs, list)
+    items = [inputs] if single else inputs
+    if not items or len(items) > MAX_IMAGES:
+        raise UsageError(f"inputs must be an image or a list of 1 to {MAX_IMAGES} images")
+    return [decode_image(media_bytes(item), max_pixels=max_pixels) for item in items], single
+
+
+def _number(parameters: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = parameters.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise UsageError(f"parameters.{name} must be a number from {low} to {high}")
+    return float(value)
+
+
+async def image_classification(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
+                               call: CallInfo) -> Any:
+    images, single = images_of(inputs, runtime.settings.runtime.max_image_pixels)
+    top_k = int(_number(parameters, "top_k", 5, 1, 1000))
+    result: ClassifyImageResult = await runtime.call(Task.CLASSIFY_IMAGE, model, ClassifyImageRequest(tuple(images)),
+                                                     call)
+    out = [[{"label": label, "score": score} for label, score in labels[:top_k]] for labels in result.labels]
+    return out[0] if single else out
+
+
+async def object_detection(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
+                           call: CallInfo) -> Any:
+    images, single = images_of(inputs, runtime.settings.runtime.max_image_pixels)
+    threshold = _number(parameters, "threshold", 0.5, 0.0, 1.0)
+    result: DetectObjectsResult = await runtime.call(
+        Task.DETECT_OBJECTS, model, DetectObjectsRequest(tuple(images), threshold), call)
+    out = [[{"label": d.label, "score": d.score,
+             "box": {"xmin": d.box[0], "ymin": d.box[1], "xmax": d.box[2], "ymax": d.box[3]}} for d in found]
+           for found in result.detections]
+    return out[0] if single else out
