@@ -242,6 +242,25 @@ class DetectObjectsResult:
     input_tokens: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Segment:
+    label: str
+    score: float  # the mean probability of the label over the segment's pixels
+    mask: bytes  # a PNG of the input image's size: 255 inside the segment, 0 outside
+
+
+@dataclass(frozen=True)
+class SegmentImageRequest:
+    images: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class SegmentImageResult:
+    segments: list[list[Segment]]  # per image, largest first
+    usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)
+
+
 def _shares(total: Usage, tokens: list[int], sizes: list[int]) -> list[tuple[Usage, list[int]]]:
     """Each request's usage out of a merged call's: its inputs' token counts where the engine gave
     them per input, else the total split by input count."""
@@ -300,6 +319,9 @@ CLASSIFY_IMAGE_BATCH = BatchRule(
 DETECT_BATCH = BatchRule(
     size=lambda r: len(r.images), split=_split("detections", lambda r: len(r.images)), key=lambda r: r.threshold,
     merge=lambda rs: DetectObjectsRequest(tuple(i for r in rs for i in r.images), rs[0].threshold))
+SEGMENT_BATCH = BatchRule(
+    size=lambda r: len(r.images), split=_split("segments", lambda r: len(r.images)),
+    merge=lambda rs: SegmentImageRequest(tuple(i for r in rs for i in r.images)))
 RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split("scores", lambda r: len(r.pairs)),
                          merge=lambda rs: RerankRequest(tuple(p for r in rs for p in r.pairs)))
 
@@ -325,6 +347,7 @@ TASKS: dict[Task, TaskSpec] = {
     Task.CLASSIFY_IMAGE: TaskSpec(ClassifyImageRequest, ClassifyImageResult, "classify_image",
                                   batch=CLASSIFY_IMAGE_BATCH),
     Task.DETECT_OBJECTS: TaskSpec(DetectObjectsRequest, DetectObjectsResult, "detect_objects", batch=DETECT_BATCH),
+    Task.SEGMENT_IMAGE: TaskSpec(SegmentImageRequest, SegmentImageResult, "segment_image", batch=SEGMENT_BATCH),
     Task.TRANSLATE: TaskSpec(TranslateRequest, TextChunk, "translate", streams=True),
     Task.SUMMARIZE: TaskSpec(SummarizeRequest, TextChunk, "summarize", streams=True),
     Task.CLASSIFY_TEXT: TaskSpec(ClassifyTextRequest, ClassifyTextResult, "classify_text", batch=CLASSIFY_TEXT_BATCH),

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import run_cli
-from tests.fixtures.tiny_media import build_detr, build_vit
+from tests.fixtures.tiny_media import build_detr, build_segformer, build_vit
 from tests.fixtures.tiny_models import build_bert_classifier
 
 from corral.config import load_settings
@@ -28,7 +28,7 @@ from corral.models.store import Store
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.runtime import Runtime, RuntimeOptions, build_runtime
 from corral.sidecar.client import SidecarClient, SidecarError
-from corral.tasks import ClassifyImageRequest, ClassifyTextRequest, DetectObjectsRequest, Task
+from corral.tasks import ClassifyImageRequest, ClassifyTextRequest, DetectObjectsRequest, SegmentImageRequest, Task
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 CALL = CallInfo(Door.CLI, "test")
@@ -106,6 +106,33 @@ def test_scores_and_boxes_as_transformers_computes_them(vit: Path, detr: Path) -
             assert 0 <= xmin <= xmax <= image.width and 0 <= ymin <= ymax <= image.height
 
 
+def test_segmentation_masks_cover_the_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    segformer = build_segformer(tmp_path / "seg").path
+    image = decode_image(png(60, 44))
+    runtime = runtime_with({"seg": segformer})
+
+    async def scenario() -> Any:
+        async with runtime:
+            return await runtime.call(Task.SEGMENT_IMAGE, "seg", SegmentImageRequest((image,)), CALL)
+
+    segments = asyncio.run(scenario()).segments[0]
+    assert segments and {s.label for s in segments} <= {"sky", "tree", "road"}
+    masks = [Image.open(io.BytesIO(s.mask)) for s in segments]
+    assert all(m.size == (60, 44) and m.mode == "L" for m in masks)
+    covered = [m.histogram()[255] for m in masks]
+    assert sum(covered) == 60 * 44 and covered == sorted(covered, reverse=True)  # a partition, largest first
+    assert all(0 < s.score <= 1 for s in segments)
+    r = run_cli("pull", str(segformer), "--name", "seg")
+    assert r.returncode == 0
+    (tmp_path / "in.png").write_bytes(png(60, 44))
+    out = run_cli("run", "seg", str(tmp_path / "in.png"), "-o", str(tmp_path / "masks"), "--json")
+    assert out.returncode == 0, out.stderr
+    written = [Path(x["mask"]) for x in json.loads(out.stdout)]
+    assert written and all(p.is_file() and p.parent == tmp_path / "masks" for p in written)
+
+
 def test_budget_evicts_across_modalities(vit: Path, tmp_path: Path) -> None:
     text = build_bert_classifier(tmp_path / "cls").path
     runtime = runtime_with({"vit": vit, "cls": text})
@@ -143,7 +170,7 @@ def test_doors(vit: Path, detr: Path, tmp_path: Path, monkeypatch: pytest.Monkey
             client.call("classify_image", {"model": "vit", "inputs": base64.b64encode(b"nope").decode()})
         assert caught.value.data["status"] == 400
     srv = Server(tmp_path / "served", "--max-image-pixels", "5000", "--max-body", "65536",
-                 register={"vit": vit, "detr": detr})
+                 register={"vit": vit, "detr": detr, "seg": build_segformer(tmp_path / "seg").path})
     try:
         _http_door(srv, monkeypatch)
     finally:
@@ -159,6 +186,8 @@ def _http_door(srv: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert sorted(x.label for x in labels) == ["bird", "cat", "dog"]
     found = InferenceClient(model=f"{srv.url}/models/detr").object_detection(png(), threshold=0.0)  # JSON, base64
     assert len(found) == 5 and all(0 <= x.box.xmin <= x.box.xmax <= 48 for x in found)
+    segments = InferenceClient(model=f"{srv.url}/models/seg").image_segmentation(png())
+    assert segments and all(x.mask.size == (48, 40) for x in segments)  # the client decodes each PNG mask
     cases = [(httpx.post(f"{srv.url}/models/vit", content=b"not an image"), 400, "not an image"),
              (httpx.post(f"{srv.url}/models/vit", content=png(100, 100)), 413, "limit is 5000"),
              (httpx.post(f"{srv.url}/models/vit", content=b"x" * 70000), 413, "limit is 65536"),

@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--task", choices=[t.value for t in Task], help="one task of a model that serves several "
                    "(default: its first)")
     p.add_argument("--threshold", type=float, default=0.5, help="object detection: the lowest score shown (0.5)")
+    p.add_argument("-o", "--output", metavar="DIR", help="image segmentation: write each mask as a PNG here")
     p.add_argument("--source-lang", help="translation: the source language as the model names it")
     p.add_argument("--target-lang", help="translation: the target language as the model names it")
     add_load_flags(p)

@@ -26,6 +26,8 @@ from corral.tasks import (
     DetectObjectsResult,
     RerankRequest,
     RerankResult,
+    SegmentImageRequest,
+    SegmentImageResult,
     Task,
 )
 
@@ -152,7 +154,33 @@ def run_detect_objects(args: argparse.Namespace, ctx: Context, entry: Entry) -> 
     return 0
 
 
+def run_segment_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
+    """`corral run SEGMENTER photo.jpg [-o DIR]`: segments with their share of the image; masks as PNGs."""
+    from pathlib import Path
+
+    image = _image(args, ctx)
+    with cli_runtime(args, ctx) as runtime:
+        result: SegmentImageResult = runtime.call(Task.SEGMENT_IMAGE, entry.name, SegmentImageRequest((image,)),
+                                                  CallInfo(Door.CLI, "run"))
+    segments = result.segments[0]
+    written: list[str | None] = [None] * len(segments)
+    if args.output:
+        folder = Path(args.output)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, seg in enumerate(segments):
+            path = folder / f"{i:02d}-{''.join(c if c.isalnum() else '_' for c in seg.label)}.png"
+            path.write_bytes(seg.mask)
+            written[i] = str(path)
+    if args.json:
+        print_json([{"label": s.label, "score": s.score, "mask": w} for s, w in zip(segments, written, strict=True)])
+    else:
+        print(table(["label", "score", "mask"], [[s.label, f"{s.score:.4f}", w or "-"]
+                                                 for s, w in zip(segments, written, strict=True)]))
+    return 0
+
+
 ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
     Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text, Task.ANSWER_QUESTION: run_answer_question,
     Task.CLASSIFY_IMAGE: run_classify_image, Task.DETECT_OBJECTS: run_detect_objects,
+    Task.SEGMENT_IMAGE: run_segment_image,
 }

@@ -1,7 +1,9 @@
 """Image models through transformers, with their PIL image processors (no torchvision):
 classify_image (``*ForImageClassification``: softmax over the labels, sigmoid for a multi-label
-head) and detect_objects (DETR-style ``*ForObjectDetection``: the processor's own
-post-processing, boxes in pixels of each input image). Batches of ``BATCH`` images per forward
+head), detect_objects (DETR-style ``*ForObjectDetection``: the processor's own post-processing,
+boxes in pixels of each input image) and segment_image (semantic segmentation heads: logits
+resized to the image, each pixel's most probable label; one PNG mask per label present, scored by
+the label's mean probability over its pixels). Batches of ``BATCH`` images per forward
 pass; the runtime merges concurrent requests into one call."""
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from corral.tasks import (
     Detection,
     DetectObjectsRequest,
     DetectObjectsResult,
+    Segment,
+    SegmentImageRequest,
+    SegmentImageResult,
     Task,
 )
 
@@ -43,8 +48,9 @@ class VisionHandler(Handler):
         quiet_hf()
         self.device = pick_torch_device(self.options.device)
         trust = self.options.trust
-        auto = (transformers.AutoModelForObjectDetection if Task.DETECT_OBJECTS.value in self.info.tasks[:1]
-                else transformers.AutoModelForImageClassification)
+        auto = {Task.DETECT_OBJECTS.value: transformers.AutoModelForObjectDetection,
+                Task.SEGMENT_IMAGE.value: transformers.AutoModelForSemanticSegmentation}.get(
+                    self.info.tasks[0], transformers.AutoModelForImageClassification)
         self.model = auto.from_pretrained(
             str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
             dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
@@ -90,6 +96,35 @@ class VisionHandler(Handler):
                                      zip(result["labels"].tolist(), result["scores"].tolist(),
                                          result["boxes"].tolist(), strict=True)), key=lambda d: -d.score))
         return DetectObjectsResult(found)
+
+
+    def segment_image(self, request: SegmentImageRequest) -> SegmentImageResult:
+        import torch
+
+        found: list[list[Segment]] = []
+        names = self.model.config.id2label
+        for start in range(0, len(request.images), BATCH):
+            images = list(request.images[start:start + BATCH])
+            logits = self._forward(images).logits.float().cpu()
+            for image, row in zip(images, logits, strict=True):
+                resized = torch.nn.functional.interpolate(row[None], size=(image.height, image.width),
+                                                          mode="bilinear", align_corners=False)[0]
+                probs = torch.softmax(resized, dim=0)
+                winner = probs.argmax(dim=0)
+                present = sorted(set(winner.flatten().tolist()), key=lambda i: -int((winner == i).sum()))
+                found.append([_segment(names.get(i, f"LABEL_{i}"), winner == i, probs[i]) for i in present])
+        return SegmentImageResult(found)
+
+
+def _segment(label: str, inside: Any, probs: Any) -> Segment:
+    """A segment: its mean probability and its mask as a PNG."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray((inside.numpy().astype("uint8") * 255), mode="L").save(out, format="PNG")
+    return Segment(label, float(probs[inside].mean()), out.getvalue())
 
 
 def _detection(names: dict[int, str], image: Any, label: int, score: float, box: list[float]) -> Detection:

@@ -36,11 +36,12 @@ HF_TASKS: dict[str, HFTask] = {
     "summarization": HFTask(Task.SUMMARIZE, generation.summarization),
     "image-classification": HFTask(Task.CLASSIFY_IMAGE, vision.image_classification),
     "object-detection": HFTask(Task.DETECT_OBJECTS, vision.object_detection),
+    "image-segmentation": HFTask(Task.SEGMENT_IMAGE, vision.image_segmentation),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
                                 Task.ANSWER_QUESTION: "question-answering", Task.TRANSLATE: "translation",
                                 Task.SUMMARIZE: "summarization", Task.CLASSIFY_IMAGE: "image-classification",
-                                Task.DETECT_OBJECTS: "object-detection"}
+                                Task.DETECT_OBJECTS: "object-detection", Task.SEGMENT_IMAGE: "image-segmentation"}
 
 
 def hf_names(served: list[str]) -> list[str]:

@@ -1,6 +1,7 @@
 """Image tasks in the Hugging Face Inference API's shapes: image classification
-(``[{label, score}]``, best first) and object detection (``[{label, score, box: {xmin, ymin, xmax,
-ymax}}]`` in pixels of the image). ``inputs`` is the image: raw bytes (a body that is only the
+(``[{label, score}]``, best first), object detection (``[{label, score, box: {xmin, ymin, xmax,
+ymax}}]`` in pixels of the image) and image segmentation (``[{label, score, mask}]``, the mask a
+base64 PNG of the image's size). ``inputs`` is the image: raw bytes (a body that is only the
 image), base64 text or a ``data:`` URL; a list of them gives a list of answers. Every image is
 decoded and checked (``corral.media``) before any model is touched."""
 
@@ -10,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from corral.errors import UsageError
 from corral.media import decode_image, media_bytes
-from corral.tasks import ClassifyImageRequest, ClassifyImageResult, DetectObjectsRequest, DetectObjectsResult, Task
+from corral.tasks import (
+    ClassifyImageRequest,
+    ClassifyImageResult,
+    DetectObjectsRequest,
+    DetectObjectsResult,
+    SegmentImageRequest,
+    SegmentImageResult,
+    Task,
+)
 
 if TYPE_CHECKING:
     from corral.runtime.dispatcher import CallInfo
@@ -56,4 +65,16 @@ async def object_detection(runtime: Runtime, model: str, inputs: Any, parameters
     out = [[{"label": d.label, "score": d.score,
              "box": {"xmin": d.box[0], "ymin": d.box[1], "xmax": d.box[2], "ymax": d.box[3]}} for d in found]
            for found in result.detections]
+    return out[0] if single else out
+
+
+async def image_segmentation(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
+                             call: CallInfo) -> Any:
+    import base64
+
+    images, single = images_of(inputs, runtime.settings.runtime.max_image_pixels)
+    result: SegmentImageResult = await runtime.call(Task.SEGMENT_IMAGE, model, SegmentImageRequest(tuple(images)),
+                                                    call)
+    out = [[{"label": seg.label, "score": seg.score, "mask": base64.b64encode(seg.mask).decode()} for seg in found]
+           for found in result.segments]
     return out[0] if single else out
