@@ -111,6 +111,14 @@ class SummarizeRequest(Generation):
 
 
 @dataclass(frozen=True)
+class DescribeImageRequest(Generation):
+    """A caption of an image (``prompt`` steers models that read one), streamed."""
+
+    image: Any  # a decoded RGB image (PIL), checked by the door
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
 class TokenLogprob:
     token: str
     logprob: float
@@ -349,6 +357,7 @@ TASKS: dict[Task, TaskSpec] = {
     Task.DETECT_OBJECTS: TaskSpec(DetectObjectsRequest, DetectObjectsResult, "detect_objects", batch=DETECT_BATCH),
     Task.SEGMENT_IMAGE: TaskSpec(SegmentImageRequest, SegmentImageResult, "segment_image", batch=SEGMENT_BATCH),
     Task.TRANSLATE: TaskSpec(TranslateRequest, TextChunk, "translate", streams=True),
+    Task.DESCRIBE_IMAGE: TaskSpec(DescribeImageRequest, TextChunk, "describe_image", streams=True),
     Task.SUMMARIZE: TaskSpec(SummarizeRequest, TextChunk, "summarize", streams=True),
     Task.CLASSIFY_TEXT: TaskSpec(ClassifyTextRequest, ClassifyTextResult, "classify_text", batch=CLASSIFY_TEXT_BATCH),
     Task.ANSWER_QUESTION: TaskSpec(AnswerQuestionRequest, AnswerQuestionResult, "answer_question", batch=ANSWER_BATCH),

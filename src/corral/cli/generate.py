@@ -18,6 +18,7 @@ from corral.tasks import (
     DEFAULT_SAMPLING,
     ChatRequest,
     CompletionRequest,
+    DescribeImageRequest,
     EmbedRequest,
     EmbedResult,
     Message,
@@ -105,8 +106,14 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     if own in ONE_SHOT:
         entry_task(entry, own)
         return ONE_SHOT[own](args, ctx, entry)
-    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
-    task, request = _text_request(args, entry, own, prompt)
+    if own is Task.DESCRIBE_IMAGE:
+        from corral.cli.tasks import image_of
+
+        task, prompt = entry_task(entry, own), None
+        request: Any = DescribeImageRequest(image_of(args, ctx), sampling=sampling_from(args, greedy=True))
+    else:
+        prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+        task, request = _text_request(args, entry, own, prompt)
     with cli_runtime(args, ctx) as runtime:
         started = time.perf_counter()
         with closing(runtime.stream(task, entry.name, request, CallInfo(Door.CLI, "run", prompt=prompt))) as chunks:

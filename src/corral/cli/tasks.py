@@ -102,7 +102,7 @@ def run_answer_question(args: argparse.Namespace, ctx: Context, entry: Entry) ->
     return 0
 
 
-def _image(args: argparse.Namespace, ctx: Context) -> Any:
+def image_of(args: argparse.Namespace, ctx: Context) -> Any:
     """The image named by the prompt (a file path, or - for stdin), decoded and checked."""
     from pathlib import Path
 
@@ -123,7 +123,7 @@ def _image(args: argparse.Namespace, ctx: Context) -> Any:
 
 def run_classify_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
     """`corral run IMAGE_CLASSIFIER photo.jpg [--top-k K]`."""
-    image = _image(args, ctx)
+    image = image_of(args, ctx)
     with cli_runtime(args, ctx) as runtime:
         result: ClassifyImageResult = runtime.call(Task.CLASSIFY_IMAGE, entry.name, ClassifyImageRequest((image,)),
                                                    CallInfo(Door.CLI, "run"))
@@ -137,7 +137,7 @@ def run_classify_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> 
 
 def run_detect_objects(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
     """`corral run DETECTOR photo.jpg [--threshold 0.5]`: boxes in pixels of the image."""
-    image = _image(args, ctx)
+    image = image_of(args, ctx)
     if not 0 <= args.threshold <= 1:
         raise UsageError("--threshold must be from 0 to 1")
     with cli_runtime(args, ctx) as runtime:
@@ -158,7 +158,7 @@ def run_segment_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> i
     """`corral run SEGMENTER photo.jpg [-o DIR]`: segments with their share of the image; masks as PNGs."""
     from pathlib import Path
 
-    image = _image(args, ctx)
+    image = image_of(args, ctx)
     with cli_runtime(args, ctx) as runtime:
         result: SegmentImageResult = runtime.call(Task.SEGMENT_IMAGE, entry.name, SegmentImageRequest((image,)),
                                                   CallInfo(Door.CLI, "run"))

@@ -22,6 +22,7 @@ HF_CLASSIFIER = "corral.engines.transformers.classify:SequenceClassifierHandler"
 HF_QA = "corral.engines.transformers.qa:QuestionAnsweringHandler"
 HF_SEQ2SEQ = "corral.engines.transformers.seq2seq:Seq2SeqHandler"
 HF_VISION = "corral.engines.transformers.vision:VisionHandler"
+HF_CAPTIONER = "corral.engines.transformers.captioner:CaptionerHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
@@ -61,7 +62,7 @@ ENGINES: dict[str, EngineSpec] = {
                              Task.CLASSIFY_TEXT: HF_CLASSIFIER, Task.ANSWER_QUESTION: HF_QA,
                              Task.TRANSLATE: HF_SEQ2SEQ, Task.SUMMARIZE: HF_SEQ2SEQ,
                              Task.CLASSIFY_IMAGE: HF_VISION, Task.DETECT_OBJECTS: HF_VISION,
-                             Task.SEGMENT_IMAGE: HF_VISION}),
+                             Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER}),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE}),

@@ -75,6 +75,7 @@ MODEL_TYPES: dict[str, tuple[Task, ...]] = {
     "idefics3": (Task.DESCRIBE_IMAGE, Task.CHAT),
     "smolvlm": (Task.DESCRIBE_IMAGE, Task.CHAT),
     "blip": (Task.DESCRIBE_IMAGE,),
+    "vision-encoder-decoder": (Task.DESCRIBE_IMAGE,),
     "vits": (Task.SPEAK,),
     "bert": (Task.EMBED,),
     "xlm-roberta": (Task.EMBED,),

@@ -188,6 +188,14 @@ async def segment_image(session: Session, params: dict[str, Any]) -> Any:
                                            session.call("segment_image"))
 
 
+async def describe_image(session: Session, params: dict[str, Any]) -> Any:
+    from corral.protocols.hf import vision
+
+    p = HFParams.model_validate(params)
+    return await vision.image_to_text(session.runtime, p.model, p.inputs, p.parameters,
+                                      session.call("describe_image"))
+
+
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     from corral.tasks import TASKS
 
@@ -294,6 +302,6 @@ METHODS: dict[str, Method] = {
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
     "classify_text": classify_text, "answer_question": answer_question, "translate": translate,
     "summarize": summarize, "classify_image": classify_image, "detect_objects": detect_objects,
-    "segment_image": segment_image,
+    "segment_image": segment_image, "describe_image": describe_image,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

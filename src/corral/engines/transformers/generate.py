@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
+from corral.engines.detokenize import IncrementalDetokenizer
 from corral.errors import CorralError
 
 
@@ -70,3 +71,21 @@ def stream_generate(model: Any, inputs: dict[str, Any], config: Any, processors:
         worker.join()
     if errors:
         raise GenerationFailed(f"generation failed: {type(errors[0]).__name__}: {errors[0]}")
+
+
+def text_pieces(tokenizer: Any, eos_ids: list[int], tokens: Generator[int, None, None],
+                counted: list[int]) -> Iterator[str]:
+    """Token ids to text pieces up to an end-of-sequence token; ``counted[0]`` tracks the tokens
+    generated. Closing the pieces closes ``tokens`` (which stops generation)."""
+    detok = IncrementalDetokenizer(tokenizer)
+    try:
+        for token in tokens:
+            if token in eos_ids:
+                break
+            counted[0] += 1
+            if text := detok.push(token):
+                yield text
+    finally:
+        tokens.close()
+    if rest := detok.flush():
+        yield rest

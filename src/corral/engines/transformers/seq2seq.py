@@ -12,11 +12,10 @@ from typing import Any
 
 from corral.devices import pick_torch_device, torch_dtype
 from corral.engines.base import Handler
-from corral.engines.detokenize import IncrementalDetokenizer
 from corral.engines.resident import touch_weights
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
 from corral.engines.table import EngineSpec
-from corral.engines.transformers.generate import stream_generate
+from corral.engines.transformers.generate import stream_generate, text_pieces
 from corral.engines.transformers.lm import end_of_sequence_ids, pad_token_id
 from corral.engines.transformers.sampling import RequestSampler, SamplerLogitsProcessor
 from corral.errors import UsageError
@@ -101,7 +100,7 @@ class Seq2SeqHandler(Handler):
         features = self.tokenizer(text, truncation=True, max_length=self.max_input, return_tensors="pt")
         n_prompt = int(features["input_ids"].shape[1])
         limit = int(getattr(self.model.config, "max_position_embeddings", 0) or 512)
-        max_tokens = tokens_to_generate(0, limit, request.sampling.max_tokens)
+        max_tokens = tokens_to_generate(1, limit, request.sampling.max_tokens)  # the start token takes a position
         sampler = RequestSampler(request.sampling, None, self.device, None)
         config = GenerationConfig(  # type: ignore[no-untyped-call]
             do_sample=False, max_new_tokens=max_tokens, eos_token_id=self.eos_ids, forced_bos_token_id=forced,
@@ -110,18 +109,5 @@ class Seq2SeqHandler(Handler):
         processors = LogitsProcessorList([] if sampler.passive else [SamplerLogitsProcessor(sampler)])
         tokens = stream_generate(self.model, dict(features.to(self.device)), config, processors)
         counted = [0]
-        return stream_with_stops(self._pieces(tokens, counted), request.sampling.stop, n_prompt, max_tokens, counted)
-
-    def _pieces(self, tokens: Iterator[int], counted: list[int]) -> Iterator[str]:
-        detok = IncrementalDetokenizer(self.tokenizer)
-        try:
-            for token in tokens:
-                if token in self.eos_ids:
-                    break
-                counted[0] += 1
-                if text := detok.push(token):
-                    yield text
-        finally:
-            tokens.close()  # type: ignore[attr-defined]
-        if rest := detok.flush():
-            yield rest
+        pieces = text_pieces(self.tokenizer, self.eos_ids, tokens, counted)
+        return stream_with_stops(pieces, request.sampling.stop, n_prompt, max_tokens, counted)

@@ -37,11 +37,13 @@ HF_TASKS: dict[str, HFTask] = {
     "image-classification": HFTask(Task.CLASSIFY_IMAGE, vision.image_classification),
     "object-detection": HFTask(Task.DETECT_OBJECTS, vision.object_detection),
     "image-segmentation": HFTask(Task.SEGMENT_IMAGE, vision.image_segmentation),
+    "image-to-text": HFTask(Task.DESCRIBE_IMAGE, vision.image_to_text),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
                                 Task.ANSWER_QUESTION: "question-answering", Task.TRANSLATE: "translation",
                                 Task.SUMMARIZE: "summarization", Task.CLASSIFY_IMAGE: "image-classification",
-                                Task.DETECT_OBJECTS: "object-detection", Task.SEGMENT_IMAGE: "image-segmentation"}
+                                Task.DETECT_OBJECTS: "object-detection", Task.SEGMENT_IMAGE: "image-segmentation",
+                                Task.DESCRIBE_IMAGE: "image-to-text"}
 
 
 def hf_names(served: list[str]) -> list[str]:

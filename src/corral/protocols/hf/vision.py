@@ -1,9 +1,9 @@
-"""Image tasks in the Hugging Face Inference API's shapes: image classification
-(``[{label, score}]``, best first), object detection (``[{label, score, box: {xmin, ymin, xmax,
-ymax}}]`` in pixels of the image) and image segmentation (``[{label, score, mask}]``, the mask a
-base64 PNG of the image's size). ``inputs`` is the image: raw bytes (a body that is only the
-image), base64 text or a ``data:`` URL; a list of them gives a list of answers. Every image is
-decoded and checked (``corral.media``) before any model is touched."""
+"""Image tasks in the Hugging Face Inference API's shapes: image classification (``[{label,
+score}]``, best first), object detection (``[{label, score, box: {xmin, ymin, xmax, ymax}}]`` in
+pixels of the image), image segmentation (``[{label, score, mask}]``, the mask a base64 PNG of the
+image's size) and image-to-text (``[{generated_text}]``). ``inputs`` is the image: raw bytes (a
+body that is only the image), base64 text or a ``data:`` URL; a list of them gives a list of
+answers. Every image is decoded and checked (``corral.media``) before any model is touched."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from corral.media import decode_image, media_bytes
 from corral.tasks import (
     ClassifyImageRequest,
     ClassifyImageResult,
+    DescribeImageRequest,
     DetectObjectsRequest,
     DetectObjectsResult,
     SegmentImageRequest,
@@ -77,4 +78,21 @@ async def image_segmentation(runtime: Runtime, model: str, inputs: Any, paramete
                                                     call)
     out = [[{"label": seg.label, "score": seg.score, "mask": base64.b64encode(seg.mask).decode()} for seg in found]
            for found in result.segments]
+    return out[0] if single else out
+
+
+async def image_to_text(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
+                        call: CallInfo) -> Any:
+    """``[{"generated_text": ...}]`` per image; greedy unless ``generate_parameters`` samples."""
+    import asyncio
+
+    from corral.protocols.hf.generation import sampling_of
+    from corral.wire import acollect
+
+    images, single = images_of(inputs, runtime.settings.runtime.max_image_pixels)
+    sampling = sampling_of(parameters)
+    done = await asyncio.gather(*(acollect(runtime.run(Task.DESCRIBE_IMAGE, model,
+                                                       DescribeImageRequest(image, sampling=sampling), call))
+                                  for image in images))
+    out = [[{"generated_text": d.text}] for d in done]
     return out[0] if single else out
