@@ -47,6 +47,7 @@ def models(tmp_path: Path) -> Path:
     register_fake(store, tmp_path / "fake", "echo", tasks=("chat", "complete", "embed"), parallel=4)
     register_fake(store, tmp_path / "fake", "noisy", noisy=True)
     register_fake(store, tmp_path / "fake", "slow", delay=0.02, repeat=True)
+    register_fake(store, tmp_path / "fake", "held", hold=True)
     return tmp_path
 
 
@@ -269,3 +270,18 @@ def test_requests_from_a_file_are_all_answered(models: Path, tmp_path: Path) -> 
     assert by_id[1]["result"]["serverInfo"]["name"] == "corral"
     assert by_id[2]["result"]["choices"][0]["message"]["content"] == "one two"
     assert by_id[3]["result"]["usage"]["prompt_tokens"] == 1 and len(answers) == 4
+
+
+def test_sigterm_ends_the_session_and_a_second_one_exits_at_once(models: Path) -> None:
+    client = fake_sidecar()
+    call = client.stream("chat", {"model": "slow", "messages": HELLO, "max_tokens": 400})
+    next(call.deltas(timeout=30))
+    client.proc.send_signal(signal.SIGTERM)
+    assert client.proc.wait(60) == 0  # like end of input: the stream cancelled, models unloaded
+    assert error_of(call).code == REQUEST_CANCELLED
+    stuck = fake_sidecar()  # a generation held inside the engine: the graceful end waits for it (10 s at most)
+    held = stuck.stream("chat", {"model": "held", "messages": HELLO, "max_tokens": 5})
+    next(held.deltas(timeout=30))
+    stuck.proc.send_signal(signal.SIGTERM)
+    stuck.proc.send_signal(signal.SIGTERM)
+    assert stuck.proc.wait(60) == 128 + signal.SIGTERM  # the second signal: out at once, not 0 after the wait

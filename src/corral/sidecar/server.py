@@ -4,8 +4,8 @@ Each request is an asyncio task keyed by its id, so several run at once (concurr
 batch as over HTTP) and ``notifications/cancelled`` cancels one: its generation stops, its slot is
 freed, it answers -32800 and the log records 499. Bad input is answered and the session goes on.
 End of input, ``shutdown``, SIGTERM or SIGINT: in-flight requests are cancelled, models unloaded,
-exit 0 (``shutdown`` is answered last, once everything is released). Input read from a regular
-file is a batch: at its end every request is answered before the exit."""
+exit 0 (``shutdown`` is answered last, once everything is released); a second signal exits at
+once. Input read from a regular file is a batch: at its end every request is answered first."""
 
 from __future__ import annotations
 
@@ -169,8 +169,18 @@ async def _serve(runtime: Runtime, pipes: Pipes, max_line: int) -> None:
 
     loop = asyncio.get_running_loop()
     inbox: Inbox = asyncio.Queue()
+    signalled: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        """The first SIGTERM/SIGINT ends the session like end of input; a second one exits at once
+        (an engine stuck in native code must not keep the process alive)."""
+        if signalled:
+            os._exit(128 + sig)
+        signalled.append(sig)
+        inbox.put_nowait(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):  # a terminal's Ctrl-C reaches the whole group
-        loop.add_signal_handler(sig, inbox.put_nowait, None)
+        loop.add_signal_handler(sig, on_signal, sig)
     if is_pipe_or_socket(pipes.read_fd) and is_pipe_or_socket(pipes.write_fd):
         writer = await open_loop_pipes(pipes, max_line, inbox.put_nowait)  # no thread on the request path
         try:
