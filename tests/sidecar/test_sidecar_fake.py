@@ -283,5 +283,6 @@ def test_sigterm_ends_the_session_and_a_second_one_exits_at_once(models: Path) -
     held = stuck.stream("chat", {"model": "held", "messages": HELLO, "max_tokens": 5})
     next(held.deltas(timeout=30))
     stuck.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # two pending SIGTERMs would merge into one: let the first be taken
     stuck.proc.send_signal(signal.SIGTERM)
     assert stuck.proc.wait(60) == 128 + signal.SIGTERM  # the second signal: out at once, not 0 after the wait
