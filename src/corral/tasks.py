@@ -153,6 +153,44 @@ class RerankResult:
     input_tokens: list[int] = field(default_factory=list)  # per pair, where the engine knows
 
 
+TOKEN_AGGREGATIONS = ("simple", "none")  # entities (B-X/I-X runs merged), or one entry per token
+
+
+@dataclass(frozen=True)
+class ClassifyTokensRequest:
+    """Texts to label token by token (NER, POS). ``aggregation`` "simple" merges a run of tokens
+    labelled B-X, I-X, ... (or X, X, ...) into one entity of label X; "none" gives every token."""
+
+    inputs: tuple[str, ...]
+    aggregation: str = "simple"
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in TOKEN_AGGREGATIONS:
+            from corral.errors import UsageError
+
+            raise UsageError(f"unknown aggregation {self.aggregation!r}",
+                             f"use one of: {', '.join(TOKEN_AGGREGATIONS)}")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One labelled span: ``text == input[start:end]`` (character offsets into the input)."""
+
+    text: str
+    label: str  # the entity type ("PER"), or the token's own label ("B-PER") with aggregation "none"
+    start: int
+    end: int
+    score: float  # in [0, 1]: the mean of the tokens' probabilities (1.0 where the engine gives none)
+    index: int | None = None  # aggregation "none": the token's position in the model's input
+
+
+@dataclass(frozen=True)
+class ClassifyTokensResult:
+    entities: list[list[Entity]]  # one list per input, in the request's order; each list in text order
+    usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
+
+
 def _shares(total: Usage, tokens: list[int], sizes: list[int]) -> list[tuple[Usage, list[int]]]:
     """Each request's usage out of a merged call's: its inputs' token counts where the engine gave
     them per input, else the total split by input count."""
@@ -183,6 +221,15 @@ def _split_rerank(result: RerankResult, requests: Sequence[RerankRequest]) -> li
                                               strict=True)]
 
 
+def _split_tokens(result: ClassifyTokensResult,
+                  requests: Sequence[ClassifyTokensRequest]) -> list[ClassifyTokensResult]:
+    sizes = [len(r.inputs) for r in requests]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [ClassifyTokensResult(result.entities[a:a + n], usage, tokens)
+            for a, n, (usage, tokens) in zip(starts, sizes, _shares(result.usage, result.input_tokens, sizes),
+                                              strict=True)]
+
+
 @dataclass(frozen=True)
 class BatchRule:
     """How concurrent requests of a task share one engine call: requests with the same ``key``
@@ -198,6 +245,9 @@ EMBED_BATCH = BatchRule(size=lambda r: len(r.inputs), key=lambda r: r.normalize,
                         merge=lambda rs: EmbedRequest(tuple(t for r in rs for t in r.inputs), rs[0].normalize))
 RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split_rerank,
                          merge=lambda rs: RerankRequest(tuple(p for r in rs for p in r.pairs)))
+TOKENS_BATCH = BatchRule(size=lambda r: len(r.inputs), key=lambda r: r.aggregation, split=_split_tokens,
+                         merge=lambda rs: ClassifyTokensRequest(tuple(t for r in rs for t in r.inputs),
+                                                                rs[0].aggregation))
 
 
 @dataclass(frozen=True)
@@ -218,4 +268,6 @@ TASKS: dict[Task, TaskSpec] = {
     Task.COMPLETE: TaskSpec(CompletionRequest, TextChunk, "complete", streams=True),
     Task.EMBED: TaskSpec(EmbedRequest, EmbedResult, "embed", batch=EMBED_BATCH),
     Task.RERANK: TaskSpec(RerankRequest, RerankResult, "rerank", batch=RERANK_BATCH),
+    Task.CLASSIFY_TOKENS: TaskSpec(ClassifyTokensRequest, ClassifyTokensResult, "classify_tokens",
+                                   batch=TOKENS_BATCH),
 }

@@ -19,7 +19,9 @@ from corral.tasks import Task
 LLAMA = "corral.engines.llama.handler:LlamaCppHandler"
 HF_LM = "corral.engines.transformers.lm:TransformersLMHandler"
 HF_CLASSIFIER = "corral.engines.transformers.classify:SequenceClassifierHandler"
+HF_TOKENS = "corral.engines.transformers.tokens:TokenClassifierHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
+SPACY = "corral.engines.spacy.handler:SpacyHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -54,10 +56,13 @@ ENGINES: dict[str, EngineSpec] = {
                    handlers={Task.CHAT: LLAMA, Task.COMPLETE: LLAMA, Task.EMBED: LLAMA}),
         EngineSpec("transformers", ("transformers", "torch"), ("transformers", "torch"), "torch",
                    frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
-                   handlers={Task.CHAT: HF_LM, Task.COMPLETE: HF_LM, Task.RERANK: HF_CLASSIFIER}),
+                   handlers={Task.CHAT: HF_LM, Task.COMPLETE: HF_LM, Task.RERANK: HF_CLASSIFIER,
+                             Task.CLASSIFY_TOKENS: HF_TOKENS}),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE}),
+        EngineSpec("spacy", ("spacy",), ("spacy",), "nlp", frozenset({"spacy"}), devices=("cpu",),
+                   handlers={Task.CLASSIFY_TOKENS: SPACY}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
                    "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
     )
