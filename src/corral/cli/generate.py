@@ -14,6 +14,7 @@ from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.loader import entry_task
 from corral.tasks import (
     DEFAULT_SAMPLING,
+    TOKEN_AGGREGATIONS,
     ChatRequest,
     CompletionRequest,
     EmbedRequest,
@@ -37,6 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--doc", action="append", default=[], metavar="TEXT",
                    help="rerank models: a document to rank against the prompt (repeatable; else one per stdin line)")
     p.add_argument("--top-n", type=int, help="rerank models: show only the best N")
+    p.add_argument("--aggregation", choices=TOKEN_AGGREGATIONS, default="simple",
+                   help="token classification (NER) models: simple = one row per entity, none = per token")
     add_load_flags(p)
     p.set_defaults(func=cmd_run)
 
@@ -86,6 +89,10 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         from corral.cli.tasks import run_rerank
 
         return run_rerank(args, ctx, entry)
+    if entry.info.tasks[:1] == [Task.CLASSIFY_TOKENS.value]:
+        from corral.cli.tasks import run_classify_tokens
+
+        return run_classify_tokens(args, ctx, entry)
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     sampling = sampling_from(args)
     wanted = (Task.COMPLETE,) if args.raw else (Task.CHAT, Task.COMPLETE)

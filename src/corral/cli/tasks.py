@@ -1,5 +1,6 @@
-"""`corral run` for the one-shot tasks (rerank so far): the request from the arguments, one call
-through the runtime (logged with door cli), a readable summary or ``--json`` in the HTTP shape."""
+"""`corral run` for the one-shot tasks (rerank, classify_tokens): the request from the arguments,
+one call through the runtime (logged with door cli), a readable summary or ``--json`` in the shape
+of the API that task speaks (rerank: Cohere's; classify_tokens: Hugging Face's)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from corral.cli.context import Context, cli_runtime
 from corral.cli.output import print_json, table
 from corral.errors import UsageError
 from corral.models.store import Entry
+from corral.protocols.hf_tokens import check_inputs as check_texts
+from corral.protocols.hf_tokens import token_classification_json
 from corral.protocols.rerank import RerankBody, check_inputs, ranked, rerank_response
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.tasks import RerankRequest, RerankResult, Task
+from corral.tasks import ClassifyTokensRequest, ClassifyTokensResult, RerankRequest, RerankResult, Task
 
 
 def run_rerank(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
@@ -39,3 +42,23 @@ def run_rerank(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
 def _short(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_classify_tokens(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
+    """`corral run NER_MODEL "text"` (the text from stdin when left out): the entities as a table,
+    or ``--json`` in Hugging Face's token-classification shape."""
+    text = args.prompt if args.prompt is not None else sys.stdin.read()
+    if not text.strip():
+        raise UsageError("the text to classify is empty", 'corral run MODEL "a sentence to tag"')
+    check_texts([text])
+    request = ClassifyTokensRequest((text,), args.aggregation)
+    with cli_runtime(args, ctx) as runtime:
+        result: ClassifyTokensResult = runtime.call(Task.CLASSIFY_TOKENS, entry.name, request,
+                                                    CallInfo(Door.CLI, "run", prompt=text))
+    entities = result.entities[0]
+    if args.json:
+        print_json(token_classification_json(entities, args.aggregation))
+        return 0
+    rows = [[_short(e.text, 40), e.label, str(e.start), str(e.end), f"{e.score:.4f}"] for e in entities]
+    print(table(["text", "label", "start", "end", "score"], rows))
+    return 0

@@ -1,7 +1,8 @@
 """The sidecar's methods: each takes the session and its by-name params and returns the result
 object. Generation and embedding take the OpenAI request body fields and answer OpenAI's objects
 (``protocols.openai``, the same code as the HTTP door); a stream sends ``stream/delta``
-notifications first. Admin methods answer what the runtime's dataclasses say, as ``/api/ps`` does."""
+notifications first. rerank speaks the Cohere/Jina shape, classify_tokens Hugging Face's (a list).
+Admin methods answer what the runtime's dataclasses say, as ``/api/ps`` does."""
 
 from __future__ import annotations
 
@@ -122,6 +123,15 @@ async def rerank(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     return await create_rerank(session.runtime, RerankBody.model_validate(params), session.call("rerank"))
 
 
+async def classify_tokens(session: Session, params: dict[str, Any]) -> list[Any]:
+    """Hugging Face's token-classification shape: a list of entities for a string input, a list of
+    such lists for a list of strings."""
+    from corral.protocols.hf_tokens import TokenClassificationBody, create_token_classification
+
+    body = TokenClassificationBody.model_validate(params)
+    return await create_token_classification(session.runtime, body, session.call("classify_tokens"))
+
+
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     from corral.tasks import TASKS
 
@@ -221,10 +231,10 @@ async def usage(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     return {"since": since, "usage": await asyncio.to_thread(summarize, rt.log.path, since)}
 
 
-Method = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
+Method = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any] | list[Any]]]
 METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
-    "logs": logs, "usage": usage,
+    "classify_tokens": classify_tokens, "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers
