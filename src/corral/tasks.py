@@ -194,6 +194,44 @@ class ClassifyTextResult:
     input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
 
 
+TOKEN_AGGREGATIONS = ("simple", "none")  # entities (B-X/I-X runs merged), or one entry per token
+
+
+@dataclass(frozen=True)
+class ClassifyTokensRequest:
+    """Texts to label token by token (NER, POS). ``aggregation`` "simple" merges a run of tokens
+    labelled B-X, I-X, ... (or X, X, ...) into one entity of label X; "none" gives every token."""
+
+    inputs: tuple[str, ...]
+    aggregation: str = "simple"
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in TOKEN_AGGREGATIONS:
+            from corral.errors import UsageError
+
+            raise UsageError(f"unknown aggregation {self.aggregation!r}",
+                             f"use one of: {', '.join(TOKEN_AGGREGATIONS)}")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One labelled span: ``text == input[start:end]`` (character offsets into the input)."""
+
+    text: str
+    label: str  # the entity type ("PER"), or the token's own label ("B-PER") with aggregation "none"
+    start: int
+    end: int
+    score: float  # in [0, 1]: the mean of the tokens' probabilities (1.0 where the engine gives none)
+    index: int | None = None  # aggregation "none": the token's position in the model's input
+
+
+@dataclass(frozen=True)
+class ClassifyTokensResult:
+    entities: list[list[Entity]]  # one list per input, in the request's order; each list in text order
+    usage: Usage = field(default_factory=Usage)
+    input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
+
+
 @dataclass(frozen=True)
 class AnswerQuestionRequest:
     """Extractive question answering: (question, context) pairs; answers are spans of the context."""
@@ -332,6 +370,9 @@ SEGMENT_BATCH = BatchRule(
     merge=lambda rs: SegmentImageRequest(tuple(i for r in rs for i in r.images)))
 RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split("scores", lambda r: len(r.pairs)),
                          merge=lambda rs: RerankRequest(tuple(p for r in rs for p in r.pairs)))
+TOKENS_BATCH = BatchRule(size=_inputs, key=lambda r: r.aggregation, split=_split("entities"),
+                         merge=lambda rs: ClassifyTokensRequest(tuple(t for r in rs for t in r.inputs),
+                                                                rs[0].aggregation))
 
 
 @dataclass(frozen=True)
@@ -361,4 +402,6 @@ TASKS: dict[Task, TaskSpec] = {
     Task.SUMMARIZE: TaskSpec(SummarizeRequest, TextChunk, "summarize", streams=True),
     Task.CLASSIFY_TEXT: TaskSpec(ClassifyTextRequest, ClassifyTextResult, "classify_text", batch=CLASSIFY_TEXT_BATCH),
     Task.ANSWER_QUESTION: TaskSpec(AnswerQuestionRequest, AnswerQuestionResult, "answer_question", batch=ANSWER_BATCH),
+    Task.CLASSIFY_TOKENS: TaskSpec(ClassifyTokensRequest, ClassifyTokensResult, "classify_tokens",
+                                   batch=TOKENS_BATCH),
 }

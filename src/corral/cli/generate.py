@@ -16,6 +16,7 @@ from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.loader import entry_task
 from corral.tasks import (
     DEFAULT_SAMPLING,
+    TOKEN_AGGREGATIONS,
     ChatRequest,
     CompletionRequest,
     DescribeImageRequest,
@@ -52,6 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="image segmentation: write each mask as a PNG here")
     p.add_argument("--source-lang", help="translation: the source language as the model names it")
     p.add_argument("--target-lang", help="translation: the target language as the model names it")
+    p.add_argument("--aggregation", choices=TOKEN_AGGREGATIONS, default="simple",
+                   help="token classification (NER) models: simple = one row per entity, none = per token")
     add_load_flags(p)
     p.set_defaults(func=cmd_run)
 

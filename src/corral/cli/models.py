@@ -160,7 +160,8 @@ def _safety_line(info: ModelInfo, args: argparse.Namespace) -> str:
     if info.needs_remote_code:
         problems.append("custom code: refused unless --trust-remote-code"
                         + (" (allowed)" if args.trust_remote_code else ""))
-    return "; ".join(problems) or "ok (safetensors/GGUF, no custom code)"
+    stored = "spaCy's own serialization" if info.format == "spacy" else "safetensors/GGUF"
+    return "; ".join(problems) or f"ok ({stored}, no custom code)"
 
 
 def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:

@@ -1,6 +1,6 @@
-"""`corral run` for the one-shot tasks (rerank, classify_text): the request from the arguments, one
-call through the runtime (logged with door cli), a readable summary or ``--json`` in the shape the
-HTTP door answers."""
+"""`corral run` for the one-shot tasks (rerank, classify_text, classify_tokens, answer_question,
+the image tasks): the request from the arguments, one call through the runtime (logged with door
+cli), a readable summary or ``--json`` in the shape the task's API answers over HTTP."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from corral.cli.context import Context, cli_runtime
 from corral.cli.output import print_json, table
 from corral.errors import UsageError
 from corral.models.store import Entry
+from corral.protocols.hf.tokens import check_inputs as check_texts
+from corral.protocols.hf.tokens import token_classification_json
 from corral.protocols.rerank import RerankBody, check_inputs, ranked, rerank_response
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.tasks import (
@@ -22,6 +24,8 @@ from corral.tasks import (
     ClassifyImageResult,
     ClassifyTextRequest,
     ClassifyTextResult,
+    ClassifyTokensRequest,
+    ClassifyTokensResult,
     DetectObjectsRequest,
     DetectObjectsResult,
     RerankRequest,
@@ -56,6 +60,26 @@ def run_rerank(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
 def _short(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_classify_tokens(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
+    """`corral run NER_MODEL "text"` (the text from stdin when left out): the entities as a table,
+    or ``--json`` in Hugging Face's token-classification shape."""
+    text = args.prompt if args.prompt is not None else sys.stdin.read()
+    if not text.strip():
+        raise UsageError("the text to classify is empty", 'corral run MODEL "a sentence to tag"')
+    check_texts([text])
+    request = ClassifyTokensRequest((text,), args.aggregation)
+    with cli_runtime(args, ctx) as runtime:
+        result: ClassifyTokensResult = runtime.call(Task.CLASSIFY_TOKENS, entry.name, request,
+                                                    CallInfo(Door.CLI, "run", prompt=text))
+    entities = result.entities[0]
+    if args.json:
+        print_json(token_classification_json(entities, args.aggregation))
+        return 0
+    rows = [[_short(e.text, 40), e.label, str(e.start), str(e.end), f"{e.score:.4f}"] for e in entities]
+    print(table(["text", "label", "start", "end", "score"], rows))
+    return 0
 
 
 def run_classify_text(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
@@ -182,5 +206,5 @@ def run_segment_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> i
 ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
     Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text, Task.ANSWER_QUESTION: run_answer_question,
     Task.CLASSIFY_IMAGE: run_classify_image, Task.DETECT_OBJECTS: run_detect_objects,
-    Task.SEGMENT_IMAGE: run_segment_image,
+    Task.SEGMENT_IMAGE: run_segment_image, Task.CLASSIFY_TOKENS: run_classify_tokens,
 }

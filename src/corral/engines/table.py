@@ -23,7 +23,9 @@ HF_QA = "corral.engines.transformers.qa:QuestionAnsweringHandler"
 HF_SEQ2SEQ = "corral.engines.transformers.seq2seq:Seq2SeqHandler"
 HF_VISION = "corral.engines.transformers.vision:VisionHandler"
 HF_CAPTIONER = "corral.engines.transformers.captioner:CaptionerHandler"
+HF_TOKENS = "corral.engines.transformers.tokens:TokenClassifierHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
+SPACY = "corral.engines.spacy.handler:SpacyHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -62,10 +64,13 @@ ENGINES: dict[str, EngineSpec] = {
                              Task.CLASSIFY_TEXT: HF_CLASSIFIER, Task.ANSWER_QUESTION: HF_QA,
                              Task.TRANSLATE: HF_SEQ2SEQ, Task.SUMMARIZE: HF_SEQ2SEQ,
                              Task.CLASSIFY_IMAGE: HF_VISION, Task.DETECT_OBJECTS: HF_VISION,
-                             Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER}),
+                             Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER,
+                             Task.CLASSIFY_TOKENS: HF_TOKENS}),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE}),
+        EngineSpec("spacy", ("spacy",), ("spacy",), "nlp", frozenset({"spacy"}), devices=("cpu",),
+                   handlers={Task.CLASSIFY_TOKENS: SPACY}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
                    "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
     )

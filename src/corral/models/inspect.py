@@ -21,6 +21,8 @@ MAX_JSON = 16 * 1024 * 1024
 MAX_FILES = 20_000
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 UNQUANTIZED = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+SPACY_FILES = ("meta.json", "config.cfg")  # a trained spaCy pipeline's folder (nlp.to_disk)
+SPACY_FLOAT_BYTES = 4  # thinc stores its weights as float32
 _PIPELINE_TAG = re.compile(r"^pipeline_tag:\s*['\"]?([\w-]+)", re.MULTILINE)
 
 
@@ -61,6 +63,8 @@ def inspect_path(path: Path) -> ModelInfo:
     files = _list_files(path)
     if (path / "model_index.json").is_file():
         return _inspect_diffusers(path, files)
+    if all((path / name).is_file() for name in SPACY_FILES):
+        return _inspect_spacy(path, files)
     ggufs = [f for f in files if f.suffix.lower() == ".gguf" and f.parent == path]
     if ggufs and not (path / "config.json").is_file():
         if len(ggufs) > 1:
@@ -234,6 +238,35 @@ def _inspect_diffusers(root: Path, files: list[Path]) -> ModelInfo:
     info.architecture = class_name if isinstance(class_name, str) else None
     info.model_type = "diffusers"
     info.tasks = detect.tasks_for_diffusers(info.architecture or "")
+    info.memory = memory.with_defaults(info, MemoryEstimate(0, 0, weight_bytes=info.size_bytes))
+    info.requirements = requirements(info.engine)
+    return info
+
+
+def _short_text(meta: dict[str, Any], key: str, limit: int = 100) -> str:
+    value = meta.get(key)
+    return value[:limit] if isinstance(value, str) else "?"
+
+
+def _inspect_spacy(root: Path, files: list[Path]) -> ModelInfo:
+    """A spaCy pipeline: what meta.json says (name, version, language, components), sizes from the
+    files. spaCy names no parameter count; it is estimated from the components' weight files."""
+    meta = read_json(root / "meta.json")
+    pipeline = meta.get("pipeline")
+    components = [c[:100] for c in pipeline[:50] if isinstance(c, str)] if isinstance(pipeline, list) else []
+    lang, name, version = (_short_text(meta, k) for k in ("lang", "name", "version"))
+    info = ModelInfo(path=str(root), format="spacy", engine="spacy", model_type="spacy",
+                     architecture=f"spacy ({', '.join(components)})" if components else "spacy",
+                     sources=list(SPACY_FILES), name_hint=f"{lang}_{name}")
+    info.size_bytes = sum(f.stat().st_size for f in files)
+    weights = sum(f.stat().st_size for f in files if f.name == "model" and f.parent.parent == root)
+    info.parameters = weights // SPACY_FLOAT_BYTES or None
+    info.notes.append(f"spaCy pipeline {lang}_{name} {version}, spaCy {_short_text(meta, 'spacy_version')}")
+    info.notes.append("parameters estimated from the components' weight files (float32)")
+    if "ner" in components:
+        info.tasks = [Task.CLASSIFY_TOKENS.value]
+    else:
+        info.notes.append("no ner component: corral serves a spaCy pipeline's named entities only")
     info.memory = memory.with_defaults(info, MemoryEstimate(0, 0, weight_bytes=info.size_bytes))
     info.requirements = requirements(info.engine)
     return info

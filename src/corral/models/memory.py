@@ -18,6 +18,8 @@ What a CPU load adds, per engine (each piece measured with ``benchmarks/bench_me
   sequence ``generate`` makes its cache per request: nothing at load. The handler sizes this from the
   model's own context length; ``LoadOptions.context_length`` does not reach it.
 - sentence_transformers: the weights and the tokenizer.
+- spacy: the pipeline folder's files and what spaCy builds from them (the vocabulary's string store
+  and lexemes, the components' models): loading en_core_web_sm (a 14.6 MiB folder) adds 56 MiB.
 
 On a GPU the weights (fp32 loaded as fp16 by the transformers engine) and the KV cache go to the device,
 plus a CUDA context; that side is a model, not yet checked against a measurement.
@@ -50,7 +52,8 @@ HF_TOKENIZER_ENTRY_BYTES = 480
 # context and output buffers; torch/transformers module construction and the library code pages it
 # touches). Measured on SmolLM2 Q4_1 (llama_cpp), a GPT-2-size random model (transformers) and MiniLM
 # (sentence_transformers), each the measured RSS delta less the pieces above, in a fresh process.
-ENGINE_OVERHEAD = {"llama_cpp": 4 * MiB, "transformers": 16 * MiB, "sentence_transformers": 13 * MiB}
+ENGINE_OVERHEAD = {"llama_cpp": 4 * MiB, "transformers": 16 * MiB, "sentence_transformers": 13 * MiB,
+                   "spacy": 41 * MiB}  # spacy: en_core_web_sm's load less its folder (spacy imported first)
 OTHER_ENGINE_OVERHEAD = 64 * MiB  # engines not measured yet (diffusers)
 BATCHER_OVERHEAD = 11 * MiB  # transformers' continuous batcher beyond its KV cache (warm-up, thread state)
 CUDA_CONTEXT = 384 * MiB  # a CUDA context and its kernels; not measured here (no GPU on the dev machine)

