@@ -11,7 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.fixtures.tiny_models import build_bert_classifier, build_nli_classifier, build_question_answering
+from tests.fixtures.tiny_models import (
+    build_bert_classifier,
+    build_nli_classifier,
+    build_question_answering,
+    build_token_classifier,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -24,7 +29,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     cls = build_bert_classifier(root / "cls").path
     nli = build_nli_classifier(root / "nli").path
     qa = build_question_answering(root / "qa").path
-    srv = Server(root / "home", "--models", "minilm", register={"cls": cls, "nli": nli, "qa": qa})
+    ner = build_token_classifier(root / "ner").path
+    srv = Server(root / "home", "--models", "minilm", register={"cls": cls, "nli": nli, "qa": qa, "ner": ner})
     yield srv
     srv.stop()
 
@@ -74,6 +80,15 @@ def test_question_answering(client: Any, served: Any) -> None:
     with served.client() as http:
         bad = http.post("/models/qa", json={"inputs": {"question": "where"}})
         assert bad.status_code == 422 and "context" in bad.json()["error"]["message"]
+
+
+def test_token_classification(client: Any) -> None:
+    text = "Tim Cook met the board of Apple in London"
+    entities = client("ner").token_classification(text)
+    assert entities and all(text[e.start:e.end] == e.word for e in entities)
+    assert {e.entity_group for e in entities} <= {"PER", "ORG"}
+    tokens = client("ner").token_classification(text, aggregation_strategy="none")
+    assert all(e.entity in ("B-PER", "I-PER", "B-ORG", "I-ORG") for e in tokens)
 
 
 def test_pipeline_route_and_bad_input(served: Any) -> None:
