@@ -6,15 +6,94 @@ engine call. Transports translate into the request types; the engine table
 (:mod:`corral.engines.table`) maps tasks to handlers. Adding a runnable task is a ``TASKS`` entry,
 an engine implementation and a door mapping. Generation tasks stream: they yield
 :class:`TextChunk` objects, the last of which carries the finish reason and the usage figures.
-Tasks without a spec are known (inspection reports them) but not yet runnable.
+Tasks without a spec are known (inspection reports them) but not yet runnable. The request and
+result types live in :mod:`corral.task_types` and are re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
+
+from corral.task_types import (
+    DEFAULT_SAMPLING,
+    ROLES,
+    TOKEN_AGGREGATIONS,
+    Answer,
+    AnswerQuestionRequest,
+    AnswerQuestionResult,
+    ChatRequest,
+    ClassifyImageRequest,
+    ClassifyImageResult,
+    ClassifyTextRequest,
+    ClassifyTextResult,
+    ClassifyTokensRequest,
+    ClassifyTokensResult,
+    CompletionRequest,
+    DescribeImageRequest,
+    Detection,
+    DetectObjectsRequest,
+    DetectObjectsResult,
+    EmbedRequest,
+    EmbedResult,
+    Entity,
+    Generation,
+    Message,
+    RerankRequest,
+    RerankResult,
+    Sampling,
+    Segment,
+    SegmentImageRequest,
+    SegmentImageResult,
+    SummarizeRequest,
+    TextChunk,
+    TokenLogprob,
+    TranslateRequest,
+    Usage,
+)
+
+__all__ = [
+    "DEFAULT_SAMPLING",
+    "ROLES",
+    "TASKS",
+    "TOKEN_AGGREGATIONS",
+    "Answer",
+    "AnswerQuestionRequest",
+    "AnswerQuestionResult",
+    "BatchRule",
+    "ChatRequest",
+    "ClassifyImageRequest",
+    "ClassifyImageResult",
+    "ClassifyTextRequest",
+    "ClassifyTextResult",
+    "ClassifyTokensRequest",
+    "ClassifyTokensResult",
+    "CompletionRequest",
+    "DescribeImageRequest",
+    "DetectObjectsRequest",
+    "DetectObjectsResult",
+    "Detection",
+    "EmbedRequest",
+    "EmbedResult",
+    "Entity",
+    "Generation",
+    "Message",
+    "RerankRequest",
+    "RerankResult",
+    "Sampling",
+    "Segment",
+    "SegmentImageRequest",
+    "SegmentImageResult",
+    "SummarizeRequest",
+    "Task",
+    "TaskSpec",
+    "TextChunk",
+    "TokenLogprob",
+    "TranslateRequest",
+    "Usage",
+]
 
 
 class Task(StrEnum):
@@ -37,274 +116,6 @@ class Task(StrEnum):
     CLASSIFY_AUDIO = "classify_audio"
     CLASSIFY_VIDEO = "classify_video"
     GENERATE_VIDEO = "generate_video"
-
-
-ROLES = ("system", "user", "assistant", "tool")
-
-
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Decoding settings shared by chat and completion, and their defaults for every door that
-    has none of its own (the CLI; the OpenAI door keeps OpenAI's). ``temperature == 0`` is greedy."""
-
-    max_tokens: int = 512
-    temperature: float = 0.8
-    top_p: float = 0.95
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-    def check(self, name: Callable[[str], str] = str) -> Sampling:
-        """Itself, or a UsageError naming the field that is out of range (``name`` spells the
-        field as the door knows it: ``--max-tokens`` on the CLI)."""
-        from corral.errors import UsageError
-
-        if self.max_tokens < 1:
-            raise UsageError(f"{name('max_tokens')} must be at least 1")
-        if not 0 <= self.temperature <= 2:
-            raise UsageError(f"{name('temperature')} must be between 0 and 2")
-        if not 0 < self.top_p <= 1:
-            raise UsageError(f"{name('top_p')} must be in (0, 1]")
-        return self
-
-
-DEFAULT_SAMPLING = Sampling()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Generation:
-    """The fields every text-generation request shares, declared once."""
-
-    sampling: Sampling = field(default_factory=Sampling)
-    json_schema: dict[str, Any] | None = None  # constrain the output to JSON matching this schema
-    logprobs: int | None = None  # None: off; k >= 0: the chosen token's logprob and k alternatives
-
-
-@dataclass(frozen=True)
-class ChatRequest(Generation):
-    messages: tuple[Message, ...]
-
-
-@dataclass(frozen=True)
-class CompletionRequest(Generation):
-    prompt: str
-
-
-@dataclass(frozen=True)
-class TranslateRequest(Generation):
-    """Text into another language; the languages as the model names them (codes such as ``fr`` or
-    ``fra_Latn``, or for T5 names such as ``French``); a model for one language pair needs none."""
-
-    text: str
-    source_lang: str | None = None
-    target_lang: str | None = None
-
-
-@dataclass(frozen=True)
-class SummarizeRequest(Generation):
-    text: str
-
-
-@dataclass(frozen=True)
-class DescribeImageRequest(Generation):
-    """A caption of an image (``prompt`` steers models that read one), streamed."""
-
-    image: Any  # a decoded RGB image (PIL), checked by the door
-    prompt: str | None = None
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    token: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class TextChunk:
-    """One piece of streamed text. The final chunk has ``finish_reason`` and ``usage`` set."""
-
-    text: str
-    finish_reason: str | None = None  # "stop" | "length" | None while streaming
-    usage: Usage | None = None
-    logprobs: tuple[TokenLogprob, ...] = ()
-
-
-@dataclass(frozen=True)
-class EmbedRequest:
-    inputs: tuple[str, ...]
-    normalize: bool = True
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    vectors: Sequence[Sequence[float]]  # lists, or numpy rows from engines that have them
-    usage: Usage = field(default_factory=Usage)
-    input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
-
-
-@dataclass(frozen=True)
-class RerankRequest:
-    """(query, document) pairs to score; one query's documents are :meth:`of` it."""
-
-    pairs: tuple[tuple[str, str], ...]
-
-    @classmethod
-    def of(cls, query: str, documents: Sequence[str]) -> RerankRequest:
-        return cls(tuple((query, d) for d in documents))
-
-
-@dataclass(frozen=True)
-class RerankResult:
-    scores: Sequence[float]  # relevance in [0, 1], one per pair, in the request's order
-    usage: Usage = field(default_factory=Usage)
-    input_tokens: list[int] = field(default_factory=list)  # per pair, where the engine knows
-
-
-@dataclass(frozen=True)
-class ClassifyTextRequest:
-    """Texts to label with the model's own labels, or (zero-shot, through an NLI model) with
-    ``labels``: each scored as the hypothesis ``hypothesis_template.format(label)``."""
-
-    inputs: tuple[str, ...]
-    labels: tuple[str, ...] = ()
-    multi_label: bool = False  # zero-shot: each label scored on its own (else they compete)
-    hypothesis_template: str = "This example is {}."
-
-
-@dataclass(frozen=True)
-class ClassifyTextResult:
-    labels: list[list[tuple[str, float]]]  # per input: (label, score), best first
-    usage: Usage = field(default_factory=Usage)
-    input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
-
-
-TOKEN_AGGREGATIONS = ("simple", "none")  # entities (B-X/I-X runs merged), or one entry per token
-
-
-@dataclass(frozen=True)
-class ClassifyTokensRequest:
-    """Texts to label token by token (NER, POS). ``aggregation`` "simple" merges a run of tokens
-    labelled B-X, I-X, ... (or X, X, ...) into one entity of label X; "none" gives every token."""
-
-    inputs: tuple[str, ...]
-    aggregation: str = "simple"
-
-    def __post_init__(self) -> None:
-        if self.aggregation not in TOKEN_AGGREGATIONS:
-            from corral.errors import UsageError
-
-            raise UsageError(f"unknown aggregation {self.aggregation!r}",
-                             f"use one of: {', '.join(TOKEN_AGGREGATIONS)}")
-
-
-@dataclass(frozen=True)
-class Entity:
-    """One labelled span: ``text == input[start:end]`` (character offsets into the input)."""
-
-    text: str
-    label: str  # the entity type ("PER"), or the token's own label ("B-PER") with aggregation "none"
-    start: int
-    end: int
-    score: float  # in [0, 1]: the mean of the tokens' probabilities (1.0 where the engine gives none)
-    index: int | None = None  # aggregation "none": the token's position in the model's input
-
-
-@dataclass(frozen=True)
-class ClassifyTokensResult:
-    entities: list[list[Entity]]  # one list per input, in the request's order; each list in text order
-    usage: Usage = field(default_factory=Usage)
-    input_tokens: list[int] = field(default_factory=list)  # per input, where the engine knows
-
-
-@dataclass(frozen=True)
-class AnswerQuestionRequest:
-    """Extractive question answering: (question, context) pairs; answers are spans of the context."""
-
-    items: tuple[tuple[str, str], ...]
-    top_k: int = 1
-    max_answer_len: int = 30  # tokens
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    score: float
-    start: int  # character offsets into the context: context[start:end] == text
-    end: int
-
-
-@dataclass(frozen=True)
-class AnswerQuestionResult:
-    answers: list[list[Answer]]  # per item, best first
-    usage: Usage = field(default_factory=Usage)
-    input_tokens: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ClassifyImageRequest:
-    images: tuple[Any, ...]  # decoded RGB images (PIL), checked by the door (corral.media)
-
-
-@dataclass(frozen=True)
-class ClassifyImageResult:
-    labels: list[list[tuple[str, float]]]  # per image: (label, score), best first
-    usage: Usage = field(default_factory=Usage)
-    input_tokens: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Detection:
-    label: str
-    score: float
-    box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax in pixels of the input image
-
-
-@dataclass(frozen=True)
-class DetectObjectsRequest:
-    images: tuple[Any, ...]
-    threshold: float = 0.5
-
-
-@dataclass(frozen=True)
-class DetectObjectsResult:
-    detections: list[list[Detection]]  # per image, best first
-    usage: Usage = field(default_factory=Usage)
-    input_tokens: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Segment:
-    label: str
-    score: float  # the mean probability of the label over the segment's pixels
-    mask: bytes  # a PNG of the input image's size: 255 inside the segment, 0 outside
-
-
-@dataclass(frozen=True)
-class SegmentImageRequest:
-    images: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class SegmentImageResult:
-    segments: list[list[Segment]]  # per image, largest first
-    usage: Usage = field(default_factory=Usage)
-    input_tokens: list[int] = field(default_factory=list)
 
 
 def _shares(total: Usage, tokens: list[int], sizes: list[int]) -> list[tuple[Usage, list[int]]]:
