@@ -85,6 +85,9 @@ def test_inspect_gguf_human_and_json(smollm2_path: Path) -> None:
     assert data["parameters"] == 134515008 and data["quantization"] == "Q4_1"
     assert data["memory"]["cpu_bytes"] > data["size_bytes"]
     assert data["tasks"] == ["chat", "complete", "embed"]
+    assert data["routes"]["chat"] == ["POST /v1/chat/completions", "sidecar chat"]
+    assert "POST /v1/embeddings" in data["routes"]["embed"]
+    assert "served          chat: POST /v1/chat/completions; sidecar chat" in r.stdout
     assert run_cli("list", "--json").stdout.strip() == "[]"  # inspect registers nothing
 
 

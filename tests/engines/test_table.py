@@ -4,6 +4,7 @@ engine's extra exists and is pinned, and a model only reaches a handler that dec
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def test_each_family_reaches_its_own_handler_and_an_unserved_task_is_refused(tmp
     assert heard.engine == "transformers" and heard.tasks == ["transcribe"]
     with pytest.raises(UnsupportedTaskError, match="cannot run transformers models for transcribe yet"):
         handler_class(heard.engine, heard.tasks)
+    report = json.loads(run_cli("inspect", str(whisper), "--json").stdout)
+    assert report["routes"] == {"transcribe": []}  # detected, named, not served yet
     ran = run_cli("run", str(whisper), "hello")
     assert ran.returncode == 1 and "Traceback" not in ran.stderr
     assert "it is a transcribe model, which corral cannot run yet" in ran.stderr

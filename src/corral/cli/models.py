@@ -165,10 +165,14 @@ def _safety_line(info: ModelInfo, args: argparse.Namespace) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
+    from corral.engines.table import tasks_served
+    from corral.protocols.routes import routes_for
+
     name, path = _inspect_target(args.ref, ctx)
     info = inspect_path(path)
+    routes = routes_for(info.tasks, tasks_served(info.engine, info.tasks))
     if args.json:
-        print_json({"name": name, **info.to_dict()})
+        print_json({"name": name, **info.to_dict(), "routes": routes})
         return 0
     needs = ", ".join(f"{r.package} ({'installed' if r.installed else 'missing'})" for r in info.requirements)
     mem = info.memory
@@ -186,7 +190,8 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
         ("context length", str(info.context_length or "-")), ("weights", human_bytes(info.size_bytes)),
         ("memory", memory), ("chat template", "yes" if info.chat_template else "no"),
         ("safety", _safety_line(info, args)), ("read from", ", ".join(info.sources) or "-"),
-    ] + [("note", n) for n in info.notes]
+    ] + [("served", f"{task}: " + ("; ".join(where) or "not yet (corral cannot run it)"))
+         for task, where in routes.items()] + [("note", n) for n in info.notes]
     width = max(len(k) for k, _ in rows)
     sys.stdout.write("".join(f"{k.ljust(width)}  {v}\n" for k, v in rows))
     return 0
