@@ -1,0 +1,134 @@
+"""Every runnable task once on a device, through corral's runtime, on tiny random-weight models built
+from configs (the test fixtures): chat, complete, embed, rerank, classify_text (own labels and zero-shot),
+classify_tokens, answer_question, translate, summarize, classify_image, detect_objects, segment_image,
+describe_image. Prints one line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
+
+Meant for a lent GPU machine (`--device cuda`, the default when CUDA is available); with `--device cpu` it
+checks the same paths on any machine. No assertion on timing; the figures are for the note.
+
+    python benchmarks/gpu_smoke.py [--device cuda|cpu] [--dtype float16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+
+def _png() -> Any:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (48, 40), (200, 30, 30))
+    ImageDraw.Draw(image).rectangle((5, 5, 24, 20), fill=(10, 200, 10))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    from corral.media import decode_image
+
+    return decode_image(out.getvalue())
+
+
+def _models(root: Path) -> dict[str, Path]:
+    from tests.fixtures import tiny_media as media
+    from tests.fixtures import tiny_models as text
+
+    builders: dict[str, Callable[[Path], Any]] = {
+        "llama": lambda d: text.build_causal_lm("llama", d), "minilm": media.build_sentence_transformer,
+        "cross": text.build_cross_encoder, "cls": text.build_bert_classifier, "nli": text.build_nli_classifier,
+        "ner": text.build_token_classifier, "qa": text.build_question_answering, "t5": text.build_t5,
+        "vit": media.build_vit, "detr": media.build_detr, "seg": media.build_segformer,
+        "cap": media.build_captioner,
+    }
+    return {name: build(root / name).path for name, build in builders.items()}
+
+
+def _calls(image: Any) -> list[tuple[str, str, Any]]:
+    from corral import tasks as t
+
+    greedy = t.Sampling(max_tokens=4, temperature=0.0)
+    return [
+        ("chat", "llama", t.ChatRequest((t.Message("user", "hello"),), sampling=greedy)),
+        ("complete", "llama", t.CompletionRequest("hello", sampling=greedy)),
+        ("embed", "minilm", t.EmbedRequest(("hello",))),
+        ("rerank", "cross", t.RerankRequest.of("cat", ["a cat", "a dog"])),
+        ("classify_text", "cls", t.ClassifyTextRequest(("hello",))),
+        ("classify_text", "nli", t.ClassifyTextRequest(("hello",), ("a", "b"))),
+        ("classify_tokens", "ner", t.ClassifyTokensRequest(("Tim Cook met Apple",))),
+        ("answer_question", "qa", t.AnswerQuestionRequest((("who", "the cat sat"),))),
+        ("translate", "t5", t.TranslateRequest("hello", "English", "French", sampling=greedy)),
+        ("summarize", "t5", t.SummarizeRequest("hello world", sampling=greedy)),
+        ("classify_image", "vit", t.ClassifyImageRequest((image,))),
+        ("detect_objects", "detr", t.DetectObjectsRequest((image,), 0.0)),
+        ("segment_image", "seg", t.SegmentImageRequest((image,))),
+        ("describe_image", "cap", t.DescribeImageRequest(image, sampling=greedy)),
+    ]
+
+
+async def _run_all(runtime: Any, calls: list[tuple[str, str, Any]]) -> int:
+    from corral.runtime.dispatcher import CallInfo, Door
+    from corral.tasks import TASKS, Task
+    from corral.wire import acollect
+
+    failed = 0
+    async with runtime:
+        for task_name, model, request in calls:
+            task, started = Task(task_name), time.perf_counter()
+            try:
+                if TASKS[task].streams:
+                    await acollect(runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke")))
+                else:
+                    await runtime.call(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))
+                print(f"ok      {task_name:16} {model:7} {time.perf_counter() - started:7.3f} s", flush=True)
+            except Exception as exc:  # reported, then counted
+                failed += 1
+                print(f"FAILED  {task_name:16} {model:7} {type(exc).__name__}: {exc}", flush=True)
+    return failed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 for the torch engines")
+    args = parser.parse_args()
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    if device is None:
+        print("no CUDA device here: nothing to check (run with --device cpu to check the same paths on the CPU)")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="corral-gpu-smoke-") as tmp:
+        root = Path(tmp)
+        import os
+
+        os.environ["CORRAL_HOME"] = str(root / "home")
+        os.environ["CORRAL_CONFIG"] = str(root / "config.toml")
+        from corral.config import load_settings
+        from corral.engines.base import LoadOptions
+        from corral.models.refs import parse_ref
+        from corral.models.resolve import Resolver
+        from corral.models.store import Store
+        from corral.runtime.runtime import RuntimeOptions, build_runtime
+
+        settings = load_settings()
+        store = Store(settings.manifest_path)
+        for name, path in _models(root / "models").items():
+            Resolver(settings, store).register(parse_ref(str(path)), name=name, explicit_name=True, progress=False)
+        options = RuntimeOptions(load=LoadOptions(device=device, dtype=args.dtype), budget_bytes=2**40,
+                                 max_loaded=2, record_memory=False)
+        print(f"device {device}, dtype {args.dtype or 'as stored'}, torch {torch.__version__}", flush=True)
+        failed = asyncio.run(_run_all(build_runtime(settings, store, options), _calls(_png())))
+    print(f"{failed} failed" if failed else "every task ran")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
