@@ -7,58 +7,26 @@ to processors that take text (BLIP's conditional captioning), and ignored otherw
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from corral.devices import pick_torch_device, torch_dtype
-from corral.engines.base import Handler
-from corral.engines.resident import touch_weights
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
-from corral.engines.table import EngineSpec
 from corral.engines.transformers.generate import stream_generate, text_pieces
 from corral.engines.transformers.lm import end_of_sequence_ids, pad_token_id
+from corral.engines.transformers.loading import TorchTaskHandler
 from corral.engines.transformers.sampling import RequestSampler, SamplerLogitsProcessor
 from corral.tasks import DescribeImageRequest, TextChunk
 
 
-class CaptionerHandler(Handler):
-    engine = "transformers"
+class CaptionerHandler(TorchTaskHandler):
+    auto_class = "AutoModelForImageTextToText"
+    uses_image_processor = True
 
-    model: Any = None
-    images: Any = None
-    tokenizer: Any = None
-
-    @classmethod
-    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
-        super().import_libraries(spec)
-        import transformers.modeling_utils  # noqa: F401
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText  # noqa: F401
-
-    def load(self) -> None:
-        import transformers
-        from corral.engines.quiet import quiet_hf
-
-        quiet_hf()
-        self.device = pick_torch_device(self.options.device)
-        trust = self.options.trust
-        self.model = transformers.AutoModelForImageTextToText.from_pretrained(
-            str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
-            dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
-        self.model.to(self.device)
-        self.model.eval()
-        touch_weights(self.model)
-        self.images = transformers.AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
-            str(self.path), trust_remote_code=trust.trust_remote_code)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.path),
-                                                                    trust_remote_code=trust.trust_remote_code)
+    def loaded(self) -> None:
         self.eos_ids = end_of_sequence_ids(self.model, self.tokenizer)
-
-    def unload(self) -> None:
-        self.model = self.images = self.tokenizer = None
 
     def describe_image(self, request: DescribeImageRequest) -> Iterator[TextChunk]:
         from transformers import GenerationConfig, LogitsProcessorList
 
-        inputs = dict(self.images(request.image, return_tensors="pt").to(self.device))
+        inputs = dict(self.processor(request.image, return_tensors="pt").to(self.device))
         limit = int(getattr(getattr(self.model.config, "decoder", self.model.config), "max_position_embeddings", 0)
                     or 512)
         max_tokens = tokens_to_generate(1, limit, request.sampling.max_tokens)  # the start token takes a position

@@ -16,47 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.devices import pick_torch_device, torch_dtype
-from corral.engines.base import Handler
-from corral.engines.resident import touch_weights
-from corral.engines.table import EngineSpec
+from corral.engines.transformers.loading import TorchTaskHandler
 from corral.errors import UsageError
 from corral.tasks import ClassifyTextRequest, ClassifyTextResult, RerankRequest, RerankResult, Usage
 
 BATCH = 32
 
 
-class SequenceClassifierHandler(Handler):
-    engine = "transformers"
+class SequenceClassifierHandler(TorchTaskHandler):
+    auto_class = "AutoModelForSequenceClassification"
 
-    model: Any = None
-    tokenizer: Any = None
-
-    @classmethod
-    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
-        super().import_libraries(spec)
-        import transformers.modeling_utils  # noqa: F401
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
-
-    def load(self) -> None:
-        from corral.engines.quiet import quiet_hf
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        quiet_hf()
-        self.device = pick_torch_device(self.options.device)
-        trust = self.options.trust
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
-            dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
-        self.model.to(self.device)
-        self.model.eval()
-        touch_weights(self.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=trust.trust_remote_code)
-        self.max_length = min(int(getattr(self.tokenizer, "model_max_length", 512) or 512),
-                              int(getattr(self.model.config, "max_position_embeddings", 512) or 512))
-
-    def unload(self) -> None:
-        self.model = self.tokenizer = None
+    def loaded(self) -> None:
+        self.max_length = self.max_input_length()
 
     def _logits(self, first: list[str], second: list[str] | None) -> tuple[Any, list[int]]:
         """Logits (float32, on the CPU) for texts or text pairs, and each input's token count."""

@@ -10,13 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from corral.devices import pick_torch_device, torch_dtype
-from corral.engines.base import Handler
-from corral.engines.resident import touch_weights
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
-from corral.engines.table import EngineSpec
 from corral.engines.transformers.generate import stream_generate, text_pieces
 from corral.engines.transformers.lm import end_of_sequence_ids, pad_token_id
+from corral.engines.transformers.loading import TorchTaskHandler
 from corral.engines.transformers.sampling import RequestSampler, SamplerLogitsProcessor
 from corral.errors import UsageError
 from corral.tasks import Generation, SummarizeRequest, TextChunk, TranslateRequest
@@ -25,38 +22,13 @@ LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romani
                   "it": "Italian", "pt": "Portuguese", "nl": "Dutch"}
 
 
-class Seq2SeqHandler(Handler):
-    engine = "transformers"
+class Seq2SeqHandler(TorchTaskHandler):
+    auto_class = "AutoModelForSeq2SeqLM"
 
-    model: Any = None
-    tokenizer: Any = None
-
-    @classmethod
-    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
-        super().import_libraries(spec)
-        import transformers.modeling_utils  # noqa: F401
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: F401
-
-    def load(self) -> None:
-        from corral.engines.quiet import quiet_hf
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-        quiet_hf()
-        self.device = pick_torch_device(self.options.device)
-        trust = self.options.trust
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(
-            str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
-            dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
-        self.model.to(self.device)
-        self.model.eval()
-        touch_weights(self.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=trust.trust_remote_code)
+    def loaded(self) -> None:
         self.max_input = min(int(getattr(self.tokenizer, "model_max_length", 512) or 512), 4096)
         self.eos_ids = end_of_sequence_ids(self.model, self.tokenizer)
         self.params: dict[str, Any] = getattr(self.model.config, "task_specific_params", None) or {}
-
-    def unload(self) -> None:
-        self.model = self.tokenizer = None
 
     def translate(self, request: TranslateRequest) -> Iterator[TextChunk]:
         text, forced = request.text, None

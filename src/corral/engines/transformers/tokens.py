@@ -12,12 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from corral.devices import pick_torch_device, torch_dtype
-from corral.engines.base import Handler
-from corral.engines.resident import touch_weights
-from corral.engines.table import EngineSpec
+from corral.engines.transformers.loading import TorchTaskHandler
 from corral.errors import InvalidModelFileError
 from corral.tasks import ClassifyTokensRequest, ClassifyTokensResult, Entity, Usage
 
@@ -91,42 +87,16 @@ def tagged(text: str, offsets: Sequence[Sequence[int]], words: Sequence[int | No
     return out
 
 
-class TokenClassifierHandler(Handler):
-    engine = "transformers"
+class TokenClassifierHandler(TorchTaskHandler):
+    auto_class = "AutoModelForTokenClassification"
 
-    model: Any = None
-    tokenizer: Any = None
-
-    @classmethod
-    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
-        super().import_libraries(spec)
-        import transformers.modeling_utils  # noqa: F401
-        from transformers import AutoModelForTokenClassification, AutoTokenizer  # noqa: F401
-
-    def load(self) -> None:
-        from corral.engines.quiet import quiet_hf
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-        quiet_hf()
-        self.device = pick_torch_device(self.options.device)
-        trust = self.options.trust
-        self.model = AutoModelForTokenClassification.from_pretrained(
-            str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
-            dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
-        self.model.to(self.device)
-        self.model.eval()
-        touch_weights(self.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=trust.trust_remote_code)
+    def loaded(self) -> None:
         if not getattr(self.tokenizer, "is_fast", False):
             raise InvalidModelFileError(f"{self.path.name}'s tokenizer gives no character offsets",
                                         "token classification needs a fast tokenizer (tokenizer.json)")
-        self.max_length = min(int(getattr(self.tokenizer, "model_max_length", 512) or 512),
-                              int(getattr(self.model.config, "max_position_embeddings", 512) or 512))
+        self.max_length = self.max_input_length()
         id2label = self.model.config.id2label
         self.labels = [str(id2label[i]) for i in range(len(id2label))]
-
-    def unload(self) -> None:
-        self.model = self.tokenizer = None
 
     def classify_tokens(self, request: ClassifyTokensRequest) -> ClassifyTokensResult:
         entities: list[list[Entity]] = []

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.devices import pick_torch_device, torch_dtype
-from corral.engines.base import Handler
-from corral.engines.resident import touch_weights
-from corral.engines.table import EngineSpec
+from corral.engines.transformers.loading import TorchTaskHandler
 from corral.tasks import (
     ClassifyImageRequest,
     ClassifyImageResult,
@@ -29,39 +26,14 @@ from corral.tasks import (
 BATCH = 16
 
 
-class VisionHandler(Handler):
-    engine = "transformers"
+class VisionHandler(TorchTaskHandler):
+    auto_class = "AutoModelForImageClassification"
+    uses_tokenizer = False
+    uses_image_processor = True
 
-    model: Any = None
-    processor: Any = None
-
-    @classmethod
-    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
-        super().import_libraries(spec)
-        import transformers.modeling_utils  # noqa: F401
-        from transformers import AutoImageProcessor  # noqa: F401
-
-    def load(self) -> None:
-        import transformers
-        from corral.engines.quiet import quiet_hf
-
-        quiet_hf()
-        self.device = pick_torch_device(self.options.device)
-        trust = self.options.trust
-        auto = {Task.DETECT_OBJECTS.value: transformers.AutoModelForObjectDetection,
-                Task.SEGMENT_IMAGE.value: transformers.AutoModelForSemanticSegmentation}.get(
-                    self.info.tasks[0], transformers.AutoModelForImageClassification)
-        self.model = auto.from_pretrained(
-            str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
-            dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
-        self.model.to(self.device)
-        self.model.eval()
-        touch_weights(self.model)
-        self.processor = transformers.AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
-            str(self.path), trust_remote_code=trust.trust_remote_code)
-
-    def unload(self) -> None:
-        self.model = self.processor = None
+    def model_class(self) -> str:
+        return {Task.DETECT_OBJECTS.value: "AutoModelForObjectDetection",
+                Task.SEGMENT_IMAGE.value: "AutoModelForSemanticSegmentation"}.get(self.info.tasks[0], self.auto_class)
 
     def _forward(self, images: list[Any]) -> Any:
         import torch

@@ -1,0 +1,70 @@
+"""The load every transformers task handler shares: the device, the weights through the model's
+Auto class (trust and pickle gates, dtype, device, eval mode, resident weights), its tokenizer
+and/or image processor. A handler names its Auto class and what it needs, and finishes its own
+setup in :meth:`TorchTaskHandler.loaded`."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from corral.devices import pick_torch_device, torch_dtype
+from corral.engines.base import Handler
+from corral.engines.resident import touch_weights
+from corral.engines.table import EngineSpec
+
+
+class TorchTaskHandler(Handler):
+    engine = "transformers"
+    auto_class: ClassVar[str] = ""  # the transformers Auto class that loads the weights
+    uses_tokenizer: ClassVar[bool] = True
+    uses_image_processor: ClassVar[bool] = False
+
+    model: Any = None
+    tokenizer: Any = None
+    processor: Any = None
+
+    @classmethod
+    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
+        """Also transformers' modeling core and the Auto class: a first load's measurement would
+        otherwise count them as the model's."""
+        super().import_libraries(spec)
+        import transformers
+        import transformers.modeling_utils
+
+        getattr(transformers, cls.auto_class or "AutoModel")
+
+    def model_class(self) -> str:
+        """The Auto class for this model (a handler serving several kinds of head picks by task)."""
+        return self.auto_class
+
+    def load(self) -> None:
+        import transformers
+        from corral.engines.quiet import quiet_hf
+
+        quiet_hf()
+        self.device = pick_torch_device(self.options.device)
+        trust = self.options.trust
+        self.model = getattr(transformers, self.model_class()).from_pretrained(
+            str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
+            dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
+        self.model.to(self.device)
+        self.model.eval()
+        touch_weights(self.model)  # mapped weights count at load (see resident.py)
+        if self.uses_tokenizer:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.path),
+                                                                        trust_remote_code=trust.trust_remote_code)
+        if self.uses_image_processor:
+            self.processor = transformers.AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+                str(self.path), trust_remote_code=trust.trust_remote_code)
+        self.loaded()
+
+    def loaded(self) -> None:
+        """What a handler sets up once the model, tokenizer and processor are in place."""
+
+    def max_input_length(self) -> int:
+        """Tokens an input may have: the tokenizer's and the model's limits, whichever is lower."""
+        return min(int(getattr(self.tokenizer, "model_max_length", 512) or 512),
+                   int(getattr(self.model.config, "max_position_embeddings", 512) or 512))
+
+    def unload(self) -> None:
+        self.model = self.tokenizer = self.processor = None
