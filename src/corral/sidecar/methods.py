@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral import __version__
 from corral.errors import ModelNotFoundError
 from corral.models.refs import REPO_ID, check_name
-from corral.protocols.openai.chat import ChatFold, start_chat
-from corral.protocols.openai.completions import CompletionFold, start_completion
+from corral.protocols.openai.chat import ChatFold, ChatRun, start_chat
+from corral.protocols.openai.completions import CompletionFold, CompletionRun, start_completion
 from corral.protocols.openai.embeddings import create_embeddings
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from corral.runtime.dispatcher import CallInfo, Door
@@ -82,24 +82,31 @@ def _timed(result: dict[str, Any], started: float, first: float | None) -> dict[
                                   "total_ms": round((now - started) * 1000, 3)}}
 
 
+async def _streamed(session: Session, run: ChatRun | CompletionRun, fold: ChatFold | CompletionFold,
+                    has_text: Callable[[dict[str, Any]], bool], started: float) -> dict[str, Any]:
+    """Send each chunk as ``stream/delta`` and fold it; the folded answer with its timings. A cancel
+    is answered once the generation has really stopped (``run.settle``)."""
+    first = None
+    try:
+        async with contextlib.aclosing(run.chunks(include_usage=True)) as chunks:
+            async for chunk in chunks:
+                if first is None and any(has_text(c) for c in chunk["choices"]):
+                    first = time.perf_counter()
+                fold.add(chunk)
+                session.notify("stream/delta", {"requestId": session.request_id, "chunk": chunk})
+    except asyncio.CancelledError:
+        await run.settle()
+        raise
+    return _timed(fold.result(), started, first)
+
+
 async def chat(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     body = ChatCompletionBody.model_validate(params)
     started = time.perf_counter()
     run = await start_chat(session.runtime, body, session.call("chat"))
     if not body.stream:
         return _timed(await run.response(), started, None)
-    fold, first = ChatFold(), None
-    try:
-        async with contextlib.aclosing(run.chunks(include_usage=True)) as chunks:
-            async for chunk in chunks:
-                if first is None and any(c["delta"].get("content") for c in chunk["choices"]):
-                    first = time.perf_counter()
-                fold.add(chunk)
-                session.notify("stream/delta", {"requestId": session.request_id, "chunk": chunk})
-    except asyncio.CancelledError:
-        await run.settle()  # answer the cancel once the generation has really stopped
-        raise
-    return _timed(fold.result(), started, first)
+    return await _streamed(session, run, ChatFold(), lambda c: bool(c["delta"].get("content")), started)
 
 
 async def complete(session: Session, params: dict[str, Any]) -> dict[str, Any]:
@@ -108,14 +115,7 @@ async def complete(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     run = await start_completion(session.runtime, body, session.call("complete"))
     if not body.stream:
         return _timed(await run.response(), started, None)
-    fold, first = CompletionFold(), None
-    async with contextlib.aclosing(run.chunks(include_usage=True)) as chunks:
-        async for chunk in chunks:
-            if first is None and any(c["text"] for c in chunk["choices"]):
-                first = time.perf_counter()
-            fold.add(chunk)
-            session.notify("stream/delta", {"requestId": session.request_id, "chunk": chunk})
-    return _timed(fold.result(), started, first)
+    return await _streamed(session, run, CompletionFold(), lambda c: bool(c["text"]), started)
 
 
 async def embed(session: Session, params: dict[str, Any]) -> dict[str, Any]:

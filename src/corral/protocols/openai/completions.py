@@ -37,6 +37,10 @@ class CompletionRun:
                    for i, t in enumerate(texts)]
         return {**self.head, "choices": choices, "usage": usage_json(usage)}
 
+    async def settle(self) -> None:
+        """Nothing to wait for: :meth:`chunks` runs the jobs in its caller's task, so a cancelled
+        caller has already stopped them (ChatRun's counterpart waits for its per-choice tasks)."""
+
     async def chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         total = Usage()
         try:
