@@ -109,6 +109,11 @@ class RuntimeSettings(_Section):
     log_prompts: bool = setting(False, "store prompt text in the request log", env="CORRAL_LOG_PROMPTS")
     max_image_pixels: int = setting(40_000_000, "refuse an image with more pixels than this (default 40 million), "
                                     "from its header, before decoding it", env="CORRAL_MAX_IMAGE_PIXELS", ge=1)
+    allow_remote_media: bool = setting(False, "fetch images given as http(s) URLs (never from loopback, private or "
+                                       "link-local addresses)", env="CORRAL_ALLOW_REMOTE_MEDIA")
+    media_networks: Names = setting([], "with --allow-remote-media, also fetch from this network (CIDR, repeatable), "
+                                    "e.g. an internal image server", env="CORRAL_MEDIA_NETWORKS",
+                                    flag="--allow-media-network")
 
 
 SECTIONS: dict[str, type[_Section]] = {"server": ServerSettings, "runtime": RuntimeSettings}

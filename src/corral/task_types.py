@@ -13,9 +13,21 @@ ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
+class ImagePart:
+    """An image inside a chat message: a decoded RGB image (PIL), checked by the door."""
+
+    image: Any
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
-    content: str
+    content: str  # the text (a message with images: its text parts joined)
+    parts: tuple[str | ImagePart, ...] = ()  # a message with images: its text and images in order
+
+    @property
+    def images(self) -> tuple[Any, ...]:
+        return tuple(p.image for p in self.parts if isinstance(p, ImagePart))
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,11 @@ class Generation:
 @dataclass(frozen=True)
 class ChatRequest(Generation):
     messages: tuple[Message, ...]
+
+    @property
+    def images(self) -> tuple[Any, ...]:
+        """Every image of the conversation, in order (a model that reads none refuses them)."""
+        return tuple(image for m in self.messages for image in m.images)
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,21 @@ def _compile(source: str) -> Any:
         raise ChatTemplateError(f"the model's chat template does not parse: {exc}") from None
 
 
+def _content(message: Message, as_parts: bool) -> Any:
+    """A message's content for a template: text, or (``as_parts``: the templates of image-text
+    models) a list of ``{"type": "text", "text": ...}`` and ``{"type": "image"}`` items in order."""
+    if not as_parts:
+        return message.content
+    return [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image"}
+            for p in message.parts or (message.content,)]
+
+
 def render_chat(template: str, messages: Sequence[Message], *, add_generation_prompt: bool = True,
-                bos_token: str = "", eos_token: str = "", **extra: Any) -> str:
+                bos_token: str = "", eos_token: str = "", as_parts: bool = False, **extra: Any) -> str:
     compiled = _compile(template)
     try:
         return str(compiled.render(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
+            messages=[{"role": m.role, "content": _content(m, as_parts)} for m in messages],
             add_generation_prompt=add_generation_prompt, bos_token=bos_token, eos_token=eos_token,
             **extra,
         ))

@@ -32,12 +32,28 @@ def test_there_are_nineteen_tasks_and_every_spec_is_well_formed() -> None:
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_every_declared_task_has_an_implementation(engine: str) -> None:
     spec = ENGINES[engine]
-    for task, target in spec.handlers.items():
-        assert task in TASKS, f"{engine} declares {task}, which has no TaskSpec"
-        cls = handler_class(engine, [task.value])
+    joint = {target: needed for needed, target in spec.together}
+    for target, tasks in spec.implementations().items():
+        for task in tasks:
+            assert task in TASKS, f"{engine} declares {task}, which has no TaskSpec"
+        cls = handler_class(engine, [t.value for t in joint.get(target, {min(tasks)})])
         assert f"{cls.__module__}:{cls.__qualname__}" == target
         assert issubclass(cls, Handler) and cls.engine == engine
-        assert callable(getattr(cls, TASKS[task].method, None)), f"{target} lacks {TASKS[task].method}"
+        for task in tasks:
+            assert callable(getattr(cls, TASKS[task].method, None)), f"{target} lacks {TASKS[task].method}"
+
+
+def test_a_model_with_a_joint_set_of_tasks_reaches_the_joint_handler() -> None:
+    from corral.engines.table import HF_CAPTIONER, HF_LM, HF_VISION_CHAT
+
+    spec = ENGINES["transformers"]
+    vlm = ["describe_image", "chat"]
+    assert spec.handler_for(vlm) == HF_VISION_CHAT
+    assert spec.served_by(HF_VISION_CHAT, vlm) == {Task.CHAT, Task.DESCRIBE_IMAGE}
+    assert spec.served_by(HF_LM, vlm) == frozenset()  # a vision chat model never lands in the causal-LM handler
+    assert spec.handler_for(["describe_image"]) == HF_CAPTIONER  # a captioner alone stays a captioner
+    assert spec.handler_for(["chat", "complete"]) == HF_LM
+    assert spec.served_by(HF_LM, ["chat", "complete"]) == {Task.CHAT, Task.COMPLETE}
 
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))

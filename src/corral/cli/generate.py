@@ -11,6 +11,7 @@ from typing import Any
 
 from corral.cli.context import Context, add_load_flags, cli_runtime
 from corral.cli.output import print_json
+from corral.errors import UsageError
 from corral.models.store import Entry
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.loader import entry_task
@@ -22,6 +23,7 @@ from corral.tasks import (
     DescribeImageRequest,
     EmbedRequest,
     EmbedResult,
+    ImagePart,
     Message,
     Sampling,
     SummarizeRequest,
@@ -39,6 +41,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_sampling(p)
     p.add_argument("--system", help="a system message (chat models)")
     p.add_argument("--raw", action="store_true", help="plain completion: no chat template")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="image-text chat models: an image the prompt asks about (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON result with usage figures")
     p.add_argument("--doc", action="append", default=[], metavar="TEXT",
                    help="rerank models: a document to rank against the prompt (repeatable; else one per stdin line)")
@@ -105,7 +109,8 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     entry = ctx.resolve(args.model)
     from corral.cli.tasks import ONE_SHOT
 
-    own = Task(args.task) if args.task else next((Task(t) for t in entry.info.tasks[:1]), None)
+    own = Task(args.task) if args.task else Task.CHAT if args.image else \
+        next((Task(t) for t in entry.info.tasks[:1]), None)
     if own in ONE_SHOT:
         entry_task(entry, own)
         return ONE_SHOT[own](args, ctx, entry)
@@ -116,7 +121,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         request: Any = DescribeImageRequest(image_of(args, ctx), sampling=sampling_from(args, greedy=True))
     else:
         prompt = args.prompt if args.prompt is not None else sys.stdin.read()
-        task, request = _text_request(args, entry, own, prompt)
+        task, request = _text_request(args, ctx, entry, own, prompt)
     with cli_runtime(args, ctx) as runtime:
         started = time.perf_counter()
         with closing(runtime.stream(task, entry.name, request, CallInfo(Door.CLI, "run", prompt=prompt))) as chunks:
@@ -130,7 +135,18 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _text_request(args: argparse.Namespace, entry: Entry, own: Task | None, prompt: str) -> tuple[Task, Any]:
+def _user_message(args: argparse.Namespace, ctx: Context, prompt: str) -> Message:
+    """The prompt, after the ``--image`` files (decoded and checked) where given."""
+    if not args.image:
+        return Message("user", prompt)
+    from corral.cli.tasks import read_image
+
+    images = [ImagePart(read_image(name, ctx)) for name in args.image]
+    return Message("user", prompt, parts=(*images, prompt))
+
+
+def _text_request(args: argparse.Namespace, ctx: Context, entry: Entry, own: Task | None,
+                  prompt: str) -> tuple[Task, Any]:
     """The streamed task ``run`` asks of the model, and its request."""
     if own in (Task.TRANSLATE, Task.SUMMARIZE):
         task = entry_task(entry, own)
@@ -143,8 +159,10 @@ def _text_request(args: argparse.Namespace, entry: Entry, own: Task | None, prom
         (Task.CHAT, Task.COMPLETE)
     task = entry_task(entry, *wanted)
     if task is Task.CHAT:
-        messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
+        messages = ([Message("system", args.system)] if args.system else []) + [_user_message(args, ctx, prompt)]
         return task, ChatRequest(tuple(messages), sampling=sampling)
+    if args.image:
+        raise UsageError("--image needs a chat model that reads images")
     return task, CompletionRequest(prompt, sampling=sampling)
 
 

@@ -128,17 +128,22 @@ def run_answer_question(args: argparse.Namespace, ctx: Context, entry: Entry) ->
 
 def image_of(args: argparse.Namespace, ctx: Context) -> Any:
     """The image named by the prompt (a file path, or - for stdin), decoded and checked."""
+    if args.prompt is None:
+        raise UsageError("an image model needs an image: a file path, or - to read it from stdin",
+                         "corral run MODEL photo.jpg")
+    return read_image(args.prompt, ctx)
+
+
+def read_image(name: str, ctx: Context) -> Any:
+    """The image in the file ``name`` (``-``: stdin), decoded and checked."""
     from pathlib import Path
 
     from corral.media import decode_image
 
-    if args.prompt is None:
-        raise UsageError("an image model needs an image: a file path, or - to read it from stdin",
-                         "corral run MODEL photo.jpg")
-    if args.prompt == "-":
+    if name == "-":
         data = sys.stdin.buffer.read()
     else:
-        path = Path(args.prompt)
+        path = Path(name)
         if not path.is_file():
             raise UsageError(f"no such image file: {path}")
         data = path.read_bytes()

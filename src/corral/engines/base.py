@@ -80,9 +80,9 @@ def implementation(handler: Handler, task: Task) -> Callable[[Any], Any]:
 def handler_class(engine: str, tasks: Sequence[str] = (),
                   engines: Mapping[str, EngineSpec] = ENGINES) -> type[Handler]:
     """The handler class of ``engine`` in the table ``engines`` for the first of ``tasks`` it
-    implements (any, if none given); its libraries must be installed."""
+    implements (that of its first task, if none given); its libraries must be installed."""
     spec = engines.get(engine)
-    target = None if spec is None else spec.handler_for(list(tasks) or [t.value for t in spec.handlers])
+    target = None if spec is None else spec.handler_for(list(tasks) or [t.value for t in spec.handlers][:1])
     if spec is None or target is None:
         wanted = ", ".join(tasks) or "anything"
         raise UnsupportedTaskError(

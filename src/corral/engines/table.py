@@ -23,6 +23,7 @@ HF_QA = "corral.engines.transformers.qa:QuestionAnsweringHandler"
 HF_SEQ2SEQ = "corral.engines.transformers.seq2seq:Seq2SeqHandler"
 HF_VISION = "corral.engines.transformers.vision:VisionHandler"
 HF_CAPTIONER = "corral.engines.transformers.captioner:CaptionerHandler"
+HF_VISION_CHAT = "corral.engines.transformers.vlm:VisionChatHandler"
 HF_TOKENS = "corral.engines.transformers.tokens:TokenClassifierHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 SPACY = "corral.engines.spacy.handler:SpacyHandler"
@@ -40,18 +41,38 @@ class EngineSpec:
     devices: tuple[str, ...] = ALL_DEVICES
     dtypes: tuple[str, ...] = ()  # what --dtype may ask for; () = the types stored in the file, no choice
     handlers: Mapping[Task, str] = field(default_factory=dict)  # task -> "module:Class"
+    # a model whose tasks include all of a set is served by that set's handler, for every task of the set
+    # (checked before `handlers`): e.g. an image-text chat model (chat + describe_image) is no causal LM
+    together: tuple[tuple[frozenset[Task], str], ...] = ()
 
     def handler_for(self, tasks: list[str]) -> str | None:
-        """The handler of the first of the model's tasks this engine implements."""
-        for task in tasks:
-            target = self.handlers.get(Task(task))
-            if target is not None:
+        """The handler of a set in ``together`` the model's tasks include, else of the first of the
+        model's tasks this engine implements."""
+        have = {Task(t) for t in tasks}
+        for needed, target in self.together:
+            if needed <= have:
                 return target
+        for task in tasks:
+            if (found := self.handlers.get(Task(task))) is not None:
+                return found
         return None
 
     def served_by(self, target: str, tasks: list[str]) -> frozenset[Task]:
-        """The model's tasks that ``target`` implements."""
-        return frozenset(Task(t) for t in tasks if self.handlers.get(Task(t)) == target)
+        """The model's tasks that ``target`` implements (for a model ``handler_for`` gave it)."""
+        have = frozenset(Task(t) for t in tasks)
+        for needed, joint in self.together:
+            if needed <= have:
+                return needed if joint == target else frozenset()
+        return frozenset(t for t in have if self.handlers.get(t) == target)
+
+    def implementations(self) -> dict[str, frozenset[Task]]:
+        """Every handler of the row and the tasks it implements."""
+        found: dict[str, set[Task]] = {}
+        for task, target in self.handlers.items():
+            found.setdefault(target, set()).add(task)
+        for needed, target in self.together:
+            found.setdefault(target, set()).update(needed)
+        return {target: frozenset(tasks) for target, tasks in found.items()}
 
 
 ENGINES: dict[str, EngineSpec] = {
@@ -65,7 +86,8 @@ ENGINES: dict[str, EngineSpec] = {
                              Task.TRANSLATE: HF_SEQ2SEQ, Task.SUMMARIZE: HF_SEQ2SEQ,
                              Task.CLASSIFY_IMAGE: HF_VISION, Task.DETECT_OBJECTS: HF_VISION,
                              Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER,
-                             Task.CLASSIFY_TOKENS: HF_TOKENS}),
+                             Task.CLASSIFY_TOKENS: HF_TOKENS},
+                   together=((frozenset({Task.CHAT, Task.DESCRIBE_IMAGE}), HF_VISION_CHAT),)),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE}),

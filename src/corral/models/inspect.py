@@ -145,11 +145,13 @@ def _chat_template(root: Path) -> bool:
 
 
 def _context_length(cfg: dict[str, Any]) -> int | None:
+    """The model's context, from its config or (image-text models) its text model's config."""
     for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
         v = cfg.get(key)
         if isinstance(v, int) and v > 0:
             return v
-    return None
+    text = cfg.get("text_config")
+    return _context_length(text) if isinstance(text, dict) and text is not cfg else None
 
 
 def _vocab_entries(root: Path) -> int | None:

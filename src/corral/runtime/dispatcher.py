@@ -11,14 +11,14 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from corral.engines.base import implementation
-from corral.engines.table import ENGINES, EngineSpec
+from corral.engines.table import ENGINES, EngineSpec, tasks_served
 from corral.errors import CorralError, UnsupportedTaskError
 from corral.models.store import Entry
 from corral.runtime.loader import entry_task, require_task
 from corral.runtime.registry import Check, LoadedModel, Registry
 from corral.runtime.requestlog import LogRow, RequestLog
 from corral.runtime.scheduler import Batcher, Gate, ServingState, queue_full, stream_from_thread
-from corral.tasks import TASKS, Task, TextChunk, Usage
+from corral.tasks import TASKS, ChatRequest, Task, TextChunk, Usage
 
 if TYPE_CHECKING:
     from corral.runtime.metrics import Metrics
@@ -56,11 +56,17 @@ def outcome(exc: BaseException) -> tuple[int, str]:
     return 500, f"{type(exc).__name__}: {exc}"
 
 
-def task_check(task: Task, engines: Mapping[str, EngineSpec] = ENGINES) -> Check:
+def task_check(task: Task, engines: Mapping[str, EngineSpec] = ENGINES, request: Any = None) -> Check:
     """A registry check that refuses a model whose files do not serve ``task`` (as the engine table
-    ``engines`` says), before it loads."""
+    ``engines`` says), or a request with images to a model that reads none, before it loads."""
     def check(entry: Entry) -> None:
         entry_task(entry, task, engines=engines)
+        if isinstance(request, ChatRequest) and request.images:
+            served = tasks_served(entry.info.engine, entry.info.tasks, engines)
+            if Task.DESCRIBE_IMAGE not in served:
+                raise UnsupportedTaskError(f"{entry.name} does not read images; it serves: "
+                                 + ", ".join(sorted(t.value for t in served)),
+                                 "send text only, or use an image-text model (LLaVA, Qwen2-VL, SmolVLM, ...)")
     return check
 
 
@@ -136,7 +142,7 @@ class Dispatcher:
         """Stream a chat or completion. Errors before the first chunk propagate to the caller."""
         tally = Tally(name)
         try:
-            async with self.registry.use(name, task_check(task, self.engines)) as model:
+            async with self.registry.use(name, task_check(task, self.engines, request)) as model:
                 tally.model = model.name
                 method = implementation(model.handler, require_task(model.name, model.handler, task))
                 async with self.serving(model).gate.slot(model.name):

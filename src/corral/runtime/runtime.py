@@ -23,6 +23,7 @@ from corral.engines.base import LoadOptions
 from corral.engines.table import ENGINES, EngineSpec
 from corral.models.resolve import Resolver
 from corral.models.store import Entry, Store
+from corral.remote_media import RemoteMedia
 from corral.runtime.dispatcher import CallInfo, Dispatcher
 from corral.runtime.loader import open_model
 from corral.runtime.memory import MemoryProbe
@@ -111,6 +112,7 @@ class Runtime:
         self.log = RequestLog(settings.data_dir / "requests.db", log_prompts=options.log_prompts)
         self.dispatcher = Dispatcher(self.registry, self.log, self.metrics, max_queue=options.max_queue,
                                      engines=engines)
+        self.media = RemoteMedia.from_settings(settings)  # what the doors may fetch for image URLs
         self._reaper: asyncio.Task[None] | None = None
 
     def _on_event(self, event: str, name: str) -> None:

@@ -20,10 +20,8 @@ import threading
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from corral.devices import pick_torch_device, torch_dtype
 from corral.engines.base import Handler
 from corral.engines.detokenize import IncrementalDetokenizer
-from corral.engines.resident import touch_weights
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
 from corral.engines.table import EngineSpec
 from corral.engines.transformers.constraint import ConstraintFactory
@@ -52,30 +50,28 @@ class TransformersLMHandler(Handler):
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: F401
 
     def load(self) -> None:
-
-        from corral.engines.quiet import quiet_hf
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        quiet_hf()
-        self.device = pick_torch_device(self.options.device)
-        trust = self.options.trust
-        dtype = torch_dtype(self.options.dtype, self.device, self.info.dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(self.path), trust_remote_code=trust.trust_remote_code,
-            use_safetensors=not trust.allow_pickle, dtype=dtype,
-        )
-        self.model.to(self.device)
-        self.model.eval()
-        touch_weights(self.model)  # mapped weights count at load (see resident.py)
+        self.model = self._weights(AutoModelForCausalLM)
         self.tokenizer = AutoTokenizer.from_pretrained(
-            str(self.path), trust_remote_code=trust.trust_remote_code)
-        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0)
-                                  or getattr(self.model.config, "n_positions", 0) or 2048)
+            str(self.path), trust_remote_code=self.options.trust.trust_remote_code)
+        self._ready(self.model.config)
+        if self.options.parallel > 1:
+            self._start_batching(self.options.parallel)
+
+    def _weights(self, auto_class: Any) -> Any:
+        from corral.engines.transformers.loading import load_weights
+
+        model, self.device = load_weights(self, auto_class)
+        return model
+
+    def _ready(self, text_config: Any) -> None:
+        """What generation needs once the model and tokenizer are in place."""
+        self.context_length = int(getattr(text_config, "max_position_embeddings", 0)
+                                  or getattr(text_config, "n_positions", 0) or 2048)
         self.eos_ids = end_of_sequence_ids(self.model, self.tokenizer)
         self.constraints = ConstraintFactory(self.tokenizer, self.eos_ids)
         self.batch_lock = threading.Lock()
-        if self.options.parallel > 1:
-            self._start_batching(self.options.parallel)
 
     def _start_batching(self, sequences: int) -> None:
         from corral.engines.transformers.continuous import start_batcher
@@ -118,9 +114,11 @@ class TransformersLMHandler(Handler):
         return self._generate(list(ids), request.sampling, request.json_schema, request.logprobs)
 
     def _generate(self, input_ids: list[int], sampling: Sampling, schema: dict[str, Any] | None = None,
-                  logprobs: int | None = None) -> Iterator[TextChunk]:
+                  logprobs: int | None = None, extra: dict[str, Any] | None = None) -> Iterator[TextChunk]:
+        """``input_ids``' continuation as text chunks; ``extra``: more model inputs (an image's pixels),
+        which only the one-sequence path takes."""
         n_prompt = len(input_ids)
-        batcher = self._live_batcher()
+        batcher = None if extra else self._live_batcher()
         # a batched sequence must also fit in the shared paged cache
         context = self.context_length if batcher is None else min(self.context_length, batcher.capacity)
         max_tokens = tokens_to_generate(n_prompt, context, sampling.max_tokens)
@@ -129,7 +127,7 @@ class TransformersLMHandler(Handler):
         if batcher is not None:
             tokens = batcher.stream(input_ids, max_tokens, sampler)
         else:
-            tokens = self._solo(input_ids, max_tokens, sampler)
+            tokens = self._solo(input_ids, max_tokens, sampler, extra or {})
         counted = [0]
         return stream_with_stops(self._pieces(tokens, sampler, counted), sampling.stop, n_prompt, max_tokens,
                                  counted)
@@ -163,7 +161,8 @@ class TransformersLMHandler(Handler):
     def _piece(self, token: int) -> str:
         return str(self.tokenizer.decode([token], skip_special_tokens=False))
 
-    def _solo(self, input_ids: list[int], max_tokens: int, sampler: RequestSampler) -> Generator[int, None, None]:
+    def _solo(self, input_ids: list[int], max_tokens: int, sampler: RequestSampler,
+              extra: dict[str, Any]) -> Generator[int, None, None]:
         """One sequence through ``model.generate`` in a worker thread."""
         import torch
 
@@ -174,8 +173,8 @@ class TransformersLMHandler(Handler):
             do_sample=False, max_new_tokens=max_tokens, eos_token_id=self.eos_ids,
             pad_token_id=pad_token_id(self.tokenizer, self.eos_ids))
         processors = LogitsProcessorList([] if sampler.passive else [SamplerLogitsProcessor(sampler)])
-        return stream_generate(self.model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, config,
-                               processors)
+        return stream_generate(self.model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), **extra},
+                               config, processors)
 
 
 def end_of_sequence_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -39,17 +39,9 @@ class TorchTaskHandler(Handler):
 
     def load(self) -> None:
         import transformers
-        from corral.engines.quiet import quiet_hf
 
-        quiet_hf()
-        self.device = pick_torch_device(self.options.device)
         trust = self.options.trust
-        self.model = getattr(transformers, self.model_class()).from_pretrained(
-            str(self.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
-            dtype=torch_dtype(self.options.dtype, self.device, self.info.dtype))
-        self.model.to(self.device)
-        self.model.eval()
-        touch_weights(self.model)  # mapped weights count at load (see resident.py)
+        self.model, self.device = load_weights(self, getattr(transformers, self.model_class()))
         if self.uses_tokenizer:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.path),
                                                                         trust_remote_code=trust.trust_remote_code)
@@ -68,3 +60,20 @@ class TorchTaskHandler(Handler):
 
     def unload(self) -> None:
         self.model = self.tokenizer = self.processor = None
+
+
+def load_weights(handler: Handler, auto_class: Any) -> tuple[Any, str]:
+    """(the model of ``handler``'s folder through ``auto_class`` (trust and pickle gates, dtype) on its
+    device in eval mode with its weights resident, the device)."""
+    from corral.engines.quiet import quiet_hf
+
+    quiet_hf()
+    device = pick_torch_device(handler.options.device)
+    trust = handler.options.trust
+    model = auto_class.from_pretrained(
+        str(handler.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
+        dtype=torch_dtype(handler.options.dtype, device, handler.info.dtype))
+    model.to(device)
+    model.eval()
+    touch_weights(model)  # mapped weights count at load (see resident.py)
+    return model, device

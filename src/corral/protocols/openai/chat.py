@@ -9,12 +9,18 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from corral.protocols.openai.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice, stop_tuple
-from corral.tasks import ChatRequest, Message, Sampling, TextChunk, TokenLogprob, Usage
+from corral.protocols.openai.schemas import (
+    ChatCompletionBody,
+    ChatMessage,
+    ImageUrlPart,
+    NamedToolChoice,
+    stop_tuple,
+)
+from corral.tasks import ChatRequest, ImagePart, Message, Sampling, TextChunk, TokenLogprob, Usage
 from corral.toolcalls import ParsedCall, calls_schema, maybe_call, parse_calls, tools_prompt
 from corral.wire import acollect, primed, usage_json
 
@@ -25,7 +31,13 @@ if TYPE_CHECKING:
 UNBOUNDED = 1 << 30  # no max_tokens: the engine caps by the context left
 
 
-def _message(m: ChatMessage) -> Message:
+MAX_IMAGES = 16  # images one conversation may carry
+
+
+def _message(m: ChatMessage, images: Iterator[Any]) -> Message:
+    if isinstance(m.content, list) and any(isinstance(p, ImageUrlPart) for p in m.content):
+        parts = tuple(ImagePart(next(images)) if isinstance(p, ImageUrlPart) else p.text for p in m.content)
+        return Message("system" if m.role == "developer" else m.role, m.text(), parts)
     if m.role == "assistant" and m.tool_calls:
         calls = [{"name": c.function.name, "arguments": _loads(c.function.arguments)} for c in m.tool_calls]
         return Message("assistant", json.dumps({"tool_calls": calls}))
@@ -169,8 +181,24 @@ async def _merge(streams: list[AsyncIterator[TextChunk]],
             t.cancel()
 
 
-def prepare_chat(body: ChatCompletionBody) -> PreparedChat:
-    messages = [_message(m) for m in body.messages]
+async def load_images(body: ChatCompletionBody, runtime: Runtime) -> list[Any]:
+    """The images of ``body``'s ``image_url`` parts, in order, decoded and checked (remote ones
+    fetched only where the server allows it)."""
+    from corral.remote_media import load_image
+
+    urls = [url for m in body.messages for url in m.image_urls()]
+    if len(urls) > MAX_IMAGES:
+        from corral.errors import UsageError
+
+        raise UsageError(f"a conversation may carry at most {MAX_IMAGES} images; this one has {len(urls)}")
+    pixels = runtime.settings.runtime.max_image_pixels
+    return list(await asyncio.gather(*(load_image(url, runtime.media, pixels) for url in urls)))
+
+
+def prepare_chat(body: ChatCompletionBody, images: Sequence[Any] = ()) -> PreparedChat:
+    """``body`` as corral's ChatRequest; ``images``: its image parts' images, in order."""
+    given = iter(images)
+    messages = [_message(m, given) for m in body.messages]
     tools = [t.function.model_dump() for t in body.tools or []] if body.tool_choice != "none" else []
     choice: str | None = body.tool_choice if isinstance(body.tool_choice, str) else None
     if isinstance(body.tool_choice, NamedToolChoice):
@@ -232,7 +260,7 @@ async def start_chat(runtime: Runtime, body: ChatCompletionBody, call: CallInfo)
     queue, a task the model lacks) are raised here."""
     from corral.tasks import Task
 
-    prepared = prepare_chat(body)
+    prepared = prepare_chat(body, await load_images(body, runtime))
     call = replace(call, prompt="\n".join(f"{m.role}: {m.content}" for m in prepared.request.messages))
     # only the first choice is primed: its errors are every choice's errors, and priming the others
     # would hold a model slot that the first one needs to finish

@@ -5,7 +5,7 @@ Bodies carry parameters only: no field can choose an upstream host, a file path 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,6 +17,24 @@ class _Body(BaseModel):
 class TextPart(_Body):
     type: Literal["text"]
     text: str
+
+
+class ImageUrl(_Body):
+    url: str = Field(min_length=1)  # a data: URL, or http(s) when the server allows remote media
+    detail: Literal["auto", "low", "high"] = "auto"
+
+
+class ImageUrlPart(_Body):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+    @field_validator("image_url", mode="before")
+    @classmethod
+    def _url_alone(cls, value: Any) -> Any:  # some clients send the URL as a bare string
+        return {"url": value} if isinstance(value, str) else value
+
+
+ContentPart = Annotated[TextPart | ImageUrlPart, Field(discriminator="type")]
 
 
 class FunctionCall(_Body):
@@ -32,15 +50,20 @@ class ToolCall(_Body):
 
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(p.text for p in self.content)
+            return "".join(p.text for p in self.content if isinstance(p, TextPart))
         return self.content or ""
+
+    def image_urls(self) -> list[str]:
+        if not isinstance(self.content, list):
+            return []
+        return [p.image_url.url for p in self.content if isinstance(p, ImageUrlPart)]
 
 
 class FunctionDef(_Body):
