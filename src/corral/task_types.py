@@ -158,7 +158,8 @@ class RerankRequest:
 
 @dataclass(frozen=True)
 class RerankResult:
-    scores: Sequence[float]  # relevance in [0, 1], one per pair, in the request's order
+    scores: Sequence[float]  # relevance, one per pair, in the request's order: in [0, 1] unless a
+    # CrossEncoder declares another activation (identity: raw logits)
     usage: Usage = field(default_factory=Usage)
     input_tokens: list[int] = field(default_factory=list)  # per pair, where the engine knows
 

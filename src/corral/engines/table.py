@@ -26,6 +26,7 @@ HF_CAPTIONER = "corral.engines.transformers.captioner:CaptionerHandler"
 HF_VISION_CHAT = "corral.engines.transformers.vlm:VisionChatHandler"
 HF_TOKENS = "corral.engines.transformers.tokens:TokenClassifierHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
+SENTENCE_RERANK = "corral.engines.sentence.rerank:CrossEncoderHandler"
 SPACY = "corral.engines.spacy.handler:SpacyHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
@@ -90,7 +91,7 @@ ENGINES: dict[str, EngineSpec] = {
                    together=((frozenset({Task.CHAT, Task.DESCRIBE_IMAGE}), HF_VISION_CHAT),)),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
-                   handlers={Task.EMBED: SENTENCE}),
+                   handlers={Task.EMBED: SENTENCE, Task.RERANK: SENTENCE_RERANK}),
         EngineSpec("spacy", ("spacy",), ("spacy",), "nlp", frozenset({"spacy"}), devices=("cpu",),
                    handlers={Task.CLASSIFY_TOKENS: SPACY}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),

@@ -5,6 +5,9 @@ Pure data and lookups: no file access here (see inspect.py), so every rule is ea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from corral.tasks import Task
 
 # README front-matter pipeline_tag -> tasks
@@ -93,6 +96,25 @@ DIFFUSERS_CLASSES: tuple[tuple[str, tuple[Task, ...]], ...] = (
 
 # GGUF general.architecture values that are embedding-only encoders
 GGUF_ENCODERS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder"})
+
+
+def is_cross_encoder(config: Mapping[str, Any], st_config: Mapping[str, Any]) -> bool:
+    """Whether sentence-transformers saved the folder as a CrossEncoder (with its activation): v6
+    names the model type in config_sentence_transformers.json; v4 and v5 put a ``sentence_transformers``
+    key (activation, version) in config.json; v2 / v3 ``sbert_ce_default_activation_function``."""
+    if st_config.get("model_type") == "CrossEncoder":
+        return True
+    marker = config.get("sentence_transformers")
+    if isinstance(marker, dict) and ("activation_fn" in marker or "version" in marker):
+        return True
+    return isinstance(config.get("sbert_ce_default_activation_function"), str)
+
+
+def scores_pairs(architecture: str | None, num_labels: int | None) -> bool:
+    """Whether a cross-encoder gives one score per pair: any head but a sequence classifier with
+    several labels (an NLI cross-encoder, which the transformers classifier serves instead)."""
+    return not ((architecture or "").endswith("ForSequenceClassification") and (num_labels or 1) > 1)
+
 
 def dedupe(tasks: list[Task]) -> list[str]:
     seen: list[str] = []

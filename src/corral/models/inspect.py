@@ -186,6 +186,27 @@ def _num_labels(cfg: dict[str, Any]) -> int | None:
     return len(labels) if isinstance(labels, dict) and labels else None
 
 
+def _engine_and_tasks(root: Path, cfg: dict[str, Any], info: ModelInfo, tag: str | None) -> None:
+    """A CrossEncoder that gives one score per pair reranks on sentence-transformers (with its own
+    activation); another sentence-transformers folder embeds; the rest is transformers' by its config."""
+    st_file = root / "config_sentence_transformers.json"
+    st_cfg = read_json(st_file) if st_file.is_file() else {}
+    cross = detect.is_cross_encoder(cfg, st_cfg)
+    if cross and detect.scores_pairs(info.architecture, _num_labels(cfg)):
+        info.engine, info.tasks = "sentence_transformers", [Task.RERANK.value]
+        if st_cfg:
+            info.sources.append(st_file.name)
+    elif (root / "modules.json").is_file() and not cross:
+        info.engine = "sentence_transformers"
+        info.sources.append("modules.json")
+        tagged = [Task(t) for t in detect.tasks_for_config(None, None, tag, False) if t != Task.RERANK.value]
+        info.tasks = detect.dedupe([*tagged, Task.EMBED])
+    else:
+        info.engine = "transformers" if cfg else None
+        info.tasks = detect.tasks_for_config(info.architecture, info.model_type, tag, info.chat_template,
+                                             _num_labels(cfg))
+
+
 def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     info = ModelInfo(path=str(root), format="unknown")
     _weights_facts(info, files, root)
@@ -210,15 +231,7 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     tag = _readme_pipeline_tag(root)
     if tag:
         info.sources.append("README.md")
-    if (root / "modules.json").is_file():
-        info.engine = "sentence_transformers"
-        info.sources.append("modules.json")
-        info.tasks = detect.dedupe([Task(t) for t in detect.tasks_for_config(None, None, tag, False)]
-                                   + [Task.EMBED])
-    else:
-        info.engine = "transformers" if cfg else None
-        info.tasks = detect.tasks_for_config(info.architecture, info.model_type, tag, info.chat_template,
-                                             _num_labels(cfg))
+    _engine_and_tasks(root, cfg, info, tag)
     if (root / "preprocessor_config.json").is_file():
         info.sources.append("preprocessor_config.json")
     if not cfg and info.format == "unknown":

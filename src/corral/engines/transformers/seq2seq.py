@@ -7,6 +7,7 @@ Decoding runs through the same sampler as the causal LMs (greedy unless the requ
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,32 @@ from corral.tasks import Generation, SummarizeRequest, TextChunk, TranslateReque
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian", "es": "Spanish",
                   "it": "Italian", "pt": "Portuguese", "nl": "Dutch"}
+WIDELY_SPOKEN = (("en", "eng"), ("fr", "fra"), ("de", "deu"), ("es", "spa"), ("zh", "zho"), ("ar", "arb"),
+                 ("ru", "rus"), ("pt", "por"), ("ja", "jpn"), ("hi", "hin"))  # ISO 639-1 / -3 codes
+
+
+def language_codes(tokenizer: Any) -> list[str]:
+    """The language codes a multilingual tokenizer takes as ``src_lang``: its ``lang_code_to_id``
+    (mBART, M2M100), else its extra special tokens that are in the vocabulary (NLLB)."""
+    by_code = getattr(tokenizer, "lang_code_to_id", None)
+    if isinstance(by_code, dict) and by_code:
+        return [str(code) for code in by_code]
+    extra = getattr(tokenizer, "extra_special_tokens", None) or getattr(tokenizer, "additional_special_tokens", None)
+    extra = list(extra.values()) if isinstance(extra, dict) else extra
+    tokens = [str(t) for t in extra] if isinstance(extra, list | tuple) else []
+    unknown = tokenizer.unk_token_id
+    return [t for t in tokens if tokenizer.convert_tokens_to_ids(t) not in (None, unknown)]
+
+
+def sample(codes: list[str], limit: int = 12) -> str:
+    """Codes for an error message: all of a short list, else ``limit`` of them (widely spoken
+    languages first, so that the spelling of the codes shows) and the count."""
+    def rank(code: str) -> int:
+        language = code.strip("_<>").split("_")[0].lower()
+        return next((i for i, names in enumerate(WIDELY_SPOKEN) if language in names), len(WIDELY_SPOKEN))
+
+    shown = ", ".join(sorted(codes, key=rank)[:limit])
+    return shown if len(codes) <= limit else f"{shown}, ... ({len(codes)} in all)"
 
 
 class Seq2SeqHandler(TorchTaskHandler):
@@ -35,11 +62,14 @@ class Seq2SeqHandler(TorchTaskHandler):
         if self.model.config.model_type == "t5":
             text = self._t5_prefix(request) + text
         elif hasattr(self.tokenizer, "src_lang"):  # a multilingual tokenizer: languages as codes
+            codes = language_codes(self.tokenizer)
             if not request.source_lang or not request.target_lang:
                 raise UsageError("this model translates between many languages: give the source and target "
-                                 "languages as it names them (e.g. eng_Latn / fra_Latn, or en_XX / fr_XX)")
+                                 "languages as it names them (e.g. eng_Latn / fra_Latn, or en_XX / fr_XX)",
+                                 f"its codes: {sample(codes)}" if codes else None)
+            self._language_token(request.source_lang, codes, "source")  # checked before the tokenizer takes it
+            forced = self._language_token(request.target_lang, codes, "target")
             self.tokenizer.src_lang = request.source_lang
-            forced = self._language_token(request.target_lang)
         return self._generate(text, request, forced)
 
     def summarize(self, request: SummarizeRequest) -> Iterator[TextChunk]:
@@ -58,13 +88,22 @@ class Seq2SeqHandler(TorchTaskHandler):
             return str(self.params[pairs[0]].get("prefix", ""))
         return f"translate {source} to {target}: "
 
-    def _language_token(self, code: str) -> int:
-        unknown = self.tokenizer.unk_token_id
-        for token in (code, f"__{code}__", f"<{code}>"):
-            found = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(found, int) and found != unknown:
-                return found
-        raise UsageError(f"this model does not know the language {code!r}", "use a code from its tokenizer")
+    def _language_token(self, code: str, codes: list[str], role: str) -> int:
+        """The token id of a language code the tokenizer knows; otherwise a UsageError naming the
+        codes it does know. Without a list of codes, any token ``code``, ``__code__`` or ``<code>``."""
+        by_code = getattr(self.tokenizer, "lang_code_to_id", None) or {}
+        found: Any = None
+        if not codes or code in codes:
+            tokens = (code, f"__{code}__", f"<{code}>")
+            ids = [by_code.get(code)] if by_code else [self.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+            found = next((i for i in ids if isinstance(i, int) and i != self.tokenizer.unk_token_id), None)
+        if found is not None:
+            return int(found)
+        close = [c for c in codes if c.lower().startswith(code.lower()[:2])][:3] or difflib.get_close_matches(
+            code, codes, n=3, cutoff=0.5)
+        hint = (f"did you mean {' or '.join(close)}? " if close else "") + (
+            f"its codes: {sample(codes)}" if codes else "use a language code from its tokenizer")
+        raise UsageError(f"this model does not know the {role} language {code!r}", hint)
 
     def _generate(self, text: str, request: Generation, forced: int | None) -> Iterator[TextChunk]:
         from transformers import GenerationConfig, LogitsProcessorList

@@ -1,0 +1,73 @@
+"""Cross-encoders through sentence-transformers' ``CrossEncoder``: rerank with the model's own activation.
+
+A folder saved by ``CrossEncoder.save_pretrained`` declares the function that turns its logits
+into scores (``activation_fn``: sigmoid, tanh, identity for raw logits, ...); ``CrossEncoder.predict``
+applies it, so a pair scores here exactly as sentence-transformers scores it (the transformers
+classifier handler always takes the sigmoid). An activation outside ``torch`` is the model's own
+code: sentence-transformers imports it only with ``--trust-remote-code`` (otherwise it falls back to
+its default), and the weights load from safetensors unless ``--allow-pickle``. All pairs of a call,
+which the runtime's batcher has merged from concurrent requests, go through one ``predict``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.devices import pick_torch_device, torch_dtype
+from corral.engines.base import Handler
+from corral.engines.resident import touch_weights
+from corral.engines.table import EngineSpec
+from corral.tasks import RerankRequest, RerankResult, Usage
+
+BATCH = 32  # pairs per forward pass inside one predict
+
+
+class CrossEncoderHandler(Handler):
+    engine = "sentence_transformers"
+
+    model: Any = None
+
+    @classmethod
+    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
+        """Also transformers' modeling core, which is otherwise imported by the first load (and measured with it)."""
+        super().import_libraries(spec)
+        import transformers.modeling_utils  # noqa: F401
+        from sentence_transformers import CrossEncoder  # noqa: F401
+
+    def load(self) -> None:
+        from sentence_transformers import CrossEncoder
+
+        from corral.engines.quiet import quiet_hf
+
+        quiet_hf()
+        self.device = pick_torch_device(self.options.device)
+        trust = self.options.trust
+        self.model = CrossEncoder(
+            str(self.path), device=self.device, local_files_only=True, trust_remote_code=trust.trust_remote_code,
+            model_kwargs={"dtype": torch_dtype(self.options.dtype, self.device, self.info.dtype),
+                          "use_safetensors": not trust.allow_pickle})
+        self.model.eval()
+        touch_weights(self.model)  # mapped weights count at load (see resident.py)
+        self.max_length = _max_length(self.model)
+
+    def unload(self) -> None:
+        self.model = None
+
+    def rerank(self, request: RerankRequest) -> RerankResult:
+        import torch
+
+        pairs = [[query, document] for query, document in request.pairs]
+        scores = self.model.predict(pairs, batch_size=BATCH, convert_to_tensor=True, show_progress_bar=False)
+        scores = scores.float().cpu()
+        if scores.ndim > 1:  # several labels per pair: the last label's probability, as the classifier handler
+            scores = torch.softmax(scores, dim=-1)[:, -1]
+        features = self.model.tokenizer([q for q, _ in request.pairs], [d for _, d in request.pairs],
+                                        truncation=True, max_length=self.max_length)
+        lengths = [len(ids) for ids in features["input_ids"]]
+        return RerankResult([float(s) for s in scores.tolist()], Usage(prompt_tokens=sum(lengths)), lengths)
+
+
+def _max_length(model: Any) -> int | None:
+    """The tokens a pair may have: ``max_seq_length`` (sentence-transformers 6), else ``max_length`` (4, 5)."""
+    value = getattr(model, "max_seq_length", None) or getattr(model, "max_length", None)
+    return value if isinstance(value, int) and value > 0 else None
