@@ -278,18 +278,47 @@ class DetectObjectsResult:
 
 @dataclass(frozen=True)
 class Segment:
+    """One segment. ``score``: semantic, the label's mean probability over the segment's pixels (a
+    universal head's per-pixel label scores normalised to sum to one); instance and panoptic, the
+    score the model's post-processing gives the segment (class probability x mask quality)."""
+
     label: str
-    score: float  # the mean probability of the label over the segment's pixels
-    mask: bytes  # a PNG of the input image's size: 255 inside the segment, 0 outside
+    score: float
+    mask: bytes  # a PNG of the input image's size (mode L): 255 inside the segment, 0 outside
+
+
+SEGMENT_SUBTASKS = ("semantic", "instance", "panoptic")
 
 
 @dataclass(frozen=True)
 class SegmentImageRequest:
+    """Images to segment. ``subtask`` None is the model's own: semantic for a semantic head,
+    panoptic for a universal one (Mask2Former, MaskFormer, DETR panoptic), as Hugging Face's
+    pipeline picks. The thresholds are the Hugging Face image-segmentation task's (instance and
+    panoptic only): ``threshold`` drops segments scored lower, ``mask_threshold`` binarises the
+    mask probabilities, ``overlap_mask_area_threshold`` drops a segment whose visible part is a
+    smaller share of its own mask."""
+
     images: tuple[Any, ...]
+    subtask: str | None = None
+    threshold: float = 0.9
+    mask_threshold: float = 0.5
+    overlap_mask_area_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        from corral.errors import UsageError
+
+        if self.subtask is not None and self.subtask not in SEGMENT_SUBTASKS:
+            raise UsageError(f"unknown segmentation subtask {self.subtask!r}",
+                             f"use one of: {', '.join(SEGMENT_SUBTASKS)}")
+        for name in ("threshold", "mask_threshold", "overlap_mask_area_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise UsageError(f"{name} must be a number from 0 to 1")
 
 
 @dataclass(frozen=True)
 class SegmentImageResult:
-    segments: list[list[Segment]]  # per image, largest first
+    segments: list[list[Segment]]  # per image: semantic largest first, instance and panoptic best first
     usage: Usage = field(default_factory=Usage)
     input_tokens: list[int] = field(default_factory=list)

@@ -20,6 +20,7 @@ from typing import Any
 from corral.task_types import (
     DEFAULT_SAMPLING,
     ROLES,
+    SEGMENT_SUBTASKS,
     TOKEN_AGGREGATIONS,
     Answer,
     AnswerQuestionRequest,
@@ -58,6 +59,7 @@ from corral.task_types import (
 __all__ = [
     "DEFAULT_SAMPLING",
     "ROLES",
+    "SEGMENT_SUBTASKS",
     "TASKS",
     "TOKEN_AGGREGATIONS",
     "Answer",
@@ -180,7 +182,8 @@ DETECT_BATCH = BatchRule(
     merge=lambda rs: DetectObjectsRequest(tuple(i for r in rs for i in r.images), rs[0].threshold))
 SEGMENT_BATCH = BatchRule(
     size=lambda r: len(r.images), split=_split("segments", lambda r: len(r.images)),
-    merge=lambda rs: SegmentImageRequest(tuple(i for r in rs for i in r.images)))
+    key=lambda r: (r.subtask, r.threshold, r.mask_threshold, r.overlap_mask_area_threshold),
+    merge=lambda rs: replace(rs[0], images=tuple(i for r in rs for i in r.images)))
 RERANK_BATCH = BatchRule(size=lambda r: len(r.pairs), split=_split("scores", lambda r: len(r.pairs)),
                          merge=lambda rs: RerankRequest(tuple(p for r in rs for p in r.pairs)))
 TOKENS_BATCH = BatchRule(size=_inputs, key=lambda r: r.aggregation, split=_split("entities"),

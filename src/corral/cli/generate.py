@@ -17,6 +17,7 @@ from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.loader import entry_task
 from corral.tasks import (
     DEFAULT_SAMPLING,
+    SEGMENT_SUBTASKS,
     TOKEN_AGGREGATIONS,
     ChatRequest,
     CompletionRequest,
@@ -53,8 +54,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--context", help="question-answering models: the text the answer is taken from (else stdin)")
     p.add_argument("--task", choices=[t.value for t in Task], help="one task of a model that serves several "
                    "(default: its first)")
-    p.add_argument("--threshold", type=float, default=0.5, help="object detection: the lowest score shown (0.5)")
+    p.add_argument("--threshold", type=float, help="object detection: the lowest score shown (0.5); "
+                   "instance / panoptic segmentation: the lowest segment score kept (0.9)")
     p.add_argument("-o", "--output", metavar="DIR", help="image segmentation: write each mask as a PNG here")
+    p.add_argument("--subtask", choices=SEGMENT_SUBTASKS, help="image segmentation: semantic, instance or "
+                   "panoptic (default: the model's own; universal models: panoptic)")
+    p.add_argument("--mask-threshold", type=float, default=0.5,
+                   help="instance / panoptic segmentation: where a mask probability counts as inside (0.5)")
+    p.add_argument("--overlap-mask-area-threshold", type=float, default=0.5, help="instance / panoptic "
+                   "segmentation: the share of its own mask a segment must keep visible (0.5)")
     p.add_argument("--source-lang", help="translation: the source language as the model names it")
     p.add_argument("--target-lang", help="translation: the target language as the model names it")
     p.add_argument("--aggregation", choices=TOKEN_AGGREGATIONS, default="simple",

@@ -167,11 +167,12 @@ def run_classify_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> 
 def run_detect_objects(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
     """`corral run DETECTOR photo.jpg [--threshold 0.5]`: boxes in pixels of the image."""
     image = image_of(args, ctx)
-    if not 0 <= args.threshold <= 1:
+    threshold = 0.5 if args.threshold is None else args.threshold
+    if not 0 <= threshold <= 1:
         raise UsageError("--threshold must be from 0 to 1")
     with cli_runtime(args, ctx) as runtime:
         result: DetectObjectsResult = runtime.call(Task.DETECT_OBJECTS, entry.name,
-                                                   DetectObjectsRequest((image,), args.threshold),
+                                                   DetectObjectsRequest((image,), threshold),
                                                    CallInfo(Door.CLI, "run"))
     found = result.detections[0]
     if args.json:
@@ -184,13 +185,20 @@ def run_detect_objects(args: argparse.Namespace, ctx: Context, entry: Entry) -> 
 
 
 def run_segment_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
-    """`corral run SEGMENTER photo.jpg [-o DIR]`: segments with their share of the image; masks as PNGs."""
+    """`corral run SEGMENTER photo.jpg [--subtask instance] [--threshold 0.9] [-o DIR]`: the segments
+    with their scores; ``-o DIR`` writes each mask as a PNG of the image's size."""
     from pathlib import Path
 
     image = image_of(args, ctx)
+    threshold = 0.9 if args.threshold is None else args.threshold
+    for flag, value in (("--threshold", threshold), ("--mask-threshold", args.mask_threshold),
+                        ("--overlap-mask-area-threshold", args.overlap_mask_area_threshold)):
+        if not 0 <= value <= 1:
+            raise UsageError(f"{flag} must be from 0 to 1")
+    request = SegmentImageRequest((image,), args.subtask, threshold, args.mask_threshold,
+                                  args.overlap_mask_area_threshold)
     with cli_runtime(args, ctx) as runtime:
-        result: SegmentImageResult = runtime.call(Task.SEGMENT_IMAGE, entry.name, SegmentImageRequest((image,)),
-                                                  CallInfo(Door.CLI, "run"))
+        result: SegmentImageResult = runtime.call(Task.SEGMENT_IMAGE, entry.name, request, CallInfo(Door.CLI, "run"))
     segments = result.segments[0]
     written: list[str | None] = [None] * len(segments)
     if args.output:

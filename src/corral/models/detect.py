@@ -51,6 +51,7 @@ ARCH_SUFFIXES: tuple[tuple[str, tuple[Task, ...]], ...] = (
     ("ForSemanticSegmentation", (Task.SEGMENT_IMAGE,)),
     ("ForInstanceSegmentation", (Task.SEGMENT_IMAGE,)),
     ("ForUniversalSegmentation", (Task.SEGMENT_IMAGE,)),
+    ("DetrForSegmentation", (Task.SEGMENT_IMAGE,)),  # DETR's panoptic head
     ("ForAudioClassification", (Task.CLASSIFY_AUDIO,)),
     ("ForVideoClassification", (Task.CLASSIFY_VIDEO,)),
     ("ForTextToSpeech", (Task.SPEAK,)),

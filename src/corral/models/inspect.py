@@ -23,6 +23,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 UNQUANTIZED = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 SPACY_FILES = ("meta.json", "config.cfg")  # a trained spaCy pipeline's folder (nlp.to_disk)
 SPACY_FLOAT_BYTES = 4  # thinc stores its weights as float32
+# DETR-style configs whose backbone is a timm model unless they name another (use_timm_backbone: true by default)
+TIMM_BY_DEFAULT = frozenset({"detr", "conditional_detr", "dab-detr", "deformable_detr", "table-transformer"})
 _PIPELINE_TAG = re.compile(r"^pipeline_tag:\s*['\"]?([\w-]+)", re.MULTILINE)
 
 
@@ -207,6 +209,15 @@ def _engine_and_tasks(root: Path, cfg: dict[str, Any], info: ModelInfo, tag: str
                                              _num_labels(cfg))
 
 
+def _timm_backbone(cfg: dict[str, Any]) -> bool:
+    """Whether a vision model's backbone comes from timm (DETR-style configs: ``use_timm_backbone``,
+    true when left out, or a ``timm_backbone`` backbone config)."""
+    backbone = cfg.get("backbone_config")
+    if isinstance(backbone, dict):
+        return backbone.get("model_type") == "timm_backbone"
+    return cfg.get("model_type") in TIMM_BY_DEFAULT and cfg.get("use_timm_backbone", True) is not False
+
+
 def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     info = ModelInfo(path=str(root), format="unknown")
     _weights_facts(info, files, root)
@@ -227,6 +238,9 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     if "auto_map" in cfg or (tok_cfg.is_file() and "auto_map" in read_json(tok_cfg)):
         info.needs_remote_code = True
         info.notes.append("the model ships its own Python code (auto_map); it runs only with --trust-remote-code")
+    if _timm_backbone(cfg):
+        info.notes.append("the backbone is a timm model (use_timm_backbone): loading it needs the timm package, "
+                          "which corral does not install")
     info.chat_template = _chat_template(root)
     tag = _readme_pipeline_tag(root)
     if tag:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from corral.engines.base import Handler, LoadOptions, handler_class
 from corral.engines.table import ENGINES, EngineSpec, check_dtype, tasks_served
-from corral.errors import CorralError, InvalidModelFileError, UnsupportedTaskError
+from corral.errors import CorralError, InvalidModelFileError, MissingDependencyError, UnsupportedTaskError
 from corral.models.safety import check_trust
 from corral.models.store import Entry
 from corral.tasks import Task
@@ -39,6 +39,10 @@ def open_model(entry: Entry, options: LoadOptions, engines: Mapping[str, EngineS
     except SystemExit as exc:  # a model's own code (trusted with --trust-remote-code) tried to end the process
         raise InvalidModelFileError(f"the code shipped with {entry.name} exited while loading: {exc}",
                                     "the model's own Python code failed; check it, or use another model") from None
+    except ImportError as exc:  # e.g. a DETR whose backbone is a timm model, without timm
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MissingDependencyError(f"{entry.info.engine} could not load {entry.name}: {first}",
+                                     "install the package it names, or use another model") from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         # the libraries' own loading errors: a broken or incomplete model folder
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

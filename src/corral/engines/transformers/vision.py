@@ -1,23 +1,22 @@
 """Image models through transformers, with their PIL image processors (no torchvision):
 classify_image (``*ForImageClassification``: softmax over the labels, sigmoid for a multi-label
 head), detect_objects (DETR-style ``*ForObjectDetection``: the processor's own post-processing,
-boxes in pixels of each input image) and segment_image (semantic segmentation heads: logits
-resized to the image, each pixel's most probable label; one PNG mask per label present, scored by
-the label's mean probability over its pixels). Batches of ``BATCH`` images per forward
-pass; the runtime merges concurrent requests into one call."""
+boxes in pixels of each input image) and segment_image (semantic, instance and panoptic, see
+:mod:`corral.engines.transformers.segment`). Batches of ``BATCH`` images per forward pass; the
+runtime merges concurrent requests into one call."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from corral.engines.transformers.loading import TorchTaskHandler
+from corral.engines.transformers.segment import SEMANTIC_HEAD, Segmenter, segmentation_class, subtasks_of
 from corral.tasks import (
     ClassifyImageRequest,
     ClassifyImageResult,
     Detection,
     DetectObjectsRequest,
     DetectObjectsResult,
-    Segment,
     SegmentImageRequest,
     SegmentImageResult,
     Task,
@@ -31,9 +30,17 @@ class VisionHandler(TorchTaskHandler):
     uses_tokenizer = False
     uses_image_processor = True
 
+    segmenter: Segmenter | None = None
+
     def model_class(self) -> str:
-        return {Task.DETECT_OBJECTS.value: "AutoModelForObjectDetection",
-                Task.SEGMENT_IMAGE.value: "AutoModelForSemanticSegmentation"}.get(self.info.tasks[0], self.auto_class)
+        task = self.info.tasks[0]
+        if task == Task.SEGMENT_IMAGE.value:
+            return segmentation_class(self.info.architecture)
+        return "AutoModelForObjectDetection" if task == Task.DETECT_OBJECTS.value else self.auto_class
+
+    def unload(self) -> None:
+        self.segmenter = None
+        super().unload()
 
     def _forward(self, images: list[Any]) -> Any:
         import torch
@@ -69,34 +76,12 @@ class VisionHandler(TorchTaskHandler):
                                          result["boxes"].tolist(), strict=True)), key=lambda d: -d.score))
         return DetectObjectsResult(found)
 
-
     def segment_image(self, request: SegmentImageRequest) -> SegmentImageResult:
-        import torch
-
-        found: list[list[Segment]] = []
-        names = self.model.config.id2label
-        for start in range(0, len(request.images), BATCH):
-            images = list(request.images[start:start + BATCH])
-            logits = self._forward(images).logits.float().cpu()
-            for image, row in zip(images, logits, strict=True):
-                resized = torch.nn.functional.interpolate(row[None], size=(image.height, image.width),
-                                                          mode="bilinear", align_corners=False)[0]
-                probs = torch.softmax(resized, dim=0)
-                winner = probs.argmax(dim=0)
-                present = sorted(set(winner.flatten().tolist()), key=lambda i: -int((winner == i).sum()))
-                found.append([_segment(names.get(i, f"LABEL_{i}"), winner == i, probs[i]) for i in present])
-        return SegmentImageResult(found)
-
-
-def _segment(label: str, inside: Any, probs: Any) -> Segment:
-    """A segment: its mean probability and its mask as a PNG."""
-    import io
-
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray((inside.numpy().astype("uint8") * 255), mode="L").save(out, format="PNG")
-    return Segment(label, float(probs[inside].mean()), out.getvalue())
+        if self.segmenter is None:
+            head = segmentation_class(self.info.architecture)
+            self.segmenter = Segmenter(self.model, self.processor, self.device, semantic_head=head == SEMANTIC_HEAD,
+                                       subtasks=subtasks_of(head, self.processor))
+        return SegmentImageResult(self.segmenter.segment(request))
 
 
 def _detection(names: dict[int, str], image: Any, label: int, score: float, box: list[float]) -> Detection:

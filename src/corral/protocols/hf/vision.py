@@ -1,9 +1,10 @@
 """Image tasks in the Hugging Face Inference API's shapes: image classification (``[{label,
 score}]``, best first), object detection (``[{label, score, box: {xmin, ymin, xmax, ymax}}]`` in
 pixels of the image), image segmentation (``[{label, score, mask}]``, the mask a base64 PNG of the
-image's size) and image-to-text (``[{generated_text}]``). ``inputs`` is the image: raw bytes (a
-body that is only the image), base64 text or a ``data:`` URL; a list of them gives a list of
-answers. Every image is decoded and checked (``corral.media``) before any model is touched."""
+image's size; ``subtask`` semantic / instance / panoptic and the task's thresholds) and
+image-to-text (``[{generated_text}]``). ``inputs`` is the image: raw bytes (a body that is only the
+image), base64 text or a ``data:`` URL; a list of them gives a list of answers. Every image is
+decoded and checked (``corral.media``) before any model is touched."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from corral.errors import UsageError
 from corral.media import decode_image, media_bytes
 from corral.tasks import (
+    SEGMENT_SUBTASKS,
     ClassifyImageRequest,
     ClassifyImageResult,
     DescribeImageRequest,
@@ -74,11 +76,22 @@ async def image_segmentation(runtime: Runtime, model: str, inputs: Any, paramete
     import base64
 
     images, single = images_of(inputs, runtime.settings.runtime.max_image_pixels)
-    result: SegmentImageResult = await runtime.call(Task.SEGMENT_IMAGE, model, SegmentImageRequest(tuple(images)),
-                                                    call)
+    result: SegmentImageResult = await runtime.call(Task.SEGMENT_IMAGE, model,
+                                                    segment_request(images, parameters), call)
     out = [[{"label": seg.label, "score": seg.score, "mask": base64.b64encode(seg.mask).decode()} for seg in found]
            for found in result.segments]
     return out[0] if single else out
+
+
+def segment_request(images: list[Any], parameters: dict[str, Any]) -> SegmentImageRequest:
+    """The image-segmentation parameters: ``subtask`` (semantic, instance, panoptic; the model's
+    own when left out), ``threshold`` (0.9), ``mask_threshold`` (0.5), ``overlap_mask_area_threshold`` (0.5)."""
+    subtask = parameters.get("subtask")
+    if subtask is not None and subtask not in SEGMENT_SUBTASKS:
+        raise UsageError(f"parameters.subtask must be one of: {', '.join(SEGMENT_SUBTASKS)}")
+    return SegmentImageRequest(tuple(images), subtask, _number(parameters, "threshold", 0.9, 0.0, 1.0),
+                               _number(parameters, "mask_threshold", 0.5, 0.0, 1.0),
+                               _number(parameters, "overlap_mask_area_threshold", 0.5, 0.0, 1.0))
 
 
 async def image_to_text(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
