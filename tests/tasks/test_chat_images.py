@@ -3,7 +3,8 @@ Idefics3 / SmolVLM-style, with their processors): the answer equals transformers
 generate on the processor's inputs, through the CLI (``--image``; describe_image for a photo alone),
 the OpenAI door (the official client, ``image_url`` data URLs, streamed and not), the sidecar, and
 remote ``image_url``s only when the server allows them (a local image server, allowed by network).
-A text-only model refuses images with 400 and the server keeps serving."""
+A text-only model refuses images with 400 and the server keeps serving. A model whose processor needs
+a package that is not installed (Qwen2-VL: torchvision) says so at inspect time and at load."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from tests.conftest import run_cli
 from tests.fixtures.tiny_models import build_causal_lm
-from tests.fixtures.tiny_vlm import build_idefics3, build_llava
+from tests.fixtures.tiny_vlm import build_idefics3, build_llava, build_qwen2_vl_without_processor
 
 from corral.sidecar.client import SidecarClient
 
@@ -173,3 +174,18 @@ def test_remote_images_only_from_an_allowed_network(llava: Path, tmp_path: Path,
             ask(client, "llava", f"http://[::1]:{port}/photo.png")  # loopback, but not the network allowed
     finally:
         srv.stop()
+
+
+def test_a_model_needing_a_missing_package_says_so_before_loading(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.fail("this test checks the torchvision-less build; torchvision is installed here")
+    model = build_qwen2_vl_without_processor(tmp_path / "qwen").path
+    assert run_cli("pull", str(model), "--name", "qwen").returncode == 0
+    info = json.loads(run_cli("inspect", "qwen", "--json").stdout)
+    assert info["tasks"][:2] == ["describe_image", "chat"]
+    assert {"package": "torchvision", "installed": False} in info["requirements"]
+    r = run_cli("run", "qwen", "hello", "--task", "chat", "--max-tokens", "2")
+    assert r.returncode != 0 and "needs the Python package 'torchvision'" in r.stderr
+    assert "pip install torchvision" in r.stderr and "Traceback" not in r.stderr

@@ -95,6 +95,15 @@ DIFFUSERS_CLASSES: tuple[tuple[str, tuple[Task, ...]], ...] = (
     ("Pipeline", (Task.GENERATE_IMAGE,)),
 )
 
+# model_type -> packages the model needs beyond its engine's (pip names): these processors include a
+# video processor, which transformers builds on torchvision
+MODEL_NEEDS: dict[str, tuple[str, ...]] = {
+    "qwen2_vl": ("torchvision",),
+    "qwen2_5_vl": ("torchvision",),
+    "smolvlm": ("torchvision",),
+    "llava_onevision": ("torchvision",),
+}
+
 # GGUF general.architecture values that are embedding-only encoders
 GGUF_ENCODERS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder"})
 

@@ -40,16 +40,17 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def requirements(engine: str | None) -> list[Requirement]:
-    reqs = []
-    for package in engine_packages(engine):
-        try:
-            metadata.version(package)
-            installed = True
-        except metadata.PackageNotFoundError:
-            installed = False
-        reqs.append(Requirement(package, installed))
-    return reqs
+def requirements(engine: str | None, *more: str) -> list[Requirement]:
+    """The engine's packages and ``more`` (a model's own needs), each with whether it is installed."""
+    return [Requirement(package, is_installed(package)) for package in (*engine_packages(engine), *more)]
+
+
+def is_installed(package: str) -> bool:
+    try:
+        metadata.version(package)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
 
 
 def inspect_path(path: Path) -> ModelInfo:
@@ -255,7 +256,8 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     facts = MemoryEstimate(0, 0, weight_bytes=info.size_bytes, kv_values_per_token=kv,
                            vocab_entries=_vocab_entries(root))
     info.memory = memory.with_defaults(info, facts)
-    info.requirements = requirements(info.engine)
+    more = (*detect.MODEL_NEEDS.get(info.model_type or "", ()), *(("timm",) if _timm_backbone(cfg) else ()))
+    info.requirements = requirements(info.engine, *more)
     return info
 
 

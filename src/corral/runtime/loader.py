@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from corral.engines.base import Handler, LoadOptions, handler_class
 from corral.engines.table import ENGINES, EngineSpec, check_dtype, tasks_served
 from corral.errors import CorralError, InvalidModelFileError, MissingDependencyError, UnsupportedTaskError
+from corral.models.inspect import is_installed
 from corral.models.safety import check_trust
 from corral.models.store import Entry
 from corral.tasks import Task
@@ -31,6 +32,10 @@ def open_model(entry: Entry, options: LoadOptions, engines: Mapping[str, EngineS
                                    "see `corral inspect` for what was detected")
     check_dtype(engine, options.dtype, engines)
     cls = handler_class(engine, entry.info.tasks, engines)
+    for req in entry.info.requirements:  # the model's own needs (the engine's were checked just now)
+        if not is_installed(req.package):
+            raise MissingDependencyError(f"{entry.name} needs the Python package {req.package!r}, which is not "
+                                         "installed", f"install it with: pip install {req.package}")
     handler = cls(entry.path, entry.info, options, spec=engines[engine])
     try:
         handler.load()
