@@ -1,7 +1,9 @@
 """Every runnable task once on a device, through corral's runtime, on tiny random-weight models built
 from configs (the test fixtures): chat, complete, embed, rerank, classify_text (own labels and zero-shot),
 classify_tokens, answer_question, translate, summarize, classify_image, detect_objects, segment_image,
-describe_image (a captioner and an image-text chat model) and chat with an image. Prints one line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
+describe_image (a captioner and an image-text chat model), chat with an image, rerank on a
+sentence-transformers CrossEncoder, translation with language codes (NLLB-style) and panoptic / instance
+segmentation (Mask2Former). Prints one line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
 
 Meant for a lent GPU machine (`--device cuda`, the default when CUDA is available); with `--device cpu` it
 checks the same paths on any machine. No assertion on timing; the figures are for the note.
@@ -40,6 +42,7 @@ def _png() -> Any:
 def _models(root: Path) -> dict[str, Path]:
     from tests.fixtures import tiny_media as media
     from tests.fixtures import tiny_models as text
+    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_translators
     from tests.fixtures import tiny_vlm as vlm
 
     builders: dict[str, Callable[[Path], Any]] = {
@@ -47,7 +50,8 @@ def _models(root: Path) -> dict[str, Path]:
         "cross": text.build_cross_encoder, "cls": text.build_bert_classifier, "nli": text.build_nli_classifier,
         "ner": text.build_token_classifier, "qa": text.build_question_answering, "t5": text.build_t5,
         "vit": media.build_vit, "detr": media.build_detr, "seg": media.build_segformer,
-        "cap": media.build_captioner, "llava": vlm.build_llava,
+        "cap": media.build_captioner, "llava": vlm.build_llava, "st-cross": tiny_rerankers.build_crossencoder,
+        "nllb": tiny_translators.build_nllb, "m2f": tiny_segmenters.build_mask2former,
     }
     return {name: build(root / name).path for name, build in builders.items()}
 
@@ -74,6 +78,10 @@ def _calls(image: Any) -> list[tuple[str, str, Any]]:
         ("describe_image", "llava", t.DescribeImageRequest(image, sampling=greedy)),
         ("chat", "llava", t.ChatRequest((t.Message("user", "what?", parts=(t.ImagePart(image), "what?")),),
                                         sampling=greedy)),
+        ("rerank", "st-cross", t.RerankRequest.of("cat", ["a cat", "a dog"])),
+        ("translate", "nllb", t.TranslateRequest("hello", "eng_Latn", "fra_Latn", sampling=greedy)),
+        ("segment_image", "m2f", t.SegmentImageRequest((image,))),
+        ("segment_image", "m2f", t.SegmentImageRequest((image,), subtask="instance", threshold=0.0)),
     ]
 
 
