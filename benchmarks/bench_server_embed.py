@@ -17,30 +17,19 @@ changes the timings.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
-from harness import (
-    BUSY,
-    CpuMeter,
-    RawConnection,
-    free_port,
-    guard_processes,
-    model_dir,
-    print_environment,
-    server,
-)
+from harness import BUSY, CpuMeter, free_port, guard_processes, model_dir, print_environment, server
 from pydantic import BaseModel
+from rounds import Load, Run, batch_metrics, measure_rounds
 
 SUBJECTS = ("The committee", "A small dog", "My neighbour", "The new teacher", "An old fisherman", "The engineers",
             "Our cat", "The mayor", "A young pianist", "The delivery driver", "Two students", "The librarian",
@@ -103,145 +92,25 @@ def serve_baseline(port: int, folder: str, handler: str) -> None:
 # ---------------------------------------------------------------- the clients
 
 
-@dataclass
-class Run:
-    wall: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    bad: list[str] = field(default_factory=list)  # answers of the wrong shape or norm
-    vectors: dict[int, list[float]] = field(default_factory=dict)  # sentence index -> vector (a sample)
-    other_cpu: float = float("nan")
-    own_cpu: float = float("nan")
-
-    def rate(self) -> float:
-        return len(self.latencies) / self.wall
-
-    def pct(self, q: float) -> float:
-        xs = sorted(self.latencies)
-        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
-
-
-async def one(client: httpx.AsyncClient, url: str, i: int, run: Run, keep: bool) -> None:
-    start = time.perf_counter()
-    try:
-        resp = await client.post(url, json={"model": "minilm", "input": sentence(i)})
-        if resp.status_code != 200:
-            run.errors.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
-            return
-        data = resp.json()["data"]
-    except (httpx.HTTPError, ValueError, KeyError) as e:
-        run.errors.append(f"{type(e).__name__}: {e}")
-        return
-    run.latencies.append(time.perf_counter() - start)
-    check(run, i, data, keep)
-
-
-def check(run: Run, i: int, data: list[dict[str, Any]], keep: bool) -> None:
+def check(i: int, body: bytes) -> list[float]:
+    """The one 384-dimension, unit-norm vector of an answer to sentence ``i``; ValueError for anything else."""
+    data = orjson.loads(body)["data"]
     vec = data[0]["embedding"] if len(data) == 1 else []
     norm = math.sqrt(sum(x * x for x in vec))
     if len(vec) != 384 or abs(norm - 1.0) > 1e-3:
-        run.bad.append(f"sentence {i}: {len(data)} vectors, dim {len(vec)}, norm {norm:.4f}")
-    elif keep:
-        run.vectors[i] = vec
+        raise ValueError(f"sentence {i}: {len(data)} vectors, dim {len(vec)}, norm {norm:.4f}")
+    return list(vec)
 
 
-async def one_raw(conn: RawConnection, i: int, run: Run, keep: bool) -> None:
-    start = time.perf_counter()
-    try:
-        status, body = await conn.post("/v1/embeddings", orjson.dumps({"model": "minilm", "input": sentence(i)}))
-        if status != 200:
-            run.errors.append(f"HTTP {status}: {body[:200]!r}")
-            return
-        data = orjson.loads(body)["data"]
-    except (OSError, ValueError, KeyError, asyncio.IncompleteReadError) as e:
-        run.errors.append(f"{type(e).__name__}: {e}")
-        return
-    run.latencies.append(time.perf_counter() - start)
-    check(run, i, data, keep)
+LOAD = Load("/v1/embeddings", lambda i: orjson.dumps({"model": "minilm", "input": sentence(i)}), check)
 
 
-async def run_rounds(base: str, clients: int, rounds: int, offset: int, kind: str = "raw") -> Run:
-    if kind == "raw":
-        return await run_rounds_raw(base, clients, rounds, offset)
-    url = f"{base}/v1/embeddings"
-    run = Run()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), limits=limits) as client:
-        start = time.perf_counter()
-        for r in range(rounds):
-            await asyncio.gather(*(one(client, url, offset + r * clients + c, run, keep=r == 0)
-                                   for c in range(clients)))
-        run.wall = time.perf_counter() - start
-    return run
-
-
-async def run_rounds_raw(base: str, clients: int, rounds: int, offset: int) -> Run:
-    host, _, port = base.removeprefix("http://").partition(":")
-    conns = [RawConnection(host, int(port)) for _ in range(clients)]
-    run = Run()
-    try:
-        start = time.perf_counter()
-        for r in range(rounds):
-            await asyncio.gather(*(one_raw(conns[c], offset + r * clients + c, run, keep=r == 0)
-                                   for c in range(clients)))
-        run.wall = time.perf_counter() - start
-    finally:
-        for conn in conns:
-            conn.close()
-    return run
-
-
-def batch_metrics(base: str) -> tuple[float, float] | None:
-    """(forward passes, inputs) from corral's Prometheus metrics; None for a server without them."""
-    try:
-        resp = httpx.get(f"{base}/metrics", timeout=5.0)
-    except httpx.HTTPError:
-        return None
-    if resp.status_code != 200:
-        return None
-    found: dict[str, float] = {}
-    for line in resp.text.splitlines():
-        for key in ("corral_embed_batch_inputs_count", "corral_embed_batch_inputs_sum"):
-            if line.startswith(key + "{") or line.startswith(key + " "):
-                found[key] = found.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    if len(found) < 2:
-        return None
-    return found["corral_embed_batch_inputs_count"], found["corral_embed_batch_inputs_sum"]
-
-
-def measure(name: str, argv: Sequence[str], ready_url: str, base: str, args: argparse.Namespace,
+def measure(name: str, argv: Sequence[str], ready_url: str, port: int, args: argparse.Namespace,
             env: dict[str, str] | None = None) -> Run:
     with server(name, argv, ready_url, env=env) as (startup, pid):
         print(f"{name}: ready in {startup:.1f} s", flush=True)
-        warm = asyncio.run(run_rounds(base, args.clients, 1, 10_000, args.client))
-        if warm.errors:
-            raise RuntimeError(f"{name} warm-up failed: {warm.errors[0]}")
-        best: Run | None = None
-        for attempt in range(1 + args.retries_if_busy):
-            before = batch_metrics(base)
-            with CpuMeter(pid) as cpu:
-                run = asyncio.run(run_rounds(base, args.clients, args.rounds, 0, args.client))
-            run.other_cpu, run.own_cpu = cpu.other, cpu.ours
-            after = batch_metrics(base)
-            n = len(run.latencies)
-            print(f"  {name}: {n} embeddings in {run.wall:.2f} s = {run.rate():.1f}/s; latency p50 "
-                  f"{run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms; errors {len(run.errors)}, malformed "
-                  f"{len(run.bad)}; CPU: server+clients {run.own_cpu:.2f} cores, other processes "
-                  f"{run.other_cpu:.2f} cores"
-                  + ("  <-- the machine was busy: numbers are unreliable" if run.other_cpu > BUSY else ""), flush=True)
-            if before and after and after[0] > before[0]:
-                print(f"      the server's own metrics: {after[0] - before[0]:.0f} forward passes, "
-                      f"{(after[1] - before[1]) / (after[0] - before[0]):.1f} inputs per pass on average")
-            for e in sorted(set(run.errors))[:5] + run.bad[:5]:
-                print(f"      {e}")
-            if best is None or run.other_cpu < best.other_cpu:
-                best = run  # keep the least disturbed attempt
-            if run.other_cpu <= BUSY:
-                break
-            if attempt < args.retries_if_busy:
-                print("      other processes were busy: measuring again", flush=True)
-    assert best is not None
-    return best
+        return measure_rounds(name, port, pid, LOAD, args, unit="embeddings", kind=args.client,
+                              metrics=lambda: batch_metrics(port, "corral_embed_batch_inputs"))
 
 
 def in_process(folder: Path, batch: int) -> tuple[float, float, float]:
@@ -300,20 +169,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as home:
         port = free_port()
-        base = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "corral", "serve", "--host", "127.0.0.1", "--port", str(port),
                 "--models", "minilm", "--grace", "2s"]
-        ours = measure("corral", argv, f"{base}/ready", base, args, env={**os.environ, "CORRAL_HOME": home})
+        ours = measure("corral", argv, f"http://127.0.0.1:{port}/ready", port, args,
+                       env={**os.environ, "CORRAL_HOME": home})
 
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     argv = [sys.executable, __file__, "--serve-baseline", str(port), "--baseline-handler", args.baseline_handler]
-    theirs = measure("FastAPI + SentenceTransformer", argv, f"{base}/health", base, args)
+    theirs = measure("FastAPI + SentenceTransformer", argv, f"http://127.0.0.1:{port}/health", port, args)
 
     single, batched, other = in_process(folder, args.clients)
 
-    common = sorted(set(ours.vectors) & set(theirs.vectors))
-    sims = [cosine(ours.vectors[i], theirs.vectors[i]) for i in common]
+    common = sorted(set(ours.answers) & set(theirs.answers))
+    sims = [cosine(ours.answers[i], theirs.answers[i]) for i in common]
     agree = f"min cosine {min(sims):.6f} over {len(sims)} sentences" if sims else "no vectors to compare"
     print(f"\ncorral's vectors vs the baseline's for the same sentences: {agree}")
 

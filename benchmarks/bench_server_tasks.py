@@ -1,103 +1,59 @@
-"""Hugging Face task API door under load: text classification with 32 concurrent clients, each sending one short
-sentence per request, to `corral serve`'s `POST /models/bert-cls` vs the hand-written wrapper users have today, a
-minimal FastAPI app whose sync route `POST /classify` calls a transformers
-`pipeline("text-classification", model=<same folder>, top_k=None)` per request (FastAPI runs it in its thread pool).
+"""Hugging Face task API door under load, 32 concurrent clients, each request one input, to `corral serve`'s
+`POST /models/{name}` vs the hand-written wrapper users have today: a minimal FastAPI app whose sync route calls a
+transformers `pipeline(...)` per request (FastAPI runs it in its thread pool). --task picks the task:
 
-The model is a BERT-base-size BertForSequenceClassification (hidden 768, 12 layers, 12 heads, intermediate 3072,
-3 labels) with random weights (torch.manual_seed(0)) and a WordPiece tokenizer trained here with `tokenizers` on
-Python's own reference text (pydoc_data.topics) plus the benchmark's sentences, saved with safetensors at the start
-of the run (in a temp dir, or cached under --workdir). corral gets it through `corral pull FOLDER --name bert-cls`
-into a temporary CORRAL_HOME. Both servers run on uvicorn (uvloop, httptools) in their own subprocess on a free
-127.0.0.1 port, one at a time; the baseline is this script re-run with --serve-baseline.
+- text: text classification of one short sentence (`{"inputs": "..."}` -> `[[{label, score}, ...]]`) on a
+  BERT-base-size BertForSequenceClassification (hidden 768, 12 layers, 12 heads, intermediate 3072, 3 labels)
+  with a WordPiece tokenizer trained here with `tokenizers` on Python's own reference text (pydoc_data.topics)
+  plus the benchmark's sentences; the baseline is `pipeline("text-classification", top_k=None)` at
+  `POST /classify`;
+- image: image classification of one 224x224 JPEG sent as the raw body, as huggingface_hub's
+  InferenceClient.image_classification sends it (-> `[{label, score}, ...]`, the top 5) on a ViT-base
+  ViTForImageClassification (`ViTConfig()` defaults: hidden 768, 12 layers, 12 heads, patch 16, 224x224; 10
+  labels) with a default ViTImageProcessor; the baseline is `pipeline("image-classification")` on the decoded
+  image at `POST /classify-image`.
+
+Both models have random weights (torch.manual_seed(0)), are saved with safetensors at the start of the run (in a
+temp dir, or cached under --workdir), and reach corral through `corral pull FOLDER --name NAME` into a temporary
+CORRAL_HOME. Both servers run on uvicorn (uvloop, httptools) in their own subprocess on a free 127.0.0.1 port, one
+at a time; the baseline is this script re-run with --serve-baseline.
 
 (1) throughput: --rounds rounds of --clients concurrent requests (each round waits for all of its requests), after
-    a warm-up round; requests/s and the ratio corral / baseline (target >= 3x), and the inputs per forward pass
-    corral used (its /metrics: corral_batch_inputs_count / _sum for the model and task classify_text);
+    a warm-up round; requests/s and the ratio corral / baseline (text target >= 3x; image: the figure is
+    reported, on 2 cores a base-size ViT gains little from batching), and the inputs per forward pass corral
+    used (its /metrics: corral_batch_inputs_count / _sum for the model and task);
 (2) corral's single-request overhead: sequential requests on one keep-alive connection, timed in turns (--block
-    requests a turn) with the same pipeline called in this process on the same sentences; the difference of the
+    requests a turn) with the same pipeline called in this process on the same inputs; the difference of the
     p50s as a percentage of the in-process p50 (target <= 5%).
-Every answer is checked (3 labels, best first, scores summing to 1); both servers' answers to one round of sentences
-are compared with the in-process pipeline's (same labels, scores within 1e-4). The CPU other processes used
-meanwhile is printed (and a busy measurement retried): on a shared 2-core machine that changes the timings.
+Every answer is checked (labels best first, scores summing to 1, or at most 1 for the top 5 of 10); both servers'
+answers to one round of inputs are compared with the in-process pipeline's (scores within 1e-4, the same order).
+The CPU other processes used meanwhile is printed (and a busy measurement retried): on a shared 2-core machine
+that changes the timings. The bare model's own rate one input at a time and in batches is printed for context.
 
-TODO: image classification (ViT-base through the same door) is not served by corral yet; this script will add it
-(same measurements) when the task lands.
-
-    python benchmarks/bench_server_tasks.py [--clients 32] [--rounds 20] [--requests 400] [--block 20] [--workdir DIR]
+    python benchmarks/bench_server_tasks.py [--task text|image|both] [--clients 32] [--rounds 20] [--requests 400]
+                                            [--block 20] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from bench_http_overhead import Stats, timeit
-from bench_server_embed import ACTIONS, OBJECTS, SUBJECTS, sentence
-from harness import BUSY, CpuMeter, RawClient, RawConnection, free_port, guard_processes, print_environment, server
+from harness import BUSY, CpuMeter, RawClient, free_port, guard_processes, print_environment, server
 from pydantic import BaseModel
+from rounds import Load, Run, batch_metrics, measure_rounds
+from task_cases import CASES, Case, build_case
 
-LABELS = ("negative", "neutral", "positive")
-MODEL = "bert-cls"
 TOLERANCE = 1e-4
-
-# ---------------------------------------------------------------- the model
-
-
-def train_tokenizer(vocab_size: int) -> Any:
-    """A BERT-style WordPiece tokenizer ([CLS] text [SEP], lower case) trained on Python's reference text and on
-    the benchmark's sentence parts, so the sentences' words are whole tokens as in a real English vocabulary."""
-    import pydoc_data.topics
-
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    corpus = [pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)]
-    corpus += [" ".join(part) for part in (SUBJECTS, ACTIONS, OBJECTS)] * 20
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
-
-
-def build_model(dest: Path, vocab_size: int) -> str:
-    """BERT-base-size BertForSequenceClassification, random weights (seed 0), 3 labels; reused when ``dest``
-    already holds one. Returns a one-line description."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    if not all((dest / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json")):
-        tokenizer = train_tokenizer(vocab_size)
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                            intermediate_size=3072, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-                            label2id={name: i for i, name in enumerate(LABELS)})
-        torch.manual_seed(0)
-        dest.mkdir(parents=True, exist_ok=True)
-        BertForSequenceClassification(config).save_pretrained(dest, safe_serialization=True)
-        tokenizer.save_pretrained(dest)
-    vocab = orjson.loads((dest / "config.json").read_bytes())["vocab_size"]
-    size = (dest / "model.safetensors").stat().st_size / 1e6
-    return f"BERT-base random (768/12/12/3072, {len(LABELS)} labels, WordPiece vocab {vocab}, {size:.0f} MB) at {dest}"
-
 
 # ---------------------------------------------------------------- the baseline server
 
@@ -106,18 +62,31 @@ class Body(BaseModel):  # at module level: FastAPI resolves the handler's (strin
     inputs: str
 
 
-def serve_baseline(port: int, folder: str) -> None:
+def serve_baseline(port: int, folder: str, task: str) -> None:
     """The wrapper people write by hand: FastAPI, one pipeline, called per request in a sync route."""
+    import io
+
     import uvicorn
+    from fastapi import Body as Raw
     from fastapi import FastAPI
+    from PIL import Image
     from transformers import pipeline
 
-    classify = pipeline("text-classification", model=folder, top_k=None)
     app = FastAPI()
+    classify: Any
+    if task == "text":
+        classify = pipeline("text-classification", model=folder, top_k=None)
 
-    @app.post("/classify")
-    def classify_route(body: Body) -> Any:
-        return classify(body.inputs)  # a string with top_k=None: [[{"label", "score"}, ...]], as corral answers
+        @app.post("/classify")
+        def classify_route(body: Body) -> Any:
+            return classify(body.inputs)  # a string with top_k=None: [[{"label", "score"}, ...]], as corral answers
+
+    else:
+        classify = pipeline("image-classification", model=folder)
+
+        @app.post("/classify-image")
+        def classify_image_route(image: bytes = Raw(media_type="image/jpeg")) -> Any:
+            return classify(Image.open(io.BytesIO(image)))  # the top 5 [{"label", "score"}, ...], as corral answers
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -128,220 +97,106 @@ def serve_baseline(port: int, folder: str) -> None:
     uvicorn.Server(config).run()
 
 
-# ---------------------------------------------------------------- throughput
-
-
-@dataclass
-class Run:
-    wall: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    bad: list[str] = field(default_factory=list)  # answers of the wrong shape
-    answers: dict[int, dict[str, float]] = field(default_factory=dict)  # sentence index -> label: score (a sample)
-    other_cpu: float = float("nan")
-    per_pass: float | None = None  # inputs per forward pass, from the server's metrics
-
-    def rate(self) -> float:
-        return len(self.latencies) / self.wall
-
-    def pct(self, q: float) -> float:
-        xs = sorted(self.latencies)
-        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
-
-
-def scores(data: Any) -> dict[str, float] | None:
-    """label -> score of a one-input answer [[{label, score}, ...]] with every label, best first; else None."""
-    if not (isinstance(data, list) and len(data) == 1 and isinstance(data[0], list)):
-        return None
-    pairs = [(d.get("label"), d.get("score")) for d in data[0] if isinstance(d, dict)]
-    values = [s for _, s in pairs if isinstance(s, float)]
-    found = dict(pairs)
-    if len(values) != len(data[0]) or values != sorted(values, reverse=True) or set(found) != set(LABELS) \
-            or abs(sum(values) - 1.0) > 1e-3:
-        return None
-    return found
-
-
-async def one(conn: RawConnection, path: str, i: int, run: Run, keep: bool) -> None:
-    start = time.perf_counter()
-    try:
-        status, body = await conn.post(path, orjson.dumps({"inputs": sentence(i)}))
-        if status != 200:
-            run.errors.append(f"HTTP {status}: {body[:200]!r}")
-            return
-        found = scores(orjson.loads(body))
-    except (OSError, ValueError, asyncio.IncompleteReadError) as e:
-        run.errors.append(f"{type(e).__name__}: {e}")
-        return
-    run.latencies.append(time.perf_counter() - start)
-    if found is None:
-        run.bad.append(f"sentence {i}: {body[:200]!r}")
-    elif keep:
-        run.answers[i] = found
-
-
-async def run_rounds(port: int, path: str, clients: int, rounds: int, offset: int) -> Run:
-    conns = [RawConnection("127.0.0.1", port) for _ in range(clients)]
-    run = Run()
-    try:
-        start = time.perf_counter()
-        for r in range(rounds):
-            await asyncio.gather(*(one(conns[c], path, offset + r * clients + c, run, keep=r == 0)
-                                   for c in range(clients)))
-        run.wall = time.perf_counter() - start
-    finally:
-        for conn in conns:
-            conn.close()
-    return run
-
-
-def batch_metrics(port: int) -> tuple[float, float] | None:
-    """(forward passes, inputs) of MODEL's classify_text batches from corral's Prometheus metrics; None without."""
-    try:
-        resp = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0)
-    except httpx.HTTPError:
-        return None
-    found: dict[str, float] = {}
-    for line in resp.text.splitlines() if resp.status_code == 200 else []:
-        name, _, rest = line.partition("{")
-        if name in ("corral_batch_inputs_count", "corral_batch_inputs_sum") and f'model="{MODEL}"' in rest \
-                and 'task="classify_text"' in rest:
-            found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    if len(found) < 2:
-        return None
-    return found["corral_batch_inputs_count"], found["corral_batch_inputs_sum"]
-
-
-def throughput(name: str, port: int, path: str, pid: int, args: argparse.Namespace) -> Run:
-    """One warm-up round, then the timed rounds; again while other processes were busy, keeping the least
-    disturbed attempt."""
-    warm = asyncio.run(run_rounds(port, path, args.clients, 1, 10_000))
-    if warm.errors or warm.bad:
-        raise RuntimeError(f"{name} warm-up failed: {(warm.errors + warm.bad)[0]}")
-    best: Run | None = None
-    for attempt in range(1 + args.retries_if_busy):
-        before = batch_metrics(port)
-        with CpuMeter(pid) as cpu:
-            run = asyncio.run(run_rounds(port, path, args.clients, args.rounds, 0))
-        run.other_cpu = cpu.other
-        after = batch_metrics(port)
-        passes = after[0] - before[0] if before and after else 0
-        run.per_pass = (after[1] - before[1]) / passes if before and after and passes else None
-        print(f"  {name}: {len(run.latencies)} requests in {run.wall:.2f} s = {run.rate():.1f}/s; latency p50 "
-              f"{run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms; errors {len(run.errors)}, malformed "
-              f"{len(run.bad)}; CPU: server+clients {cpu.ours:.2f} cores, other processes {cpu.other:.2f} cores"
-              + ("  <-- the machine was busy: numbers are unreliable" if cpu.other > BUSY else "")
-              + (f"\n      the server's metrics: {passes:.0f} forward passes, {run.per_pass:.1f} inputs per pass"
-                 if run.per_pass else ""), flush=True)
-        for e in sorted(set(run.errors))[:5] + run.bad[:5]:
-            print(f"      {e}")
-        if best is None or run.other_cpu < best.other_cpu:
-            best = run
-        if run.other_cpu <= BUSY:
-            break
-        if attempt < args.retries_if_busy:
-            print("      other processes were busy: measuring again", flush=True)
-    assert best is not None
-    return best
-
-
 # ---------------------------------------------------------------- overhead, agreement, context
 
 
-def cycling(call: Callable[[str], None]) -> Callable[[], None]:
-    """A no-argument case for timeit that calls ``call`` on sentence 0, 1, 2, ... in turn."""
-    counter = iter(range(10**9))
-    return lambda: call(sentence(next(counter)))
-
-
-def overhead(port: int, pid: int, classify: Any, args: argparse.Namespace) -> tuple[Stats, Stats]:
-    """corral's POST /models/bert-cls and the in-process pipeline, sequential, in turns, on the same sentences."""
+def overhead(case: Case, port: int, pid: int, pipe: Any, args: argparse.Namespace) -> tuple[Stats, Stats]:
+    """corral's POST /models/{name} and the in-process pipeline, sequential, in turns, on the same inputs."""
     client = RawClient("127.0.0.1", port)
 
-    def via_corral(text: str) -> None:
-        status, payload = client.request("POST", f"/models/{MODEL}", orjson.dumps({"inputs": text}))
-        if status != 200 or scores(orjson.loads(payload)) is None:
+    def via_corral(i: int) -> None:
+        status, payload = client.request("POST", f"/models/{case.model}", case.body(i), case.content_type)
+        if status != 200:
             raise RuntimeError(f"corral: HTTP {status} {payload[:200]!r}")
+        case.scores(orjson.loads(payload))
 
+    def in_process(i: int) -> None:
+        case.local(pipe, i)
+
+    mine, theirs = itertools.count(), itertools.count()
     try:
-        corral, local = timeit([(f"corral POST /models/{MODEL}, sequential", cycling(via_corral)),
-                                ("  in-process pipeline, in turns with it", cycling(classify))], args, pid)
+        corral, local = timeit([(f"corral POST /models/{case.model}, sequential", lambda: via_corral(next(mine))),
+                                ("  in-process pipeline, in turns with it", lambda: in_process(next(theirs)))],
+                               args, pid)
     finally:
         client.close()
     return corral, local
 
 
-def agreement(name: str, run: Run, classify: Any) -> None:
-    """The server's answers to one round of sentences vs the in-process pipeline's: scores within TOLERANCE, and
+def agreement(case: Case, name: str, run: Run, pipe: Any) -> None:
+    """The server's answers to one round of inputs vs the in-process pipeline's: scores within TOLERANCE, and
     the labels in the same order wherever the pipeline's scores are more than TOLERANCE apart."""
     worst, flips = 0.0, 0
     for i, got in sorted(run.answers.items()):
-        want = scores(classify(sentence(i)))
-        assert want is not None, f"in-process pipeline: unexpected answer for sentence {i}"
-        worst = max([worst] + [abs(got[k] - want[k]) for k in LABELS])
+        want = case.scores(case.local(pipe, i))
+        worst = max([worst] + [abs(got[k] - want[k]) for k in set(got) & set(want)])
         tie = any(a - b <= TOLERANCE for a, b in itertools.pairwise(want.values()))
         flips += list(got) != list(want) and not tie  # both best first (checked by scores)
     ok = bool(run.answers) and worst <= TOLERANCE and not flips
-    print(f"{name} vs the in-process pipeline on {len(run.answers)} sentences: max |score difference| {worst:.2e}, "
-          f"labels in another order {flips} times: {'agree' if ok else 'DISAGREE'}")
+    print(f"{name} vs the in-process pipeline on {len(run.answers)} {case.unit}: max |score difference| "
+          f"{worst:.2e}, labels in another order {flips} times: {'agree' if ok else 'DISAGREE'}")
 
 
-def ceilings(classify: Any, batch: int) -> tuple[float, float, float]:
-    """Sentences/s of the pipeline's model and tokenizer in this process one at a time and in batches of
-    ``batch`` (no HTTP, no pipeline): what batching alone gains on this machine; and the CPU others used."""
+def ceilings(case: Case, pipe: Any, batch: int) -> tuple[float, float, float]:
+    """Inputs/s of the pipeline's model in this process one at a time and in batches of ``batch`` (its own
+    pre-processing, no HTTP, no pipeline): what batching alone gains on this machine; and the CPU others used."""
     import torch
 
-    texts = [sentence(i) for i in range(8 * batch)]
-
-    def forward(chunk: list[str]) -> None:
+    def forward(indices: list[int]) -> None:
         with torch.inference_mode():
-            classify.model(**classify.tokenizer(chunk, padding=True, return_tensors="pt"))
+            pipe.model(**case.features(pipe, indices))
 
-    forward(texts[:batch])
+    forward(list(range(batch)))
     with CpuMeter(None) as cpu:
         start = time.perf_counter()
-        for t in texts[: 2 * batch]:
-            forward([t])
+        for i in range(2 * batch):
+            forward([i])
         single = 2 * batch / (time.perf_counter() - start)
         start = time.perf_counter()
-        for i in range(0, len(texts), batch):
-            forward(texts[i : i + batch])
-        batched = len(texts) / (time.perf_counter() - start)
+        for i in range(0, 8 * batch, batch):
+            forward(list(range(i, i + batch)))
+        batched = 8 * batch / (time.perf_counter() - start)
     return single, batched, cpu.other
 
 
 # ---------------------------------------------------------------- the run
 
 
-def run_corral(folder: str, classify: Any, args: argparse.Namespace) -> tuple[Run, tuple[Stats, Stats]]:
+def run_corral(case: Case, folder: str, pipe: Any, args: argparse.Namespace) -> tuple[Run, tuple[Stats, Stats]]:
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as home:
         env = {**os.environ, "CORRAL_HOME": home, "CORRAL_CONFIG": str(Path(home) / "config.toml")}
-        subprocess.run([sys.executable, "-m", "corral", "pull", folder, "--name", MODEL, "--quiet"], env=env,
+        subprocess.run([sys.executable, "-m", "corral", "pull", folder, "--name", case.model, "--quiet"], env=env,
                        check=True, capture_output=True)
         port = free_port()
         argv = [sys.executable, "-m", "corral", "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--models", MODEL, "--grace", "2s"]
+                "--models", case.model, "--grace", "2s"]
         with server("corral", argv, f"http://127.0.0.1:{port}/ready", env=env) as (startup, pid):
             print(f"corral: ready in {startup:.1f} s", flush=True)
-            run = throughput("corral", port, f"/models/{MODEL}", pid, args)
-            seq = overhead(port, pid, classify, args)
+            run = measure_rounds("corral", port, pid, load(case, f"/models/{case.model}"), args,
+                                 metrics=lambda: batch_metrics(port, "corral_batch_inputs", model=case.model,
+                                                               task=case.corral_task))
+            seq = overhead(case, port, pid, pipe, args)
     return run, seq
 
 
-def run_baseline(folder: str, args: argparse.Namespace) -> Run:
+def run_baseline(case: Case, folder: str, args: argparse.Namespace) -> Run:
     port = free_port()
-    argv = [sys.executable, __file__, "--serve-baseline", str(port), folder]
+    argv = [sys.executable, __file__, "--serve-baseline", str(port), folder, case.task]
     with server("FastAPI + pipeline", argv, f"http://127.0.0.1:{port}/health") as (startup, pid):
         print(f"FastAPI + pipeline: ready in {startup:.1f} s", flush=True)
-        return throughput("FastAPI + pipeline", port, "/classify", pid, args)
+        return measure_rounds("FastAPI + pipeline", port, pid, load(case, case.baseline_path), args)
 
 
-def report(ours: Run, theirs: Run, seq: tuple[Stats, Stats], context: tuple[float, float, float],
+def load(case: Case, path: str) -> Load:
+    return Load(path, case.body, lambda i, body: case.scores(orjson.loads(body)), case.content_type)
+
+
+def report(case: Case, ours: Run, theirs: Run, seq: tuple[Stats, Stats], context: tuple[float, float, float],
            args: argparse.Namespace) -> None:
-    print(f"\n| server ({args.clients} concurrent clients, one sentence per request) | requests/s | p50 ms | p99 ms "
-          "| errors |")
-    print("|---|---:|---:|---:|---:|")
-    for label, run in ((f"corral POST /models/{MODEL}", ours), ("FastAPI + pipeline per request (sync route)", theirs)):
+    print(f"\n| {case.title}: server ({args.clients} concurrent clients, one input per request) | requests/s "
+          "| p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|")
+    for label, run in ((f"corral POST /models/{case.model}", ours), ("FastAPI + pipeline per request (sync route)",
+                                                                      theirs)):
         print(f"| {label} | {run.rate():.1f} | {run.pct(0.5):.1f} | {run.pct(0.99):.1f} | "
               f"{len(run.errors) + len(run.bad)} |")
     ratio = ours.rate() / theirs.rate()
@@ -351,23 +206,47 @@ def report(ours: Run, theirs: Run, seq: tuple[Stats, Stats], context: tuple[floa
     pct = 100 * over / local.pct(0.5)
     print(f"\n| sequential, one request at a time ({args.requests}, in turns of {args.block}) | p50 ms | p99 ms | "
           "mean ms |\n|---|---:|---:|---:|")
-    for label, s in ((f"corral POST /models/{MODEL}", corral), ("in-process pipeline, in turns with corral", local)):
+    for label, s in ((f"corral POST /models/{case.model}", corral), ("in-process pipeline, in turns with corral",
+                                                                     local)):
         print(f"| {label} | {s.pct(0.5):.3f} | {s.pct(0.99):.3f} | {s.mean():.3f} |")
     print(f"| corral over in-process | {over:+.3f} ({pct:+.1f}%) | {corral.pct(0.99) - local.pct(0.99):+.3f} | "
           f"{corral.mean() - local.mean():+.3f} |\n")
     single, batched, other = context
     print(f"corral's inputs per forward pass during the throughput run: {ours.per_pass or float('nan'):.1f}")
-    print(f"throughput target corral >= 3x the baseline: {'met' if ratio >= 3 else 'NOT met'} ({ratio:.2f}x)")
+    if case.target is None:
+        print(f"throughput: corral {ratio:.2f}x the baseline (no target for this task: reported as measured)")
+    else:
+        print(f"throughput target corral >= {case.target:g}x the baseline: "
+              f"{'met' if ratio >= case.target else 'NOT met'} ({ratio:.2f}x)")
     print(f"overhead target <= 5% p50 over in-process: {'met' if pct <= 5 else 'NOT met'} ({pct:+.1f}%)")
-    print(f"context, no HTTP: the bare model in this process classifies {single:.1f} sentences/s one at a time and "
+    print(f"context, no HTTP: the bare model in this process classifies {single:.1f} {case.unit}/s one at a time and "
           f"{batched:.1f}/s in batches of {args.clients} (batching alone gains {batched / single:.2f}x)")
     busy = max(ours.other_cpu, theirs.other_cpu, corral.other_cpu, other)
     print(f"(most CPU other processes used during a measurement: {busy:.2f} cores"
           + ("; the machine was busy, rerun when idle)" if busy > BUSY else ")"))
 
 
+def run_case(case: Case, root: Path, args: argparse.Namespace) -> None:
+    """Build (or reuse) the case's model, measure corral and the baseline, compare their answers, report."""
+    from transformers import pipeline
+
+    folder = root / case.folder
+    print(f"\n== {case.title}\nmodel: {build_case(case, folder, args.vocab)}", flush=True)
+    make: Any = pipeline  # the task is a variable: no overload of its stubs matches
+    pipe = make(case.hf_task, model=str(folder), **case.pipeline_kwargs)
+    ours, seq = run_corral(case, str(folder), pipe, args)
+    theirs = run_baseline(case, str(folder), args)
+    print()
+    agreement(case, "corral", ours, pipe)
+    agreement(case, "the baseline", theirs, pipe)
+    report(case, ours, theirs, seq, ceilings(case, pipe, args.clients), args)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=("text", "image", "both"), default="text",
+                    help="text classification (BERT-base), image classification (ViT-base) or both, one after the "
+                         "other")
     ap.add_argument("--clients", type=int, default=32, help="concurrent requests per round")
     ap.add_argument("--rounds", type=int, default=20, help="timed rounds (default 20: 640 requests)")
     ap.add_argument("--requests", type=int, default=400, help="timed sequential requests per case for the overhead")
@@ -376,35 +255,27 @@ def main() -> None:
     ap.add_argument("--retries-if-busy", type=int, default=2,
                     help="measure again when other processes used more than 0.25 cores meanwhile")
     ap.add_argument("--vocab", type=int, default=8000, help="WordPiece vocabulary size asked of the trainer")
-    ap.add_argument("--workdir", type=Path, help="build (or reuse) the model here instead of a temp dir")
-    ap.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "FOLDER"), help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", type=Path, help="build (or reuse) the models here instead of a temp dir")
+    ap.add_argument("--serve-baseline", nargs=3, metavar=("PORT", "FOLDER", "TASK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_baseline:
-        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1])
+        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1], args.serve_baseline[2])
         return
     guard_processes()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     import torch
-    from transformers import pipeline
 
-    print_environment("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "uvloop", "httptools",
+    print_environment("torch", "transformers", "tokenizers", "pillow", "fastapi", "uvicorn", "uvloop", "httptools",
                       extra=f"torch threads={torch.get_num_threads()}")
+    print(f"settings: task={args.task}  clients={args.clients}  rounds={args.rounds} ({args.clients * args.rounds} "
+          f"requests after a warm-up round)  sequential: {args.warmup} warm-up + {args.requests} timed per case, "
+          f"turns of {args.block}", flush=True)
     with tempfile.TemporaryDirectory(prefix="corral-bench-model-") as tmp:
-        folder = (args.workdir or Path(tmp)) / "bert-base-cls-random"
-        print(f"model: {build_model(folder, args.vocab)}")
-        print(f"settings: clients={args.clients}  rounds={args.rounds} ({args.clients * args.rounds} requests after a "
-              f"warm-up round)  sequential: {args.warmup} warm-up + {args.requests} timed per case, turns of "
-              f"{args.block}", flush=True)
-        pipe = pipeline("text-classification", model=str(folder), top_k=None)
-        ours, seq = run_corral(str(folder), pipe, args)
-        theirs = run_baseline(str(folder), args)
-        print()
-        agreement("corral", ours, pipe)
-        agreement("the baseline", theirs, pipe)
-        context = ceilings(pipe, args.clients)
-    report(ours, theirs, seq, context, args)
+        for case in CASES:
+            if args.task in (case.task, "both"):
+                run_case(case, args.workdir or Path(tmp), args)
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ def print_environment(*packages: str, extra: str = "") -> None:
 
 class RawConnection:
     """One HTTP/1.1 keep-alive connection speaking just enough HTTP for load generation: a POST with
-    a JSON body, and a response with Content-Length. A full client (httpx) spends several ms of CPU
+    a body (JSON unless told), and a response with Content-Length. A full client (httpx) spends several ms of CPU
     per request; on a 2-core machine that shares its cores with the server, that CPU is what the
     measurement would report. Servers see an ordinary HTTP/1.1 client."""
 
@@ -215,10 +215,10 @@ class RawConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         self.writer.write(head + body)
         raw = await self.reader.readuntil(b"\r\n\r\n")
@@ -265,10 +265,11 @@ class RawClient:
             self.close()
         raise ConnectionError(f"{self.host}:{self.port} closed the connection")
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str = "application/json") -> tuple[int, bytes]:
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
         if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         status = int(self._send(head.encode() + b"\r\n" + (body or b"")).split(b" ", 2)[1])
         assert self.reader is not None
         length = None

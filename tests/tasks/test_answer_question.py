@@ -12,16 +12,11 @@ from typing import Any
 
 import pytest
 from tests.conftest import run_cli
+from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_models import build_question_answering
 
-from corral.config import load_settings
-from corral.engines.base import LoadOptions
 from corral.models.inspect import inspect_path
-from corral.models.refs import parse_ref
-from corral.models.resolve import Resolver
-from corral.models.store import Store
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.runtime.runtime import RuntimeOptions, build_runtime
 from corral.sidecar.client import SidecarClient, SidecarError
 from corral.sidecar.protocol import INVALID_PARAMS
 from corral.tasks import AnswerQuestionRequest, AnswerQuestionResult, Task
@@ -60,10 +55,7 @@ def brute_force(path: Path, question: str, context: str, max_len: int = 30) -> t
 
 def test_answers_are_the_best_spans_and_batching_changes_nothing(qa: Path) -> None:
     assert inspect_path(qa).tasks[0] == "answer_question"
-    settings = load_settings()
-    store = Store(settings.manifest_path)
-    Resolver(settings, store).register(parse_ref(str(qa)), name="qa", explicit_name=True, progress=False)
-    runtime = build_runtime(settings, store, RuntimeOptions(load=LoadOptions(device="cpu"), budget_bytes=2**40))
+    runtime = runtime_with({"qa": qa})
     call = CallInfo(Door.CLI, "test")
     requests = [AnswerQuestionRequest((item,), top_k=3) for item in ITEMS]
 

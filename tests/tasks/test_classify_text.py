@@ -12,15 +12,11 @@ from typing import Any
 
 import pytest
 from tests.conftest import run_cli
+from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_models import build_bert_classifier, build_nli_classifier
 
-from corral.config import load_settings
-from corral.engines.base import LoadOptions
-from corral.models.refs import parse_ref
-from corral.models.resolve import Resolver
-from corral.models.store import Store
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.runtime.runtime import Runtime, RuntimeOptions, build_runtime
+from corral.runtime.runtime import Runtime
 from corral.sidecar.client import SidecarClient, SidecarError
 from corral.sidecar.protocol import CORRAL_ERROR, INVALID_PARAMS
 from corral.tasks import ClassifyTextRequest, ClassifyTextResult, Task
@@ -50,13 +46,6 @@ def logits(path: Path, first: list[str], second: list[str] | None = None) -> Any
         return model(**features).logits
 
 
-def runtime_with(path: Path, name: str) -> Runtime:
-    settings = load_settings()
-    store = Store(settings.manifest_path)
-    Resolver(settings, store).register(parse_ref(str(path)), name=name, explicit_name=True, progress=False)
-    return build_runtime(settings, store, RuntimeOptions(load=LoadOptions(device="cpu"), budget_bytes=2**40))
-
-
 def classify(runtime: Runtime, name: str, requests: list[ClassifyTextRequest]) -> tuple[list[Any], list[Any]]:
     """Each request alone, then all at once."""
     call = CallInfo(Door.CLI, "test")
@@ -79,7 +68,7 @@ def same(a: ClassifyTextResult, b: ClassifyTextResult) -> None:
 def test_own_labels_softmax_and_batched_equal_alone(classifier: Path) -> None:
     import torch
 
-    alone, together = classify(runtime_with(classifier, "cls"), "cls", [ClassifyTextRequest((t,)) for t in TEXTS])
+    alone, together = classify(runtime_with({"cls": classifier}), "cls", [ClassifyTextRequest((t,)) for t in TEXTS])
     probs = torch.softmax(logits(classifier, TEXTS), dim=-1)
     names = ["negative", "neutral", "positive"]
     for i, (one, shared) in enumerate(zip(alone, together, strict=True)):
@@ -95,7 +84,7 @@ def test_zero_shot_through_an_nli_head(nli: Path) -> None:
 
     requests = [ClassifyTextRequest((t,), LABELS) for t in TEXTS] + \
                [ClassifyTextRequest((t,), LABELS, multi_label=True) for t in TEXTS]
-    alone, together = classify(runtime_with(nli, "nli"), "nli", requests)
+    alone, together = classify(runtime_with({"nli": nli}), "nli", requests)
     for i, text in enumerate(TEXTS):
         raw = logits(nli, [text] * 3, [f"This example is {x}." for x in LABELS])  # contradiction, neutral, entailment
         single = dict(zip(LABELS, torch.softmax(raw[:, 2], dim=0).tolist(), strict=True))

@@ -15,19 +15,14 @@ from typing import Any
 
 import pytest
 from tests.conftest import run_cli
+from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_models import TOKEN_LABELS, build_bert_classifier, build_token_classifier
 
-from corral.config import load_settings
-from corral.engines.base import LoadOptions
 from corral.engines.transformers.tokens import Tagged, group_simple
 from corral.errors import UsageError
 from corral.models.inspect import inspect_path
 from corral.models.packaged import find_packaged_model
-from corral.models.refs import parse_ref
-from corral.models.resolve import Resolver
-from corral.models.store import Store
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.runtime.runtime import RuntimeOptions, build_runtime
 from corral.sidecar.client import SidecarClient, SidecarError
 from corral.sidecar.protocol import INVALID_PARAMS
 from corral.tasks import ClassifyTokensRequest, ClassifyTokensResult, Entity, Task
@@ -60,13 +55,6 @@ def model_labels(path: Path, text: str) -> list[tuple[int, str, float]]:
     best, ids = probs.max(dim=-1)
     return [(i, model.config.id2label[int(j)], float(p)) for i, (j, p) in enumerate(zip(ids, best, strict=True))
             if words[i] is not None and model.config.id2label[int(j)] != "O"]
-
-
-def _runtime(ref: str, name: str) -> Any:
-    settings = load_settings()
-    store = Store(settings.manifest_path)
-    Resolver(settings, store).register(parse_ref(ref), name=name, explicit_name=True, progress=False)
-    return build_runtime(settings, store, RuntimeOptions(load=LoadOptions(device="cpu"), budget_bytes=2**40))
 
 
 def _call(runtime: Any, name: str, texts: list[str], aggregation: str = "simple") -> list[ClassifyTokensResult]:
@@ -125,7 +113,7 @@ def test_simple_aggregation_joins_runs_of_one_type_and_keeps_words_whole() -> No
 
 
 def test_entities_index_their_input_and_concurrent_requests_match_solo(tagger: Path) -> None:
-    runtime = _runtime(str(tagger), "tiny-ner")
+    runtime = runtime_with({"tiny-ner": tagger})
     results = _call(runtime, "tiny-ner", TEXTS)
     solo, together = results[:len(TEXTS)], results[len(TEXTS):]
     found = 0
@@ -143,7 +131,7 @@ def test_entities_index_their_input_and_concurrent_requests_match_solo(tagger: P
 
 
 def test_aggregation_none_gives_each_token_the_models_own_label(tagger: Path) -> None:
-    runtime = _runtime(str(tagger), "tiny-ner")
+    runtime = runtime_with({"tiny-ner": tagger})
     results = _call(runtime, "tiny-ner", TEXTS[:3], aggregation="none")
     for text, result in zip(TEXTS[:3], results[:3], strict=True):
         expected = model_labels(tagger, text)
@@ -199,7 +187,7 @@ def test_sidecar_classify_tokens(tagger: Path) -> None:
 
 @pytest.mark.slow
 def test_spacy_finds_a_person_an_organisation_and_a_place() -> None:
-    runtime = _runtime(SPACY, "en-sm")
+    runtime = runtime_with({"en-sm": SPACY})
     texts = [SENTENCE, "Angela Merkel met executives from Siemens in Berlin on Monday."]
     results = _call(runtime, "en-sm", texts)
     first = results[0].entities[0]
@@ -210,7 +198,7 @@ def test_spacy_finds_a_person_an_organisation_and_a_place() -> None:
                                                                   ("Berlin", "GPE")}
     for shared, alone in zip(results[2:], results[:2], strict=True):
         assert_same(shared, alone)
-    tokens = _call(_runtime(SPACY, "en-sm"), "en-sm", [SENTENCE], aggregation="none")[0].entities[0]
+    tokens = _call(runtime_with({"en-sm": SPACY}), "en-sm", [SENTENCE], aggregation="none")[0].entities[0]
     assert [(e.text, e.label, e.index) for e in tokens] == [("Tim", "B-PERSON", 0), ("Cook", "I-PERSON", 1),
                                                            ("Apple", "B-ORG", 4), ("London", "B-GPE", 11)]
 

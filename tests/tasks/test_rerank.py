@@ -9,19 +9,14 @@ import asyncio
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tests.conftest import run_cli
+from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_models import build_bert_classifier, build_cross_encoder
 
-from corral.config import load_settings
-from corral.engines.base import LoadOptions
 from corral.models.inspect import inspect_path
-from corral.models.resolve import Resolver
-from corral.models.store import Store
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.runtime.runtime import RuntimeOptions, build_runtime
 from corral.sidecar.client import SidecarClient, SidecarError
 from corral.sidecar.protocol import INVALID_PARAMS
 from corral.tasks import RerankRequest, RerankResult, Task
@@ -65,17 +60,8 @@ def test_inspect_finds_rerank_for_one_label_heads_and_the_ranking_tag(reranker: 
     assert "rerank" not in inspect_path(plain).tasks
 
 
-def _runtime(path: Path, name: str) -> Any:
-    settings = load_settings()
-    store = Store(settings.manifest_path)
-    from corral.models.refs import parse_ref
-
-    Resolver(settings, store).register(parse_ref(str(path)), name=name, explicit_name=True, progress=False)
-    return build_runtime(settings, store, RuntimeOptions(load=LoadOptions(device="cpu"), budget_bytes=2**40))
-
-
 def test_scores_match_the_model_and_concurrent_requests_share_a_forward_pass(reranker: Path) -> None:
-    runtime = _runtime(reranker, "tiny-rr")
+    runtime = runtime_with({"tiny-rr": reranker})
     call = CallInfo(Door.CLI, "test")
 
     async def scenario() -> tuple[list[RerankResult], list[RerankResult]]:
@@ -96,7 +82,7 @@ def test_scores_match_the_model_and_concurrent_requests_share_a_forward_pass(rer
 
 
 def test_a_multi_label_head_scores_the_last_label(three_labels: Path) -> None:
-    runtime = _runtime(three_labels, "three")
+    runtime = runtime_with({"three": three_labels})
 
     async def scenario() -> RerankResult:
         async with runtime:

@@ -16,20 +16,16 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import run_cli
+from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_media import build_sentence_transformer
 from tests.fixtures.tiny_models import build_cross_encoder
 from tests.fixtures.tiny_rerankers import DOUBLED, IDENTITY, TANH, build_crossencoder
 from tests.tasks.test_rerank import DOCS, QUERIES, model_scores
 
-from corral.config import load_settings
 from corral.engines.base import LoadOptions
 from corral.models.inspect import inspect_path
-from corral.models.refs import parse_ref
-from corral.models.resolve import Resolver
 from corral.models.safety import Trust
-from corral.models.store import Store
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.runtime.runtime import RuntimeOptions, build_runtime
 from corral.sidecar.client import SidecarClient
 from corral.tasks import RerankRequest, RerankResult, Task
 
@@ -62,12 +58,7 @@ def ranking(scores: list[float]) -> list[int]:
 
 
 def _runtime(models: dict[str, Path], trust: Trust | None = None) -> Any:
-    settings = load_settings()
-    store = Store(settings.manifest_path)
-    for name, path in models.items():
-        Resolver(settings, store).register(parse_ref(str(path)), name=name, explicit_name=True, progress=False)
-    load = LoadOptions(device="cpu", trust=trust or Trust())
-    return build_runtime(settings, store, RuntimeOptions(load=load, budget_bytes=2**40))
+    return runtime_with(models, load=LoadOptions(device="cpu", trust=trust or Trust()))
 
 
 def test_inspect_puts_crossencoders_on_sentence_transformers(modular: Path, marked: Path, tmp_path: Path) -> None:

@@ -15,16 +15,11 @@ from typing import Any
 
 import pytest
 from tests.conftest import run_cli
+from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_translators import build_marian, build_mbart50, build_nllb
 
-from corral.config import load_settings
-from corral.engines.base import LoadOptions
 from corral.errors import UsageError
-from corral.models.refs import parse_ref
-from corral.models.resolve import Resolver
-from corral.models.store import Store
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.runtime.runtime import RuntimeOptions, build_runtime
 from corral.tasks import Sampling, Task, TranslateRequest
 from corral.wire import acollect
 
@@ -75,11 +70,7 @@ def language_id(path: Path, code: str) -> int:
 
 def translate(models: dict[str, Path], requests: list[tuple[str, TranslateRequest]]) -> list[Any]:
     """Each (model, request) through one runtime: its Collected text and usage, or the error raised."""
-    settings = load_settings()
-    store = Store(settings.manifest_path)
-    for name, path in models.items():
-        Resolver(settings, store).register(parse_ref(str(path)), name=name, explicit_name=True, progress=False)
-    runtime = build_runtime(settings, store, RuntimeOptions(load=LoadOptions(device="cpu"), budget_bytes=2**40))
+    runtime = runtime_with(models)
 
     async def scenario() -> list[Any]:
         out: list[Any] = []

@@ -16,17 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import run_cli
+from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_media import build_detr, build_segformer, build_vit
 from tests.fixtures.tiny_models import build_bert_classifier
 
-from corral.config import load_settings
-from corral.engines.base import LoadOptions
 from corral.media import BadMediaError, MediaTooLargeError, decode_image
-from corral.models.refs import parse_ref
-from corral.models.resolve import Resolver
-from corral.models.store import Store
 from corral.runtime.dispatcher import CallInfo, Door
-from corral.runtime.runtime import Runtime, RuntimeOptions, build_runtime
 from corral.sidecar.client import SidecarClient, SidecarError
 from corral.tasks import ClassifyImageRequest, ClassifyTextRequest, DetectObjectsRequest, SegmentImageRequest, Task
 
@@ -52,15 +47,6 @@ def vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def detr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_detr(tmp_path_factory.mktemp("detr")).path
-
-
-def runtime_with(models: dict[str, Path], **options: Any) -> Runtime:
-    settings = load_settings()
-    store = Store(settings.manifest_path)
-    for name, path in models.items():
-        Resolver(settings, store).register(parse_ref(str(path)), name=name, explicit_name=True, progress=False)
-    return build_runtime(settings, store, RuntimeOptions(load=LoadOptions(device="cpu"), budget_bytes=2**40,
-                                                         **options))
 
 
 def test_bad_images_are_refused_with_their_reason() -> None:

@@ -1,16 +1,16 @@
 """The sidecar's methods: each takes the session and its by-name params and returns the result
 object. Generation and embedding take the OpenAI request body fields and answer OpenAI's objects
 (``protocols.openai``, the same code as the HTTP door); a stream sends ``stream/delta``
-notifications first. rerank speaks the Cohere/Jina shape; every other task (classify_text,
-classify_tokens, answer_question, translate, summarize, classify_image, detect_objects,
-segment_image, describe_image) the Hugging Face task API's, through ``protocols.hf`` as
-``POST /models/{name}`` does. Admin methods answer what the runtime's dataclasses say, as
+notifications first (``sidecar.streaming``). rerank speaks the Cohere/Jina shape; every other task
+(classify_text, classify_tokens, answer_question, translate, summarize, classify_image,
+detect_objects, segment_image, describe_image) the Hugging Face task API's, through
+``protocols.hf`` as ``POST /models/{name}`` does; its generation tasks (translate, summarize,
+describe_image) stream too. Admin methods answer what the runtime's dataclasses say, as
 ``/api/ps`` does."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import threading
 import time
@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral import __version__
-from corral.errors import ModelNotFoundError
+from corral.errors import ModelNotFoundError, UsageError
 from corral.models.refs import REPO_ID, check_name
-from corral.protocols.openai.chat import ChatFold, ChatRun, start_chat
-from corral.protocols.openai.completions import CompletionFold, CompletionRun, start_completion
+from corral.protocols.openai.chat import ChatFold, start_chat
+from corral.protocols.openai.completions import CompletionFold, start_completion
 from corral.protocols.openai.embeddings import create_embeddings
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.sidecar.devices import probe_devices
+from corral.sidecar.streaming import send_stream, stream_generation, timed
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -76,37 +77,15 @@ class UsageParams(_Params):
     since: float | None = None  # unix seconds
 
 
-def _timed(result: dict[str, Any], started: float, first: float | None) -> dict[str, Any]:
-    now = time.perf_counter()
-    return {**result, "timings": {"ttft_ms": None if first is None else round((first - started) * 1000, 3),
-                                  "total_ms": round((now - started) * 1000, 3)}}
-
-
-async def _streamed(session: Session, run: ChatRun | CompletionRun, fold: ChatFold | CompletionFold,
-                    has_text: Callable[[dict[str, Any]], bool], started: float) -> dict[str, Any]:
-    """Send each chunk as ``stream/delta`` and fold it; the folded answer with its timings. A cancel
-    is answered once the generation has really stopped (``run.settle``)."""
-    first = None
-    try:
-        async with contextlib.aclosing(run.chunks(include_usage=True)) as chunks:
-            async for chunk in chunks:
-                if first is None and any(has_text(c) for c in chunk["choices"]):
-                    first = time.perf_counter()
-                fold.add(chunk)
-                session.notify("stream/delta", {"requestId": session.request_id, "chunk": chunk})
-    except asyncio.CancelledError:
-        await run.settle()
-        raise
-    return _timed(fold.result(), started, first)
-
-
 async def chat(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     body = ChatCompletionBody.model_validate(params)
     started = time.perf_counter()
     run = await start_chat(session.runtime, body, session.call("chat"))
     if not body.stream:
-        return _timed(await run.response(), started, None)
-    return await _streamed(session, run, ChatFold(), lambda c: bool(c["delta"].get("content")), started)
+        return timed(await run.response(), started, None)
+    answer, first = await send_stream(session, run.chunks(include_usage=True), run.settle, ChatFold(),
+                                      lambda ch: any(c["delta"].get("content") for c in ch["choices"]))
+    return timed(answer, started, first)
 
 
 async def complete(session: Session, params: dict[str, Any]) -> dict[str, Any]:
@@ -114,8 +93,10 @@ async def complete(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     run = await start_completion(session.runtime, body, session.call("complete"))
     if not body.stream:
-        return _timed(await run.response(), started, None)
-    return await _streamed(session, run, CompletionFold(), lambda c: bool(c["text"]), started)
+        return timed(await run.response(), started, None)
+    answer, first = await send_stream(session, run.chunks(include_usage=True), run.settle, CompletionFold(),
+                                      lambda ch: any(c["text"] for c in ch["choices"]))
+    return timed(answer, started, first)
 
 
 async def embed(session: Session, params: dict[str, Any]) -> dict[str, Any]:
@@ -131,17 +112,27 @@ async def rerank(session: Session, params: dict[str, Any]) -> dict[str, Any]:
 class HFParams(ModelParams):
     inputs: Any
     parameters: dict[str, Any] = Field(default_factory=dict)
+    stream: bool = False
 
 
 async def hf_task(task: Task, session: Session, params: dict[str, Any]) -> Any:
     """A task in the Hugging Face task API's fields (``model``, ``inputs``, ``parameters``) and
     answer shape, the same code as ``POST /models/{name}``; within the task, the payload picks the
-    shape (``candidate_labels``: zero-shot)."""
+    shape (``candidate_labels``: zero-shot). ``stream`` (the generation tasks: translate,
+    summarize, describe_image) sends the text as ``stream/delta`` chunks first; the answer is the
+    same."""
     from corral.protocols.hf.tasks import HF_TASKS, choose
 
     p = HFParams.model_validate(params)
-    chosen = choose([task.value], {"inputs": p.inputs, "parameters": p.parameters})
-    return await HF_TASKS[chosen].run(session.runtime, p.model, p.inputs, p.parameters, session.call(task.value))
+    chosen = HF_TASKS[choose([task.value], {"inputs": p.inputs, "parameters": p.parameters})]
+    call = session.call(task.value)
+    if not p.stream:
+        return await chosen.run(session.runtime, p.model, p.inputs, p.parameters, call)
+    if chosen.start is None:
+        streamed = sorted({"chat", "complete", *(t.task.value for t in HF_TASKS.values() if t.start)})
+        raise UsageError(f"{task.value} does not stream", f"leave out stream; these methods stream: "
+                         f"{', '.join(streamed)}")
+    return await stream_generation(session, chosen.start(session.runtime, p.model, p.inputs, p.parameters, call))
 
 
 async def initialize(session: Session, params: dict[str, Any]) -> dict[str, Any]:

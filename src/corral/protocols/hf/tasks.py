@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from corral.runtime.runtime import Runtime
 
 Run = Callable[["Runtime", str, Any, dict[str, Any], "CallInfo"], Awaitable[Any]]
+Start = Callable[["Runtime", str, Any, dict[str, Any], "CallInfo"], "generation.GenerationRun"]
 
 
 @dataclass(frozen=True)
 class HFTask:
     task: Task  # the corral task that serves it
     run: Run
+    start: Start | None = None  # a generation task: its generations, to stream (the sidecar)
 
 
 HF_TASKS: dict[str, HFTask] = {
@@ -33,12 +35,12 @@ HF_TASKS: dict[str, HFTask] = {
     "feature-extraction": HFTask(Task.EMBED, text.feature_extraction),
     "sentence-similarity": HFTask(Task.EMBED, text.sentence_similarity),
     "question-answering": HFTask(Task.ANSWER_QUESTION, text.question_answering),
-    "translation": HFTask(Task.TRANSLATE, generation.translation),
-    "summarization": HFTask(Task.SUMMARIZE, generation.summarization),
+    "translation": HFTask(Task.TRANSLATE, generation.translation, generation.start_translation),
+    "summarization": HFTask(Task.SUMMARIZE, generation.summarization, generation.start_summarization),
     "image-classification": HFTask(Task.CLASSIFY_IMAGE, vision.image_classification),
     "object-detection": HFTask(Task.DETECT_OBJECTS, vision.object_detection),
     "image-segmentation": HFTask(Task.SEGMENT_IMAGE, vision.image_segmentation),
-    "image-to-text": HFTask(Task.DESCRIBE_IMAGE, vision.image_to_text),
+    "image-to-text": HFTask(Task.DESCRIBE_IMAGE, vision.image_to_text, vision.start_image_to_text),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
                                 Task.CLASSIFY_TOKENS: "token-classification",

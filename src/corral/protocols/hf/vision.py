@@ -25,6 +25,7 @@ from corral.tasks import (
 )
 
 if TYPE_CHECKING:
+    from corral.protocols.hf.generation import GenerationRun
     from corral.runtime.dispatcher import CallInfo
     from corral.runtime.runtime import Runtime
 
@@ -94,18 +95,23 @@ def segment_request(images: list[Any], parameters: dict[str, Any]) -> SegmentIma
                                _number(parameters, "overlap_mask_area_threshold", 0.5, 0.0, 1.0))
 
 
-async def image_to_text(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
-                        call: CallInfo) -> Any:
-    """``[{"generated_text": ...}]`` per image; greedy unless ``generate_parameters`` samples."""
-    import asyncio
-
-    from corral.protocols.hf.generation import sampling_of
-    from corral.wire import acollect
+def start_image_to_text(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
+                        call: CallInfo) -> GenerationRun:
+    """``[{"generated_text": ...}]`` per image (a list of them for a list of images); greedy unless
+    ``generate_parameters`` samples."""
+    from corral.protocols.hf.generation import GenerationRun, sampling_of
 
     images, single = images_of(inputs, runtime.settings.runtime.max_image_pixels)
     sampling = sampling_of(parameters)
-    done = await asyncio.gather(*(acollect(runtime.run(Task.DESCRIBE_IMAGE, model,
-                                                       DescribeImageRequest(image, sampling=sampling), call))
-                                  for image in images))
-    out = [[{"generated_text": d.text}] for d in done]
-    return out[0] if single else out
+
+    def shape(done: list[str]) -> Any:
+        out = [[{"generated_text": text}] for text in done]
+        return out[0] if single else out
+
+    return GenerationRun([runtime.run(Task.DESCRIBE_IMAGE, model, DescribeImageRequest(image, sampling=sampling), call)
+                          for image in images], shape)
+
+
+async def image_to_text(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
+                        call: CallInfo) -> Any:
+    return await start_image_to_text(runtime, model, inputs, parameters, call).response()
