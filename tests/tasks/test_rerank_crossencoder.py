@@ -122,7 +122,8 @@ def test_an_activation_outside_torch_needs_trust_remote_code(tmp_path: Path) -> 
     assert refused == pytest.approx(model_scores(path, pairs[0][0], DOCS), abs=1e-5)
     trusted = scores(Trust(trust_remote_code=True))
     assert trusted == pytest.approx(predict(path, pairs, trust=True), abs=1e-5)
-    assert max(trusted) > 1  # twice the logit: the model's own activation ran
+    logits = [math.log(p / (1 - p)) for p in refused]
+    assert trusted == pytest.approx([2 * x for x in logits], abs=1e-4)  # twice the logit: the model's own activation
 
 
 @pytest.mark.slow
