@@ -109,6 +109,17 @@ class RuntimeSettings(_Section):
     log_prompts: bool = setting(False, "store prompt text in the request log", env="CORRAL_LOG_PROMPTS")
     max_image_pixels: int = setting(40_000_000, "refuse an image with more pixels than this (default 40 million), "
                                     "from its header, before decoding it", env="CORRAL_MAX_IMAGE_PIXELS", ge=1)
+    max_audio_seconds: Duration = setting(3600.0, "refuse audio longer than this (default 1h), from its header "
+                                          "where it has one", env="CORRAL_MAX_AUDIO_SECONDS", gt=0)
+    max_speech_chars: int = setting(4096, "refuse text to speak longer than this many characters (default 4096)",
+                                    env="CORRAL_MAX_SPEECH_CHARS", ge=1)
+    max_video_frames: int = setting(18000, "refuse a video with more frames than this (default 18000: 10 minutes "
+                                    "at 30 fps), before decoding them", env="CORRAL_MAX_VIDEO_FRAMES", ge=1)
+    max_generated_pixels: int = setting(2048 * 2048, "refuse image or video generation larger than this many "
+                                        "pixels per image (default 2048x2048)", env="CORRAL_MAX_GENERATED_PIXELS",
+                                        ge=1)
+    max_images: int = setting(8, "most images one generation request may ask for (n; default 8)",
+                              env="CORRAL_MAX_IMAGES", ge=1)
     allow_remote_media: bool = setting(False, "fetch images given as http(s) URLs (never from loopback, private or "
                                        "link-local addresses)", env="CORRAL_ALLOW_REMOTE_MEDIA")
     media_networks: Names = setting([], "with --allow-remote-media, also fetch from this network (CIDR, repeatable), "

@@ -7,7 +7,9 @@ engine call. Transports translate into the request types; the engine table
 an engine implementation and a door mapping. Generation tasks stream: they yield
 :class:`TextChunk` objects, the last of which carries the finish reason and the usage figures.
 Tasks without a spec are known (inspection reports them) but not yet runnable. The request and
-result types live in :mod:`corral.task_types` and are re-exported here.
+result types live in :mod:`corral.task_types` (text and images) and :mod:`corral.media_tasks`
+(audio, video, generation) and are re-exported here. Speech streams :class:`AudioChunk` objects;
+image and video generation stream :class:`Progress` steps, then their result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,26 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from corral.media_tasks import (
+    TIMESTAMPS,
+    Audio,
+    AudioChunk,
+    ClassifyAudioRequest,
+    ClassifyAudioResult,
+    ClassifyVideoRequest,
+    ClassifyVideoResult,
+    GenerateImageRequest,
+    GenerateImageResult,
+    GenerateVideoRequest,
+    GenerateVideoResult,
+    Progress,
+    SpeakRequest,
+    TranscribeRequest,
+    TranscribeResult,
+    TranscriptSegment,
+    Video,
+    Word,
+)
 from corral.task_types import (
     DEFAULT_SAMPLING,
     ROLES,
@@ -61,18 +83,25 @@ __all__ = [
     "ROLES",
     "SEGMENT_SUBTASKS",
     "TASKS",
+    "TIMESTAMPS",
     "TOKEN_AGGREGATIONS",
     "Answer",
     "AnswerQuestionRequest",
     "AnswerQuestionResult",
+    "Audio",
+    "AudioChunk",
     "BatchRule",
     "ChatRequest",
+    "ClassifyAudioRequest",
+    "ClassifyAudioResult",
     "ClassifyImageRequest",
     "ClassifyImageResult",
     "ClassifyTextRequest",
     "ClassifyTextResult",
     "ClassifyTokensRequest",
     "ClassifyTokensResult",
+    "ClassifyVideoRequest",
+    "ClassifyVideoResult",
     "CompletionRequest",
     "DescribeImageRequest",
     "DetectObjectsRequest",
@@ -81,22 +110,33 @@ __all__ = [
     "EmbedRequest",
     "EmbedResult",
     "Entity",
+    "GenerateImageRequest",
+    "GenerateImageResult",
+    "GenerateVideoRequest",
+    "GenerateVideoResult",
     "Generation",
     "ImagePart",
     "Message",
+    "Progress",
     "RerankRequest",
     "RerankResult",
     "Sampling",
     "Segment",
     "SegmentImageRequest",
     "SegmentImageResult",
+    "SpeakRequest",
     "SummarizeRequest",
     "Task",
     "TaskSpec",
     "TextChunk",
     "TokenLogprob",
+    "TranscribeRequest",
+    "TranscribeResult",
+    "TranscriptSegment",
     "TranslateRequest",
     "Usage",
+    "Video",
+    "Word",
 ]
 
 
@@ -190,6 +230,15 @@ TOKENS_BATCH = BatchRule(size=_inputs, key=lambda r: r.aggregation, split=_split
                          merge=lambda rs: ClassifyTokensRequest(tuple(t for r in rs for t in r.inputs),
                                                                 rs[0].aggregation))
 
+CLASSIFY_AUDIO_BATCH = BatchRule(
+    size=lambda r: len(r.audios), split=_split("labels", lambda r: len(r.audios)),
+    merge=lambda rs: ClassifyAudioRequest(tuple(a for r in rs for a in r.audios)))
+CLASSIFY_VIDEO_BATCH = BatchRule(
+    size=lambda r: len(r.videos), split=_split("labels", lambda r: len(r.videos)),
+    merge=lambda rs: ClassifyVideoRequest(tuple(v for r in rs for v in r.videos)))
+# each request its own engine call, queued on the model's engine thread (a long transcription)
+ALONE = BatchRule(size=lambda r: 1, key=id, merge=lambda rs: rs[0], split=lambda result, rs: [result])
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -220,4 +269,12 @@ TASKS: dict[Task, TaskSpec] = {
     Task.ANSWER_QUESTION: TaskSpec(AnswerQuestionRequest, AnswerQuestionResult, "answer_question", batch=ANSWER_BATCH),
     Task.CLASSIFY_TOKENS: TaskSpec(ClassifyTokensRequest, ClassifyTokensResult, "classify_tokens",
                                    batch=TOKENS_BATCH),
+    Task.TRANSCRIBE: TaskSpec(TranscribeRequest, TranscribeResult, "transcribe", batch=ALONE),
+    Task.SPEAK: TaskSpec(SpeakRequest, AudioChunk, "speak", streams=True),
+    Task.CLASSIFY_AUDIO: TaskSpec(ClassifyAudioRequest, ClassifyAudioResult, "classify_audio",
+                                  batch=CLASSIFY_AUDIO_BATCH),
+    Task.CLASSIFY_VIDEO: TaskSpec(ClassifyVideoRequest, ClassifyVideoResult, "classify_video",
+                                  batch=CLASSIFY_VIDEO_BATCH),
+    Task.GENERATE_IMAGE: TaskSpec(GenerateImageRequest, GenerateImageResult, "generate_image", streams=True),
+    Task.GENERATE_VIDEO: TaskSpec(GenerateVideoRequest, GenerateVideoResult, "generate_video", streams=True),
 }

@@ -18,7 +18,7 @@ from corral.runtime.loader import entry_task, require_task
 from corral.runtime.registry import Check, LoadedModel, Registry
 from corral.runtime.requestlog import LogRow, RequestLog
 from corral.runtime.scheduler import Batcher, Gate, ServingState, queue_full, stream_from_thread
-from corral.tasks import TASKS, ChatRequest, Task, TextChunk, Usage
+from corral.tasks import TASKS, ChatRequest, Task, Usage
 
 if TYPE_CHECKING:
     from corral.runtime.metrics import Metrics
@@ -79,12 +79,14 @@ class Tally:
         self.usage, self.status, self.pieces = Usage(), 200, 0
         self.error: str | None = None
 
-    def see(self, chunk: TextChunk) -> None:
+    def see(self, chunk: Any) -> None:
+        """A streamed chunk: text (counted), audio, a progress step, or a result carrying ``usage``."""
         if self.ttft is None:
             self.ttft = time.perf_counter() - self.started
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        elif chunk.text:
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        elif getattr(chunk, "text", None):
             self.pieces += 1
 
     def fail(self, exc: BaseException) -> None:
@@ -138,8 +140,9 @@ class Dispatcher:
     async def _one(result: Any) -> AsyncIterator[Any]:
         yield await result
 
-    async def generate(self, task: Task, name: str, request: Any, call: CallInfo) -> AsyncIterator[TextChunk]:
-        """Stream a chat or completion. Errors before the first chunk propagate to the caller."""
+    async def generate(self, task: Task, name: str, request: Any, call: CallInfo) -> AsyncIterator[Any]:
+        """Stream a streaming task's chunks (text, audio, progress steps and a result). Errors before
+        the first chunk propagate to the caller."""
         tally = Tally(name)
         try:
             async with self.registry.use(name, task_check(task, self.engines, request)) as model:

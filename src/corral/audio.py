@@ -1,0 +1,158 @@
+"""Audio a request carries or a model makes, through maintained libraries only: decoding with
+soundfile (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3) and, for what libsndfile lacks (m4a/AAC,
+WebM/Opus, audio tracks of video files), PyAV (FFmpeg); mixing to mono and resampling with soxr;
+encoding speech as WAV, FLAC, MP3, Opus (Ogg) with soundfile, AAC with PyAV, or raw 16-bit PCM.
+Every way audio can be bad is named in the error (empty, not audio, truncated, a codec no library
+here decodes: 400), and audio longer than the limit is refused (413) from its header where it has
+one, else as soon as decoding passes the limit. The libraries are imported here only (``corral[audio]``)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from corral.errors import MissingDependencyError
+from corral.media import BadMediaError, MediaTooLargeError
+from corral.media_tasks import Audio
+
+DEFAULT_MAX_SECONDS = 3600.0
+FORMATS = ("wav", "flac", "mp3", "opus", "aac", "pcm")  # OpenAI's speech response formats
+MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg",
+               "aac": "audio/aac", "pcm": "audio/pcm"}
+PCM_RATE = 24_000  # OpenAI's raw PCM: 24 kHz, 16-bit signed little-endian, mono
+
+
+def _need(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"audio needs the Python package {module!r}, which is not installed",
+                                     "install it with: pip install 'corral[audio]'") from None
+
+
+def decode_audio(data: bytes, *, rate: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> Audio:
+    """Mono float32 audio from the bytes of an audio file, resampled to ``rate`` when given."""
+    if not data:
+        raise BadMediaError("the audio is empty")
+    audio = _with_soundfile(data, max_seconds)
+    if audio is None:
+        audio = _with_pyav(data, max_seconds)
+    return resample(audio, rate) if rate else audio
+
+
+def _with_soundfile(data: bytes, max_seconds: float) -> Audio | None:
+    """The audio through libsndfile, or None when libsndfile does not know the format."""
+    sf = _need("soundfile")
+    np = _need("numpy")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            _check_length(f.frames / f.samplerate if f.samplerate else 0.0, max_seconds)
+            samples = f.read(dtype="float32", always_2d=True)
+            rate = int(f.samplerate)
+    except MediaTooLargeError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+    if not len(samples):
+        raise BadMediaError("the audio has no samples (empty or truncated)")
+    return Audio(np.ascontiguousarray(samples.mean(axis=1), dtype=np.float32), rate)
+
+
+def _with_pyav(data: bytes, max_seconds: float) -> Audio:
+    av = _need("av")
+    np = _need("numpy")
+    chunks: list[Any] = []
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise BadMediaError("the file has no audio track")
+            stream = container.streams.audio[0]
+            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            if container.duration is not None:
+                _check_length(container.duration / 1_000_000, max_seconds)
+            mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            total = 0
+            for frame in container.decode(stream):
+                for out in mono.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    total += chunks[-1].shape[0]
+                _check_length(total / rate if rate else 0.0, max_seconds)
+    except (BadMediaError, MediaTooLargeError):
+        raise
+    except av.error.FFmpegError as exc:
+        raise BadMediaError(f"the data is not audio corral can decode ({type(exc).__name__}: {exc})",
+                            "send WAV, FLAC, MP3, OGG, M4A/AAC or WebM/Opus") from None
+    if not chunks or not rate:
+        raise BadMediaError("the audio has no samples (empty or truncated)")
+    return Audio(np.concatenate(chunks).astype(np.float32), rate)
+
+
+def _check_length(seconds: float, max_seconds: float) -> None:
+    if seconds > max_seconds:
+        raise MediaTooLargeError(f"the audio is {seconds:.1f} s long; the limit is {max_seconds:g} s",
+                                 "send a shorter clip (the server's --max-audio-seconds)")
+
+
+def resample(audio: Audio, rate: int) -> Audio:
+    """``audio`` at ``rate`` samples per second (soxr, high quality)."""
+    if audio.sample_rate == rate:
+        return audio
+    soxr = _need("soxr")
+    np = _need("numpy")
+    samples = soxr.resample(audio.samples, audio.sample_rate, rate, quality="HQ")
+    return Audio(np.asarray(samples, dtype=np.float32), rate)
+
+
+def encode_audio(audio: Audio, fmt: str) -> bytes:
+    """The bytes of ``audio`` as ``fmt`` (one of :data:`FORMATS`)."""
+    np = _need("numpy")
+    if fmt == "pcm":
+        samples = resample(audio, PCM_RATE).samples
+        return bytes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    if fmt == "aac":
+        return _encode_aac(audio)
+    sf = _need("soundfile")
+    kinds = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"),
+             "opus": ("OGG", "OPUS")}
+    if fmt not in kinds:
+        raise BadMediaError(f"cannot encode audio as {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+    if fmt == "opus" and audio.sample_rate not in (8000, 12000, 16000, 24000, 48000):
+        audio = resample(audio, 48000)  # the rates Opus takes
+    out = io.BytesIO()
+    container, subtype = kinds[fmt]
+    sf.write(out, np.clip(audio.samples, -1.0, 1.0), audio.sample_rate, format=container, subtype=subtype)
+    return out.getvalue()
+
+
+def _encode_aac(audio: Audio) -> bytes:
+    av = _need("av")
+    np = _need("numpy")
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="adts") as container:
+        stream = container.add_stream("aac", rate=audio.sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.clip(audio.samples, -1, 1).reshape(1, -1).astype(np.float32),
+                                           format="flt", layout="mono")
+        frame.sample_rate = audio.sample_rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def wav_header(sample_rate: int) -> bytes:
+    """A 16-bit mono WAV header for a stream of unknown length (sizes 0xFFFFFFFF, as streaming
+    servers write them), so audio can be sent as it is synthesised."""
+    import struct
+
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) +
+            b"data" + struct.pack("<I", 0xFFFFFFFF))
+
+
+def pcm16(samples: Any) -> bytes:
+    """Float samples as 16-bit signed little-endian PCM."""
+    np = _need("numpy")
+    return bytes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
