@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.cli.context import Context, cli_runtime
+from corral.cli.media import read_bytes, run_classify_audio, run_classify_video
 from corral.cli.output import print_json, table
 from corral.errors import UsageError
 from corral.models.store import Entry
@@ -136,17 +137,9 @@ def image_of(args: argparse.Namespace, ctx: Context) -> Any:
 
 def read_image(name: str, ctx: Context) -> Any:
     """The image in the file ``name`` (``-``: stdin), decoded and checked."""
-    from pathlib import Path
-
     from corral.media import decode_image
 
-    if name == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        path = Path(name)
-        if not path.is_file():
-            raise UsageError(f"no such image file: {path}")
-        data = path.read_bytes()
+    data = read_bytes(name, "image", "corral run MODEL photo.jpg")
     return decode_image(data, max_pixels=ctx.settings.runtime.max_image_pixels)
 
 
@@ -220,4 +213,5 @@ ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
     Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text, Task.ANSWER_QUESTION: run_answer_question,
     Task.CLASSIFY_IMAGE: run_classify_image, Task.DETECT_OBJECTS: run_detect_objects,
     Task.SEGMENT_IMAGE: run_segment_image, Task.CLASSIFY_TOKENS: run_classify_tokens,
+    Task.CLASSIFY_AUDIO: run_classify_audio, Task.CLASSIFY_VIDEO: run_classify_video,
 }

@@ -25,6 +25,8 @@ HF_VISION = "corral.engines.transformers.vision:VisionHandler"
 HF_CAPTIONER = "corral.engines.transformers.captioner:CaptionerHandler"
 HF_VISION_CHAT = "corral.engines.transformers.vlm:VisionChatHandler"
 HF_TOKENS = "corral.engines.transformers.tokens:TokenClassifierHandler"
+HF_AUDIO_CLASSIFIER = "corral.engines.transformers.media_classify:AudioClassifierHandler"
+HF_VIDEO_CLASSIFIER = "corral.engines.transformers.media_classify:VideoClassifierHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 SENTENCE_RERANK = "corral.engines.sentence.rerank:CrossEncoderHandler"
 SPACY = "corral.engines.spacy.handler:SpacyHandler"
@@ -87,7 +89,8 @@ ENGINES: dict[str, EngineSpec] = {
                              Task.TRANSLATE: HF_SEQ2SEQ, Task.SUMMARIZE: HF_SEQ2SEQ,
                              Task.CLASSIFY_IMAGE: HF_VISION, Task.DETECT_OBJECTS: HF_VISION,
                              Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER,
-                             Task.CLASSIFY_TOKENS: HF_TOKENS},
+                             Task.CLASSIFY_TOKENS: HF_TOKENS, Task.CLASSIFY_AUDIO: HF_AUDIO_CLASSIFIER,
+                             Task.CLASSIFY_VIDEO: HF_VIDEO_CLASSIFIER},
                    together=((frozenset({Task.CHAT, Task.DESCRIBE_IMAGE}), HF_VISION_CHAT),)),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,

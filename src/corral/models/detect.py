@@ -95,6 +95,10 @@ DIFFUSERS_CLASSES: tuple[tuple[str, tuple[Task, ...]], ...] = (
     ("Pipeline", (Task.GENERATE_IMAGE,)),
 )
 
+# model_type of speech encoders, whose *ForSequenceClassification heads classify audio
+SPEECH_ENCODERS = frozenset({"wav2vec2", "wav2vec2-conformer", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio",
+                             "unispeech", "unispeech-sat", "sew", "sew-d", "whisper"})
+
 # model_type -> packages the model needs beyond its engine's (pip names): these processors include a
 # video processor, which transformers builds on torchvision
 MODEL_NEEDS: dict[str, tuple[str, ...]] = {
@@ -140,11 +144,14 @@ def tasks_for_config(architecture: str | None, model_type: str | None,
     label is a relevance scorer (a cross-encoder): rerank first."""
     found: list[Task] = list(PIPELINE_TAGS.get(pipeline_tag or "", ()))
     arch = architecture or ""
-    if arch.endswith("ForSequenceClassification") and num_labels == 1:
+    speech = arch.endswith("ForSequenceClassification") and model_type in SPEECH_ENCODERS
+    if speech:
+        found.append(Task.CLASSIFY_AUDIO)  # a sequence of audio frames, not of tokens
+    elif arch.endswith("ForSequenceClassification") and num_labels == 1:
         found.append(Task.RERANK)
     for suffix, tasks in ARCH_SUFFIXES:
         if arch.endswith(suffix):
-            found.extend(tasks)
+            found.extend(() if speech else tasks)
             break
     else:
         found.extend(MODEL_TYPES.get(model_type or "", ()))

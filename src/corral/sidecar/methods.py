@@ -235,7 +235,8 @@ async def usage(session: Session, params: dict[str, Any]) -> dict[str, Any]:
 
 
 HF_SHAPED = (Task.CLASSIFY_TEXT, Task.CLASSIFY_TOKENS, Task.ANSWER_QUESTION, Task.TRANSLATE, Task.SUMMARIZE,
-             Task.CLASSIFY_IMAGE, Task.DETECT_OBJECTS, Task.SEGMENT_IMAGE, Task.DESCRIBE_IMAGE)
+             Task.CLASSIFY_IMAGE, Task.DETECT_OBJECTS, Task.SEGMENT_IMAGE, Task.DESCRIBE_IMAGE, Task.CLASSIFY_AUDIO,
+             Task.CLASSIFY_VIDEO)
 Method = Callable[[Session, dict[str, Any]], Awaitable[Any]]
 METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,

@@ -5,6 +5,7 @@ setup in :meth:`TorchTaskHandler.loaded`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from corral.devices import pick_torch_device, torch_dtype
@@ -77,3 +78,22 @@ def load_weights(handler: Handler, auto_class: Any) -> tuple[Any, str]:
     model.eval()
     touch_weights(model)  # mapped weights count at load (see resident.py)
     return model, device
+
+
+def same_shape_batches(features: Sequence[Any], device: str, dtype: Any) -> Iterator[tuple[list[int], dict[str, Any]]]:
+    """(indices, one batch) per group of inputs whose features (one processor output per input) have
+    the same shapes: inputs are never padded for one another, so a batched input gives the result it
+    gives alone. Floating tensors move to ``dtype`` (the model's), all to ``device``."""
+    import torch
+
+    groups: dict[tuple[tuple[str, tuple[int, ...]], ...], list[int]] = {}
+    for i, feature in enumerate(features):
+        groups.setdefault(tuple((k, tuple(v.shape)) for k, v in feature.items() if hasattr(v, "shape")), []).append(i)
+    for members in groups.values():
+        batch: dict[str, Any] = {}
+        for key, first in features[members[0]].items():
+            if not hasattr(first, "shape"):
+                continue
+            value = torch.cat([features[i][key] for i in members])
+            batch[key] = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+        yield members, batch

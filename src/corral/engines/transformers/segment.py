@@ -84,18 +84,10 @@ class Segmenter:
 
     def _forward_groups(self, images: Sequence[Any]) -> Iterator[tuple[list[int], Any]]:
         """(image indices, model outputs) per group of images whose inputs have the same shape."""
-        import torch
+        from corral.engines.transformers.loading import same_shape_batches
 
         features = [self.processor([image], return_tensors="pt") for image in images]
-        groups: dict[tuple[tuple[str, tuple[int, ...]], ...], list[int]] = {}
-        for i, feature in enumerate(features):
-            groups.setdefault(tuple((k, tuple(v.shape)) for k, v in feature.items()), []).append(i)
-        dtype = self.model.dtype
-        for members in groups.values():
-            batch = {}
-            for key in features[members[0]]:
-                value = torch.cat([features[i][key] for i in members])
-                batch[key] = value.to(self.device, dtype=dtype) if value.is_floating_point() else value.to(self.device)
+        for members, batch in same_shape_batches(features, self.device, self.model.dtype):
             yield members, on_cpu(self.model(**batch))
 
     def _post_process(self, subtask: str, outputs: Any, sizes: list[tuple[int, int]],
