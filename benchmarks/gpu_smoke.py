@@ -3,7 +3,8 @@ from configs (the test fixtures): chat, complete, embed, rerank, classify_text (
 classify_tokens, answer_question, translate, summarize, classify_image, detect_objects, segment_image,
 describe_image (a captioner and an image-text chat model), chat with an image, rerank on a
 sentence-transformers CrossEncoder, translation with language codes (NLLB-style) and panoptic / instance
-segmentation (Mask2Former). Prints one line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
+segmentation (Mask2Former), audio classification (AST) and video classification (VideoMAE). Prints one
+line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
 
 Meant for a lent GPU machine (`--device cuda`, the default when CUDA is available); with `--device cpu` it
 checks the same paths on any machine. No assertion on timing; the figures are for the note.
@@ -40,6 +41,7 @@ def _png() -> Any:
 
 
 def _models(root: Path) -> dict[str, Path]:
+    from tests.fixtures import tiny_av_classifiers as av
     from tests.fixtures import tiny_media as media
     from tests.fixtures import tiny_models as text
     from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_translators
@@ -52,12 +54,17 @@ def _models(root: Path) -> dict[str, Path]:
         "vit": media.build_vit, "detr": media.build_detr, "seg": media.build_segformer,
         "cap": media.build_captioner, "llava": vlm.build_llava, "st-cross": tiny_rerankers.build_crossencoder,
         "nllb": tiny_translators.build_nllb, "m2f": tiny_segmenters.build_mask2former,
+        "ast": av.build_ast, "vmae": av.build_videomae,
     }
     return {name: build(root / name).path for name, build in builders.items()}
 
 
 def _calls(image: Any) -> list[tuple[str, str, Any]]:
+    from tests.fixtures.tiny_av_classifiers import chord_wav, colour_mp4
+
     from corral import tasks as t
+    from corral.audio import decode_audio
+    from corral.video import decode_video
 
     greedy = t.Sampling(max_tokens=4, temperature=0.0)
     return [
@@ -82,6 +89,8 @@ def _calls(image: Any) -> list[tuple[str, str, Any]]:
         ("translate", "nllb", t.TranslateRequest("hello", "eng_Latn", "fra_Latn", sampling=greedy)),
         ("segment_image", "m2f", t.SegmentImageRequest((image,))),
         ("segment_image", "m2f", t.SegmentImageRequest((image,), subtask="instance", threshold=0.0)),
+        ("classify_audio", "ast", t.ClassifyAudioRequest((decode_audio(chord_wav()),))),
+        ("classify_video", "vmae", t.ClassifyVideoRequest((decode_video(colour_mp4()),))),
     ]
 
 
