@@ -1,5 +1,5 @@
 """`corral run` for the one-shot tasks (rerank, classify_text, classify_tokens, answer_question,
-the image tasks): the request from the arguments, one call through the runtime (logged with door
+the image tasks, transcribe: in cli/transcribe.py): the request from the arguments, one call through the runtime (logged with door
 cli), a readable summary or ``--json`` in the shape the task's API answers over HTTP."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from corral.cli.context import Context, cli_runtime
 from corral.cli.output import print_json, table
+from corral.cli.transcribe import run_transcribe
 from corral.errors import UsageError
 from corral.models.store import Entry
 from corral.protocols.hf.tokens import check_inputs as check_texts
@@ -220,4 +221,5 @@ ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
     Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text, Task.ANSWER_QUESTION: run_answer_question,
     Task.CLASSIFY_IMAGE: run_classify_image, Task.DETECT_OBJECTS: run_detect_objects,
     Task.SEGMENT_IMAGE: run_segment_image, Task.CLASSIFY_TOKENS: run_classify_tokens,
+    Task.TRANSCRIBE: run_transcribe,
 }
