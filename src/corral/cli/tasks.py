@@ -1,6 +1,7 @@
 """`corral run` for the one-shot tasks (rerank, classify_text, classify_tokens, answer_question,
-the image tasks, transcribe: in cli/transcribe.py): the request from the arguments, one call through the runtime (logged with door
-cli), a readable summary or ``--json`` in the shape the task's API answers over HTTP."""
+the image tasks; transcribe's is cli/transcribe.py): the request from the arguments, one call
+through the runtime (logged with door cli), a readable summary or ``--json`` in the shape the
+task's API answers over HTTP."""
 
 from __future__ import annotations
 

@@ -127,7 +127,8 @@ class Resolver:
         split = find_split(path, package) if path.is_dir() else None
         if split is None:
             return path, False
-        return join_split(split, self.settings.data_dir / "packaged", package.removesuffix("_part1"), inspect_path), True
+        folder = self.settings.data_dir / "packaged"
+        return join_split(split, folder, package.removesuffix("_part1"), inspect_path), True
 
     def _registered_at(self, path: Path) -> Entry | None:
         target = path.resolve()

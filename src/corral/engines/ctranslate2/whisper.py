@@ -62,8 +62,9 @@ class FasterWhisperHandler(Handler):
         if not (self.path / "tokenizer.json").is_file():
             raise InvalidModelFileError(f"{self.path} has no tokenizer.json",
                                         "faster-whisper would download one; add the model's tokenizer.json")
-        import ctranslate2
         from faster_whisper import WhisperModel
+
+        import ctranslate2
 
         ctranslate2.set_log_level(logging.ERROR)  # not its warning that float16 runs as float32 on this CPU
         device, index = device_of(self.options.device)

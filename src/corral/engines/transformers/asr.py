@@ -40,7 +40,7 @@ class SpeechRecognizerHandler(TorchTaskHandler):
     def loaded(self) -> None:
         import transformers
 
-        self.feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(
+        self.feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(  # type: ignore[no-untyped-call]
             str(self.path), trust_remote_code=self.options.trust.trust_remote_code)
         self.pipe = transformers.pipeline("automatic-speech-recognition", model=self.model, tokenizer=self.tokenizer,
                                           feature_extractor=self.feature_extractor, device=self.device)
@@ -60,15 +60,17 @@ class SpeechRecognizerHandler(TorchTaskHandler):
         duration = audio.duration
         options = self.pipeline_options(request, duration)
         out = self.pipe(audio.samples.copy(), **options)
-        chunks = out.get("chunks") or []
+        chunks = [(str(c["text"]), *span(c["timestamp"][0], c["timestamp"][1], duration))
+                  for c in out.get("chunks") or []]
         text = str(out["text"]).strip()
+        segments: tuple[TranscriptSegment, ...]
         if request.timestamps == "word" or (request.timestamps == "segment" and not self.is_whisper):
-            words = tuple(Word(str(c["text"]).strip(), *span(*c["timestamp"], duration)) for c in chunks)
-            start, end = (words[0].start, words[-1].end) if words else (0.0, duration)
+            words = tuple(Word(word.strip(), start, end) for word, start, end in chunks)
+            first, last = (words[0].start, words[-1].end) if words else (0.0, duration)
             kept = words if request.timestamps == "word" else ()
-            segments = (TranscriptSegment(start, end, text, kept),) if text else ()
+            segments = (TranscriptSegment(first, last, text, kept),) if text else ()
         else:
-            segments = tuple(TranscriptSegment(*span(*c["timestamp"], duration), str(c["text"])) for c in chunks)
+            segments = tuple(TranscriptSegment(start, end, piece) for piece, start, end in chunks)
         return TranscribeResult(text, request.language, duration, segments)
 
     def pipeline_options(self, request: TranscribeRequest, duration: float) -> dict[str, Any]:

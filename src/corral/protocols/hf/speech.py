@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.errors import UsageError
 from corral.media import media_bytes
-from corral.tasks import TranscribeRequest, TranscribeResult, Task
+from corral.tasks import Task, TranscribeRequest, TranscribeResult
 
 if TYPE_CHECKING:
     from corral.runtime.dispatcher import CallInfo
@@ -39,7 +39,7 @@ def speech_request(audio: Any, parameters: dict[str, Any]) -> TranscribeRequest:
     if task not in ("transcribe", "translate"):
         raise UsageError("parameters.task must be transcribe or translate")
     language, prompt, temperature = get("language"), get("prompt"), get("temperature") or 0.0
-    if language is not None and not isinstance(language, str) or prompt is not None and not isinstance(prompt, str):
+    if (language is not None and not isinstance(language, str)) or (prompt is not None and not isinstance(prompt, str)):
         raise UsageError("parameters.language and parameters.prompt must be strings")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 1:
         raise UsageError("parameters.temperature must be a number from 0 to 1")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from corral.errors import UsageError
 from corral.media import BadMediaError
 from corral.protocols.openai.languages import language_code, language_name
-from corral.tasks import TranscribeRequest, TranscribeResult, TranscriptSegment, Task
+from corral.tasks import Task, TranscribeRequest, TranscribeResult, TranscriptSegment
 
 if TYPE_CHECKING:
     from corral.runtime.dispatcher import CallInfo
@@ -121,7 +121,8 @@ def usage(result: TranscribeResult) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(result.duration)}
 
 
-def verbose_json(result: TranscribeResult, granularities: Sequence[str] = (), task: str = "transcribe") -> dict[str, Any]:
+def verbose_json(result: TranscribeResult, granularities: Sequence[str] = (),
+                 task: str = "transcribe") -> dict[str, Any]:
     """OpenAI's verbose_json: segments unless only words were asked for, words when they were."""
     out: dict[str, Any] = {"task": task, "language": language_name(result.language) or "unknown",
                            "duration": result.duration, "text": result.text}

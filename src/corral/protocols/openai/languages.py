@@ -17,7 +17,8 @@ _TABLE = """
     sa:sanskrit lb:luxembourgish my:myanmar bo:tibetan tl:tagalog mg:malagasy as:assamese tt:tatar haw:hawaiian
     ln:lingala ha:hausa ba:bashkir jw:javanese su:sundanese yue:cantonese
 """
-NAMES: dict[str, str] = {code: name.replace("_", " ") for code, _, name in (item.partition(":") for item in _TABLE.split())}
+NAMES: dict[str, str] = {code: name.replace("_", " ")
+                         for code, _, name in (item.partition(":") for item in _TABLE.split())}
 CODES: dict[str, str] = {name: code for code, name in NAMES.items()}
 
 
