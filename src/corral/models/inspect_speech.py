@@ -62,9 +62,8 @@ def inspect_ctranslate2(root: Path, cfg: dict[str, Any], requirements: Requireme
     if joined is not None:
         info.notes.append(f"{joined.get('file')} joined by corral from {len(joined.get('parts') or [])} parts: "
                           f"{joined.get('size')} bytes, sha256 {joined.get('sha256')}")
-    vocab = _lines(root / "vocabulary.txt")
-    info.memory = memory.with_defaults(info, MemoryEstimate(0, 0, weight_bytes=header.file_size,
-                                                            vocab_entries=vocab))
+    # the tokenizer is in the engine's overhead (measured with it): no per-entry share here
+    info.memory = memory.with_defaults(info, MemoryEstimate(0, 0, weight_bytes=header.file_size))
     info.requirements = requirements(info.engine)
     return info
 
@@ -73,13 +72,6 @@ def read_record(root: Path) -> dict[str, Any] | None:
     from corral.models.parts import read_record as read
 
     return read(root)
-
-
-def _lines(path: Path, limit: int = 16 * 1024 * 1024) -> int | None:
-    if not path.is_file() or path.stat().st_size > limit:
-        return None
-    with path.open("rb") as fh:
-        return sum(1 for _ in fh)
 
 
 @dataclass(frozen=True)
