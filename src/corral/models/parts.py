@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def _part(folder: Path, inside: Path, base: str | None, name: str, n: int) -> Pa
     return other if other.is_file() else None
 
 
-def join_split(split: Split, root: Path, name: str, inspect: Any) -> Path:
+def join_split(split: Split, root: Path, name: str, inspect: Callable[[Path], ModelInfo]) -> Path:
     """The model of ``split`` joined into ``root/name`` (checked, then renamed into place); ``inspect``
     reads a folder into a ModelInfo (it reads the CTranslate2 header in full)."""
     root.mkdir(parents=True, exist_ok=True)
