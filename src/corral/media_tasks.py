@@ -59,10 +59,19 @@ class Word:
 
 @dataclass(frozen=True)
 class TranscriptSegment:
+    """A stretch of the transcript; Whisper engines also give its decoding figures (OpenAI's
+    verbose_json reports them), others leave them None."""
+
     start: float  # seconds
     end: float
     text: str
     words: tuple[Word, ...] = ()
+    tokens: tuple[int, ...] = ()
+    seek: int | None = None  # Whisper: the window's offset in 10 ms frames
+    temperature: float | None = None
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def test_list_marks_aliases_as_such(tmp_path: Path, corral_home: Path) -> None:
     assert [(e["kind"], e["name"]) for e in plain] == [("model", "minilm")]  # models only by default
     listed = json.loads(run_cli("list", "--aliases", "--json").stdout)
     aliases = {e["name"]: e for e in listed if e["kind"] == "alias"}
-    assert set(aliases) == {"small", "smollm2"}  # minilm is a registered model now, not an alias
+    assert set(aliases) == {"small", "smollm2", "whisper-base", "pocketsphinx"}  # minilm is registered now
     assert aliases["small"]["alias_of"] == "smollm2" and aliases["smollm2"]["registered_as"] is None
     assert run_cli("pull", "smollm2").returncode == 0
     again = {e["name"]: e for e in json.loads(run_cli("list", "-a", "--json").stdout)}

@@ -91,10 +91,17 @@ def test_each_family_reaches_its_own_handler_and_an_unserved_task_is_refused(tmp
     whisper = tiny_media.build_whisper(tmp_path / "whisper").path
     heard = inspect_path(whisper)
     assert heard.engine == "transformers" and heard.tasks == ["transcribe"]
-    with pytest.raises(UnsupportedTaskError, match="cannot run transformers models for transcribe yet"):
-        handler_class(heard.engine, heard.tasks)
+    assert handler_class(heard.engine, heard.tasks).__name__ == "SpeechRecognizerHandler"
     report = json.loads(run_cli("inspect", str(whisper), "--json").stdout)
-    assert report["routes"] == {"transcribe": []}  # detected, named, not served yet
-    ran = run_cli("run", str(whisper), "hello")
-    assert ran.returncode == 1 and "Traceback" not in ran.stderr
-    assert "it is a transcribe model, which corral cannot run yet" in ran.stderr
+    assert "POST /v1/audio/transcriptions" in report["routes"]["transcribe"]
+    # a task the table has no handler for is detected, named and refused before anything loads
+    rows = dict(ENGINES)
+    rows["transformers"] = dataclasses.replace(ENGINES["transformers"], handlers={
+        t: h for t, h in ENGINES["transformers"].handlers.items() if t is not Task.TRANSCRIBE})
+    with pytest.raises(UnsupportedTaskError, match="cannot run transformers models for transcribe yet"):
+        handler_class(heard.engine, heard.tasks, rows)
+    from corral.models.store import Entry
+    from corral.runtime.loader import entry_task
+
+    with pytest.raises(UnsupportedTaskError, match="it is a transcribe model, which corral cannot run yet"):
+        entry_task(Entry("whisper", str(whisper), "path", whisper, False, heard, 0.0), Task.TRANSCRIBE, engines=rows)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from corral.config import Settings, load_settings
 from corral.devices import check_device
 from corral.engines.base import LoadOptions
-from corral.engines.table import TORCH_DTYPES
+from corral.engines.table import all_dtypes
 from corral.models.resolve import Resolver
 from corral.models.safety import Trust
 from corral.models.store import Entry, Store
@@ -55,8 +55,10 @@ def add_load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: best available)")
     p.add_argument("--ctx", type=int, dest="context_length", help="context length to allocate")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
-    p.add_argument("--dtype", choices=("auto", *TORCH_DTYPES),
-                   help="load torch models' weights as this type (default: as stored; half precision on CUDA)")
+    p.add_argument("--dtype", choices=("auto", *all_dtypes()), metavar="DTYPE",
+                   help="load weights as this type: torch models float32, float16, bfloat16 (default: as stored; "
+                   "half precision on CUDA); CTranslate2 (faster-whisper) compute types int8, int8_float32, "
+                   "float16, float32, ... (default: as stored, or what the device supports)")
 
 
 def trust_from(args: argparse.Namespace) -> Trust:

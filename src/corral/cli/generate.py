@@ -11,6 +11,7 @@ from typing import Any
 
 from corral.cli.context import Context, add_load_flags, cli_runtime
 from corral.cli.output import print_json
+from corral.cli.transcribe import register_flags as register_transcribe_flags
 from corral.errors import UsageError
 from corral.models.store import Entry
 from corral.runtime.dispatcher import CallInfo, Door
@@ -67,6 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--target-lang", help="translation: the target language as the model names it")
     p.add_argument("--aggregation", choices=TOKEN_AGGREGATIONS, default="simple",
                    help="token classification (NER) models: simple = one row per entity, none = per token")
+    register_transcribe_flags(p)
     add_load_flags(p)
     p.set_defaults(func=cmd_run)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from corral.cli.context import Context, add_trust_flags
 from corral.cli.output import human_bytes, human_count, print_json, table
-from corral.errors import BadReferenceError, ModelNotFoundError
+from corral.errors import BadReferenceError, ModelNotFoundError, UsageError
 from corral.models.info import ModelInfo
 from corral.models.inspect import inspect_path
 from corral.models.refs import REPO_ID, parse_ref
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("rm", help="remove a registration")
     p.add_argument("name")
     p.add_argument("--delete-files", action="store_true",
-                   help="also delete the files corral downloaded for it (never local or packaged files)")
+                   help="also delete the files corral downloaded or joined for it (never local or packaged files)")
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("inspect", help="what a model is and needs, without loading its weights")
@@ -114,6 +114,9 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
     if args.delete_files:
         if not entry.owned:
             print(f"left its files in place: {entry.path} was not downloaded by corral")
+        elif entry.source_kind == "package":  # a model corral joined from parts, under its data folder
+            shutil.rmtree(entry.path, ignore_errors=True)
+            print(f"deleted {entry.path}")
         else:
             removed = _delete_hf_snapshot(entry.path)
             print(f"deleted {removed}" if removed else "its files were already gone")
@@ -147,8 +150,16 @@ def _inspect_target(text: str, ctx: Context) -> tuple[str, Path]:
         return entry.name, entry.path
     if ref.kind == "package":
         from corral.models.packaged import find_packaged_model
+        from corral.models.parts import find_split
 
-        return str(ref), find_packaged_model(ref.value)
+        entry = ctx.store.find_by_source(str(ref))
+        if entry is not None:
+            return entry.name, entry.path
+        path = find_packaged_model(ref.value)
+        if path.is_dir() and find_split(path, ref.value) is not None:
+            raise UsageError(f"{ref} ships its model in parts, which corral joins when it registers it",
+                             f"run `corral pull {ref}` first")
+        return str(ref), path
     return ref.value, Path(ref.value)
 
 
@@ -160,7 +171,8 @@ def _safety_line(info: ModelInfo, args: argparse.Namespace) -> str:
     if info.needs_remote_code:
         problems.append("custom code: refused unless --trust-remote-code"
                         + (" (allowed)" if args.trust_remote_code else ""))
-    stored = "spaCy's own serialization" if info.format == "spacy" else "safetensors/GGUF"
+    stored = {"spacy": "spaCy's own serialization", "ctranslate2": "CTranslate2's format",
+              "sphinx": "CMU Sphinx model files"}.get(info.format, "safetensors/GGUF")
     return "; ".join(problems) or f"ok ({stored}, no custom code)"
 
 

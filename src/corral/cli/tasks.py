@@ -1,6 +1,7 @@
 """`corral run` for the one-shot tasks (rerank, classify_text, classify_tokens, answer_question,
-the image tasks): the request from the arguments, one call through the runtime (logged with door
-cli), a readable summary or ``--json`` in the shape the task's API answers over HTTP."""
+the image tasks; transcribe's is cli/transcribe.py): the request from the arguments, one call
+through the runtime (logged with door cli), a readable summary or ``--json`` in the shape the
+task's API answers over HTTP."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from corral.cli.context import Context, cli_runtime
 from corral.cli.media import read_bytes, run_classify_audio, run_classify_video
 from corral.cli.output import print_json, table
+from corral.cli.transcribe import run_transcribe
 from corral.errors import UsageError
 from corral.models.store import Entry
 from corral.protocols.hf.tokens import check_inputs as check_texts
@@ -214,4 +216,5 @@ ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
     Task.CLASSIFY_IMAGE: run_classify_image, Task.DETECT_OBJECTS: run_detect_objects,
     Task.SEGMENT_IMAGE: run_segment_image, Task.CLASSIFY_TOKENS: run_classify_tokens,
     Task.CLASSIFY_AUDIO: run_classify_audio, Task.CLASSIFY_VIDEO: run_classify_video,
+    Task.TRANSCRIBE: run_transcribe,
 }

@@ -30,8 +30,13 @@ HF_VIDEO_CLASSIFIER = "corral.engines.transformers.media_classify:VideoClassifie
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 SENTENCE_RERANK = "corral.engines.sentence.rerank:CrossEncoderHandler"
 SPACY = "corral.engines.spacy.handler:SpacyHandler"
+HF_ASR = "corral.engines.transformers.asr:SpeechRecognizerHandler"
+FASTER_WHISPER = "corral.engines.ctranslate2.whisper:FasterWhisperHandler"
+SPHINX = "corral.engines.sphinx.handler:SphinxHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
+# CTranslate2's compute types (which of them a device supports is checked at load)
+CT2_DTYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
 @dataclass(frozen=True)
@@ -90,17 +95,28 @@ ENGINES: dict[str, EngineSpec] = {
                              Task.CLASSIFY_IMAGE: HF_VISION, Task.DETECT_OBJECTS: HF_VISION,
                              Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER,
                              Task.CLASSIFY_TOKENS: HF_TOKENS, Task.CLASSIFY_AUDIO: HF_AUDIO_CLASSIFIER,
-                             Task.CLASSIFY_VIDEO: HF_VIDEO_CLASSIFIER},
+                             Task.CLASSIFY_VIDEO: HF_VIDEO_CLASSIFIER, Task.TRANSCRIBE: HF_ASR},
                    together=((frozenset({Task.CHAT, Task.DESCRIBE_IMAGE}), HF_VISION_CHAT),)),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE, Task.RERANK: SENTENCE_RERANK}),
         EngineSpec("spacy", ("spacy",), ("spacy",), "nlp", frozenset({"spacy"}), devices=("cpu",),
                    handlers={Task.CLASSIFY_TOKENS: SPACY}),
+        EngineSpec("faster_whisper", ("faster-whisper", "ctranslate2"), ("faster_whisper", "ctranslate2"), "whisper",
+                   frozenset({"ctranslate2"}), devices=("cpu", "cuda"), dtypes=CT2_DTYPES,
+                   handlers={Task.TRANSCRIBE: FASTER_WHISPER}),
+        EngineSpec("pocketsphinx", ("pocketsphinx",), ("pocketsphinx",), "sphinx", frozenset({"sphinx"}),
+                   devices=("cpu",), handlers={Task.TRANSCRIBE: SPHINX}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
                    "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
     )
 }
+
+
+def all_dtypes(engines: Mapping[str, EngineSpec] | None = None) -> tuple[str, ...]:
+    """Every type some engine's --dtype takes, in table order."""
+    rows = (engines or ENGINES).values()
+    return tuple(dict.fromkeys(d for spec in rows for d in spec.dtypes))
 
 
 def check_dtype(engine: str | None, dtype: str | None, engines: Mapping[str, EngineSpec] = ENGINES) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from corral.engines.table import engine_packages
 from corral.errors import InvalidModelFileError, ModelNotFoundError
 from corral.models import detect, memory
+from corral.models import inspect_speech as speech
 from corral.models.gguf_reader import quantization as gguf_quantization
 from corral.models.gguf_reader import read_gguf_header
 from corral.models.info import MemoryEstimate, ModelInfo, Requirement
@@ -68,6 +69,10 @@ def inspect_path(path: Path) -> ModelInfo:
         return _inspect_diffusers(path, files)
     if all((path / name).is_file() for name in SPACY_FILES):
         return _inspect_spacy(path, files)
+    if (ct2 := speech.ct2_config(path, read_json)) is not None:
+        return speech.inspect_ctranslate2(path, ct2, requirements)
+    if (sphinx := speech.sphinx_files(path)) is not None:
+        return speech.inspect_sphinx(path, sphinx, requirements)
     ggufs = [f for f in files if f.suffix.lower() == ".gguf" and f.parent == path]
     if ggufs and not (path / "config.json").is_file():
         if len(ggufs) > 1:

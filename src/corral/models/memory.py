@@ -20,6 +20,9 @@ What a CPU load adds, per engine (each piece measured with ``benchmarks/bench_me
 - sentence_transformers: the weights and the tokenizer.
 - spacy: the pipeline folder's files and what spaCy builds from them (the vocabulary's string store
   and lexemes, the components' models): loading en_core_web_sm (a 14.6 MiB folder) adds 56 MiB.
+- faster_whisper: the weights in the compute type (``--dtype``; by default as stored, float16 run as
+  float32 on a CPU) and the tokenizer; pocketsphinx: its model files and the search structures built
+  from them.
 
 On a GPU the weights (fp32 loaded as fp16 by the transformers engine) and the KV cache go to the device,
 plus a CUDA context; that side is a model, not yet checked against a measurement.
@@ -53,12 +56,16 @@ HF_TOKENIZER_ENTRY_BYTES = 480
 # touches). Measured on SmolLM2 Q4_1 (llama_cpp), a GPT-2-size random model (transformers) and MiniLM
 # (sentence_transformers), each the measured RSS delta less the pieces above, in a fresh process.
 ENGINE_OVERHEAD = {"llama_cpp": 4 * MiB, "transformers": 16 * MiB, "sentence_transformers": 13 * MiB,
-                   "spacy": 41 * MiB}  # spacy: en_core_web_sm's load less its folder (spacy imported first)
+                   "spacy": 41 * MiB,  # spacy: en_core_web_sm's load less its folder (spacy imported first)
+                   # faster_whisper: Whisper base less its weights as loaded (int8: 10 MiB, float32: 27 MiB);
+                   # pocketsphinx: its en-US model's load less its files (90 MiB measured, 37 MiB of files)
+                   "faster_whisper": 16 * MiB, "pocketsphinx": 53 * MiB}
 OTHER_ENGINE_OVERHEAD = 64 * MiB  # engines not measured yet (diffusers)
 BATCHER_OVERHEAD = 11 * MiB  # transformers' continuous batcher beyond its KV cache (warm-up, thread state)
 CUDA_CONTEXT = 384 * MiB  # a CUDA context and its kernels; not measured here (no GPU on the dev machine)
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2,
+               "int8_float32": 1, "int8_float16": 1, "int8_bfloat16": 1}  # the last three: CTranslate2's
 
 
 class LoadShape(Protocol):
@@ -112,6 +119,8 @@ def load_dtype_bytes(info: ModelInfo, gpu: bool, dtype: str | None = None) -> in
     """Bytes per weight as loaded: ``dtype`` when given, else fp32 as fp16 on a GPU, else as stored."""
     if dtype is None and gpu and info.dtype == "float32":
         dtype = "float16"
+    if dtype is None and not gpu and info.engine == "faster_whisper" and info.dtype in ("float16", "bfloat16"):
+        dtype = "float32"  # CTranslate2 runs half-precision weights as float32 on a CPU without fast fp16
     return DTYPE_BYTES.get(dtype or info.dtype or "")
 
 

@@ -5,6 +5,8 @@ The package is located with ``importlib.util.find_spec`` on its top-level name, 
 folder without importing (running) the package. A spaCy model package keeps its pipeline in a
 versioned subfolder (``en_core_web_sm/en_core_web_sm-3.8.0/``, with ``meta.json`` and
 ``config.cfg``); its top folder has a ``meta.json`` too, but no ``config.cfg``, so it is not taken.
+A CMU Sphinx model folder (pocketsphinx's own ``model/en-us``: acoustic model, ``*.lm.bin``,
+``*.dict``) is one too. A model whose file ships in parts is joined by :mod:`corral.models.parts`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib.util
 from pathlib import Path
 
 from corral.errors import BadReferenceError, ModelNotFoundError
+from corral.models.inspect_speech import sphinx_files
 
 MARKERS = ("model_index.json", "modules.json", "config.json")
 SPACY_MARKERS = ("meta.json", "config.cfg")  # all of them: a trained spaCy pipeline
@@ -41,14 +44,15 @@ def find_packaged_model(package: str) -> Path:
             ggufs = sorted(folder.glob("*.gguf"))
             if len(ggufs) == 1:
                 candidates.append(ggufs[0])
-            elif any((folder / m).is_file() for m in MARKERS) or all((folder / m).is_file() for m in SPACY_MARKERS):
+            elif any((folder / m).is_file() for m in MARKERS) or all((folder / m).is_file() for m in SPACY_MARKERS) \
+                    or sphinx_files(folder) is not None:
                 candidates.append(folder)
         if candidates:
             break
     if not candidates:
         raise ModelNotFoundError(f"package {package!r} ships no model corral can find",
-                                 "a package model is one .gguf file, a folder with config.json, or a "
-                                 "spaCy pipeline (meta.json and config.cfg)")
+                                 "a package model is one .gguf file, a folder with config.json, a "
+                                 "spaCy pipeline (meta.json and config.cfg) or a Sphinx model folder")
     found = candidates[0].resolve()
     if not found.is_relative_to(root):
         raise BadReferenceError(f"package {package!r} points outside its own folder")

@@ -4,6 +4,7 @@ on first use and downloading Hugging Face repos when asked to."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,7 +90,7 @@ class Resolver:
             path = download_repo(ref.value, ref.revision, progress=progress)
             owned = True
         elif ref.kind == "package":
-            path = find_packaged_model(ref.value)
+            path, owned = self._packaged(ref.value)
         elif ref.kind == "path":
             path = Path(ref.value)
             if not path.exists():
@@ -102,7 +103,12 @@ class Resolver:
                 raise ConflictError(f"{path} is already registered as {same.name!r}",
                                     "use that name, or add an alias for it in the config file")
             return same
-        info = inspect_path(path)
+        try:
+            info = inspect_path(path)
+        except BaseException:
+            if owned and ref.kind == "package":  # a joined copy that does not inspect is not kept
+                shutil.rmtree(path, ignore_errors=True)
+            raise
         chosen = check_name(name) if name else derive_name(ref, path, info)
         current = self.store.get(chosen)
         if current and current.source != str(ref):
@@ -111,6 +117,18 @@ class Resolver:
                                     "pick another with --name, or `corral rm` the old one")
             chosen = self._free_name(chosen)
         return self.store.put(chosen, str(ref), ref.kind, path, owned, info)
+
+    def _packaged(self, package: str) -> tuple[Path, bool]:
+        """(the packaged model's folder or file, whether corral made it): a model shipped in parts is
+        joined under the data folder (``models/parts.py``), everything else used where it is."""
+        from corral.models.parts import find_split, join_split
+
+        path = find_packaged_model(package)
+        split = find_split(path, package) if path.is_dir() else None
+        if split is None:
+            return path, False
+        folder = self.settings.data_dir / "packaged"
+        return join_split(split, folder, package.removesuffix("_part1"), inspect_path), True
 
     def _registered_at(self, path: Path) -> Entry | None:
         target = path.resolve()

@@ -21,6 +21,8 @@ ROUTES: dict[Task, tuple[str, ...]] = {
     Task.DETECT_OBJECTS: (f"{HF} (object-detection)", "sidecar detect_objects"),
     Task.SEGMENT_IMAGE: (f"{HF} (image-segmentation)", "sidecar segment_image"),
     Task.DESCRIBE_IMAGE: (f"{HF} (image-to-text)", "sidecar describe_image"),
+    Task.TRANSCRIBE: ("POST /v1/audio/transcriptions", "POST /v1/audio/translations (Whisper)",
+                      f"{HF} (automatic-speech-recognition)", "sidecar transcribe"),
 }
 
 

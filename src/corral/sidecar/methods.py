@@ -3,7 +3,8 @@ object. Generation and embedding take the OpenAI request body fields and answer 
 (``protocols.openai``, the same code as the HTTP door); a stream sends ``stream/delta``
 notifications first (``sidecar.streaming``). rerank speaks the Cohere/Jina shape; every other task
 (classify_text, classify_tokens, answer_question, translate, summarize, classify_image,
-detect_objects, segment_image, describe_image) the Hugging Face task API's, through
+detect_objects, segment_image, describe_image, transcribe: audio as base64 or a data: URL) the
+Hugging Face task API's, through
 ``protocols.hf`` as ``POST /models/{name}`` does; its generation tasks (translate, summarize,
 describe_image) stream too. Admin methods answer what the runtime's dataclasses say, as
 ``/api/ps`` does."""
@@ -236,7 +237,7 @@ async def usage(session: Session, params: dict[str, Any]) -> dict[str, Any]:
 
 HF_SHAPED = (Task.CLASSIFY_TEXT, Task.CLASSIFY_TOKENS, Task.ANSWER_QUESTION, Task.TRANSLATE, Task.SUMMARIZE,
              Task.CLASSIFY_IMAGE, Task.DETECT_OBJECTS, Task.SEGMENT_IMAGE, Task.DESCRIBE_IMAGE, Task.CLASSIFY_AUDIO,
-             Task.CLASSIFY_VIDEO)
+             Task.CLASSIFY_VIDEO, Task.TRANSCRIBE)
 Method = Callable[[Session, dict[str, Any]], Awaitable[Any]]
 METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,

@@ -1,0 +1,1 @@
+"""CTranslate2: Whisper models through faster-whisper (transcribe)."""
