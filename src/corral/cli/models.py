@@ -85,8 +85,9 @@ def _row(e: Entry, measured: dict[str, int]) -> list[str]:
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     from corral.models.catalog import alias_rows, model_rows
+    from corral.models.system import every_entry
 
-    entries = ctx.store.list()
+    entries = every_entry(ctx.store)  # registered, then built-in system models present (espeak-ng)
     measured = ctx.store.measurements()
     aliases = alias_rows(ctx.settings, ctx.store, {e.name for e in entries}) if args.aliases else []
     if args.json:
@@ -160,7 +161,8 @@ def _safety_line(info: ModelInfo, args: argparse.Namespace) -> str:
     if info.needs_remote_code:
         problems.append("custom code: refused unless --trust-remote-code"
                         + (" (allowed)" if args.trust_remote_code else ""))
-    stored = "spaCy's own serialization" if info.format == "spacy" else "safetensors/GGUF"
+    stored = {"spacy": "spaCy's own serialization", "onnx": "ONNX", "system": "a program on this system"}.get(
+        info.format, "safetensors/GGUF")
     return "; ".join(problems) or f"ok ({stored}, no custom code)"
 
 

@@ -28,6 +28,9 @@ HF_TOKENS = "corral.engines.transformers.tokens:TokenClassifierHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 SENTENCE_RERANK = "corral.engines.sentence.rerank:CrossEncoderHandler"
 SPACY = "corral.engines.spacy.handler:SpacyHandler"
+HF_TTS = "corral.engines.transformers.tts:TextToSpeechHandler"
+PIPER = "corral.engines.piper.handler:PiperHandler"
+ESPEAK = "corral.engines.espeak.handler:EspeakHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -87,13 +90,19 @@ ENGINES: dict[str, EngineSpec] = {
                              Task.TRANSLATE: HF_SEQ2SEQ, Task.SUMMARIZE: HF_SEQ2SEQ,
                              Task.CLASSIFY_IMAGE: HF_VISION, Task.DETECT_OBJECTS: HF_VISION,
                              Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER,
-                             Task.CLASSIFY_TOKENS: HF_TOKENS},
+                             Task.CLASSIFY_TOKENS: HF_TOKENS, Task.SPEAK: HF_TTS},
                    together=((frozenset({Task.CHAT, Task.DESCRIBE_IMAGE}), HF_VISION_CHAT),)),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE, Task.RERANK: SENTENCE_RERANK}),
         EngineSpec("spacy", ("spacy",), ("spacy",), "nlp", frozenset({"spacy"}), devices=("cpu",),
                    handlers={Task.CLASSIFY_TOKENS: SPACY}),
+        # Piper voices: ONNX through onnxruntime (CPU; CUDA where onnxruntime has its provider)
+        EngineSpec("piper", ("piper-tts", "onnxruntime"), ("piper", "onnxruntime"), "piper", frozenset({"onnx"}),
+                   devices=("cpu", "cuda"), handlers={Task.SPEAK: PIPER}),
+        # the espeak-ng program (a system package), one process per request; no Python package
+        EngineSpec("espeak", (), (), "audio", frozenset({"system"}), devices=("cpu",),
+                   handlers={Task.SPEAK: ESPEAK}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
                    "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
     )

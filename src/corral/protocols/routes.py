@@ -21,6 +21,7 @@ ROUTES: dict[Task, tuple[str, ...]] = {
     Task.DETECT_OBJECTS: (f"{HF} (object-detection)", "sidecar detect_objects"),
     Task.SEGMENT_IMAGE: (f"{HF} (image-segmentation)", "sidecar segment_image"),
     Task.DESCRIBE_IMAGE: (f"{HF} (image-to-text)", "sidecar describe_image"),
+    Task.SPEAK: ("POST /v1/audio/speech", f"{HF} (text-to-speech)", "sidecar speak"),
 }
 
 
