@@ -29,7 +29,8 @@ async def text_to_speech(runtime: Runtime, model: str, inputs: Any, parameters: 
     fmt = parameters.get("response_format") or parameters.get("format") or DEFAULT_FORMAT
     if fmt not in FORMATS:
         raise UsageError(f"parameters.response_format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    voice, speed = parameters.get("voice"), parameters.get("speed", 1.0)
+    voice, speed = parameters.get("voice"), parameters.get("speed")
+    speed = 1.0 if speed is None else speed
     if voice is not None and not isinstance(voice, str):
         raise UsageError("parameters.voice must be a string")
     if isinstance(speed, bool) or not isinstance(speed, int | float):
