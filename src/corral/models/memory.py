@@ -53,7 +53,8 @@ HF_TOKENIZER_ENTRY_BYTES = 480
 # touches). Measured on SmolLM2 Q4_1 (llama_cpp), a GPT-2-size random model (transformers) and MiniLM
 # (sentence_transformers), each the measured RSS delta less the pieces above, in a fresh process.
 ENGINE_OVERHEAD = {"llama_cpp": 4 * MiB, "transformers": 16 * MiB, "sentence_transformers": 13 * MiB,
-                   "spacy": 41 * MiB}  # spacy: en_core_web_sm's load less its folder (spacy imported first)
+                   "spacy": 41 * MiB,  # spacy: en_core_web_sm's load less its folder (spacy imported first)
+                   "piper": 32 * MiB}  # piper: en_US-joe-medium's onnxruntime session (96.8 MB) less its .onnx
 OTHER_ENGINE_OVERHEAD = 64 * MiB  # engines not measured yet (diffusers)
 BATCHER_OVERHEAD = 11 * MiB  # transformers' continuous batcher beyond its KV cache (warm-up, thread state)
 CUDA_CONTEXT = 384 * MiB  # a CUDA context and its kernels; not measured here (no GPU on the dev machine)
