@@ -2,8 +2,10 @@
 from configs (the test fixtures): chat, complete, embed, rerank, classify_text (own labels and zero-shot),
 classify_tokens, answer_question, translate, summarize, classify_image, detect_objects, segment_image,
 describe_image (a captioner and an image-text chat model), chat with an image, rerank on a
-sentence-transformers CrossEncoder, translation with language codes (NLLB-style) and panoptic / instance
-segmentation (Mask2Former). Prints one line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
+sentence-transformers CrossEncoder, translation with language codes (NLLB-style), panoptic / instance
+segmentation (Mask2Former) and speak (a tiny VITS; the real Piper voice, on CUDA where onnxruntime has the
+provider, else on the CPU with a warning). Prints one line per task (ok / FAILED with the error, seconds)
+and exits 1 if any failed.
 
 Meant for a lent GPU machine (`--device cuda`, the default when CUDA is available); with `--device cpu` it
 checks the same paths on any machine. No assertion on timing; the figures are for the note.
@@ -42,7 +44,7 @@ def _png() -> Any:
 def _models(root: Path) -> dict[str, Path]:
     from tests.fixtures import tiny_media as media
     from tests.fixtures import tiny_models as text
-    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_translators
+    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_translators, tiny_tts
     from tests.fixtures import tiny_vlm as vlm
 
     builders: dict[str, Callable[[Path], Any]] = {
@@ -52,8 +54,10 @@ def _models(root: Path) -> dict[str, Path]:
         "vit": media.build_vit, "detr": media.build_detr, "seg": media.build_segformer,
         "cap": media.build_captioner, "llava": vlm.build_llava, "st-cross": tiny_rerankers.build_crossencoder,
         "nllb": tiny_translators.build_nllb, "m2f": tiny_segmenters.build_mask2former,
+        "vits": tiny_tts.build_vits,
     }
-    return {name: build(root / name).path for name, build in builders.items()}
+    models = {name: build(root / name).path for name, build in builders.items()}
+    return {**models, "piper": tiny_tts.joe_voice()}  # the real Piper voice: onnxruntime's CUDA provider
 
 
 def _calls(image: Any) -> list[tuple[str, str, Any]]:
@@ -82,6 +86,8 @@ def _calls(image: Any) -> list[tuple[str, str, Any]]:
         ("translate", "nllb", t.TranslateRequest("hello", "eng_Latn", "fra_Latn", sampling=greedy)),
         ("segment_image", "m2f", t.SegmentImageRequest((image,))),
         ("segment_image", "m2f", t.SegmentImageRequest((image,), subtask="instance", threshold=0.0)),
+        ("speak", "vits", t.SpeakRequest("hello there. a second sentence.")),
+        ("speak", "piper", t.SpeakRequest("Hello there. A second sentence.")),  # CPU without onnxruntime-gpu
     ]
 
 
@@ -95,7 +101,10 @@ async def _run_all(runtime: Any, calls: list[tuple[str, str, Any]]) -> int:
         for task_name, model, request in calls:
             task, started = Task(task_name), time.perf_counter()
             try:
-                if TASKS[task].streams:
+                if task is Task.SPEAK:  # audio chunks, not text
+                    chunks = [c async for c in runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))]
+                    assert sum(len(c.samples) for c in chunks) > 0, "no audio"
+                elif TASKS[task].streams:
                     await acollect(runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke")))
                 else:
                     await runtime.call(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))

@@ -75,6 +75,19 @@ def test_the_voice_rule_and_the_text_checks() -> None:
         assert refused.value.http_status == status
 
 
+def test_piper_providers_follow_the_device(caplog: pytest.LogCaptureFixture) -> None:
+    from corral.engines.piper.handler import CPU, CUDA, providers_for
+
+    both = [CUDA, CPU]
+    assert providers_for("cpu", both) == [CPU]
+    assert providers_for(None, both) == [(CUDA, {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}), CPU]
+    assert providers_for("cuda:1", both)[0][1]["device_id"] == 1
+    assert providers_for(None, [CPU]) == [CPU]  # auto: the CPU where onnxruntime has no CUDA
+    assert providers_for("cuda", [CPU]) == [CPU] and "no CUDA provider" in caplog.text  # said, not hidden
+    with pytest.raises(UsageError, match="CPU or CUDA"):
+        providers_for("mps", both)
+
+
 def test_audio_is_the_model_called_by_hand(vits: Path) -> None:
     chunks = spoken({"vits": vits}, "vits", SpeakRequest(TEXT))[0]
     expected = by_hand(vits, TEXT)

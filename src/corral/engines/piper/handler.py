@@ -1,29 +1,33 @@
 """Piper voices (``NAME.onnx`` + ``NAME.onnx.json``) through piper-tts's public API: the voice's
 config read with ``PiperConfig.from_dict``, the ONNX session built here (so corral picks the
-onnxruntime providers: CUDA first when asked for or, by default, when onnxruntime has it; the CPU
-always as the fallback) and handed to ``PiperVoice``; ``PiperVoice.synthesize`` yields one chunk
-per sentence, streamed as it comes. Speed is Piper's ``length_scale`` (the voice's own divided by
-the speed); a multi-speaker voice speaks as the speaker its ``speaker_id_map`` names."""
+onnxruntime providers: CUDA first for ``--device cuda`` or auto when onnxruntime has it, the CPU
+with a warning for an explicit cuda without it; the CPU always as the fallback) and handed to
+``PiperVoice``; ``PiperVoice.synthesize`` yields one chunk per sentence, streamed as it comes.
+Speed is Piper's ``length_scale`` (the voice's own divided by the speed); a multi-speaker voice
+speaks as the speaker its ``speaker_id_map`` names."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from corral.devices import check_device
 from corral.engines.base import Handler
-from corral.errors import MissingDependencyError, UsageError
+from corral.errors import UsageError
 from corral.models.piper_voice import config_of, speakers, voice_file
 from corral.speech import choose_voice, last_chunk
 from corral.tasks import AudioChunk, SpeakRequest
 
+log = logging.getLogger("corral.engines.piper")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
 def providers_for(device: str | None, available: list[str]) -> list[Any]:
-    """onnxruntime providers for ``device`` (None / "auto": CUDA when onnxruntime has it)."""
+    """onnxruntime providers for ``device``: CUDA first for cuda, cuda:N or auto (None) when
+    onnxruntime has its provider (cuda without it: the CPU, with a warning); the CPU always."""
     device = check_device(device)
     base, _, index = (device or "auto").partition(":")
     if base == "cpu":
@@ -32,9 +36,9 @@ def providers_for(device: str | None, available: list[str]) -> list[Any]:
         raise UsageError(f"the piper engine runs on the CPU or CUDA, not {device!r}", "use --device cpu or cuda")
     if CUDA not in available:
         if base == "cuda":
-            raise MissingDependencyError(f"--device {device} asked for CUDA, but this onnxruntime has no CUDA "
-                                         f"provider (it has: {', '.join(available)})",
-                                         "install onnxruntime-gpu in place of onnxruntime, or use --device cpu")
+            log.warning("--device %s: this onnxruntime has no CUDA provider (it has: %s); the Piper voice runs "
+                        "on the CPU (install onnxruntime-gpu in place of onnxruntime for CUDA)", device,
+                        ", ".join(available))
         return [CPU]
     return [(CUDA, {"device_id": int(index or 0), "cudnn_conv_algo_search": "HEURISTIC"}), CPU]
 
