@@ -159,6 +159,12 @@ def test_espeak_ng_follows_its_program(tmp_path: Path) -> None:
     row = next(e for e in listed if e["name"] == "espeak-ng")
     assert row["source"] == "system:espeak-ng" and row["tasks"] == ["speak"] and row["engine"] == "espeak"
     assert registered(listed) == []  # listed, never written to the manifest
+    assert "is built in" in run_cli("pull", "espeak-ng").stdout
+    removed = run_cli("rm", "espeak-ng")
+    assert removed.returncode == 1 and "built in, not registered" in removed.stderr
+    inspected = json.loads(run_cli("inspect", "espeak-ng", "--json").stdout)
+    assert inspected["routes"]["speak"] == ["POST /v1/audio/speech", "POST /models/{name} (text-to-speech)",
+                                            "sidecar speak"]
     hidden = {"PATH": str(tmp_path)}  # no espeak-ng on this PATH
     assert "espeak-ng" not in [e["name"] for e in json.loads(run_cli("list", "--json", env=hidden).stdout)]
     r = run_cli("run", "espeak-ng", "hello", "-o", str(tmp_path / "x.wav"), env=hidden)

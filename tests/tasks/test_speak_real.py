@@ -243,3 +243,77 @@ def test_sidecar_speaks(tmp_path: Path) -> None:
         with pytest.raises(SidecarError) as caught:
             client.call("speak", {"model": "espeak-ng", "input": "hi", "voice": "nobody"})
         assert caught.value.data["status"] == 400
+
+
+def test_piper_voice_files_are_detected(tmp_path: Path) -> None:
+    from corral.models.piper_voice import speakers
+
+    real = joe_voice()
+    folder = tmp_path / "My Voice"
+    folder.mkdir()
+    for source in (real, real.with_name(real.name + ".json")):
+        (folder / source.name).symlink_to(source)
+    r = run_cli("pull", str(folder / real.name))
+    assert r.returncode == 0 and "registered en_us-joe-medium (onnx" in r.stdout, r.stderr
+    report = json.loads(run_cli("inspect", str(folder), "--json").stdout)  # the folder of one voice
+    assert (report["engine"], report["tasks"], report["format"]) == ("piper", ["speak"], "onnx")
+    assert report["routes"]["speak"][0] == "POST /v1/audio/speech"
+    assert report["memory"]["cpu_bytes"] > report["size_bytes"]
+    (folder / "other.onnx").symlink_to(real)
+    (folder / "other.onnx.json").symlink_to(real.with_name(real.name + ".json"))
+    two = run_cli("inspect", str(folder))
+    assert two.returncode == 1 and "one Piper voice" in two.stderr and "Traceback" not in two.stderr
+    assert speakers({"num_speakers": 3, "speaker_id_map": {"ann": 0, "bob": 1, "cy": 2},
+                     "default_speaker_id": 1}) == (["ann", "bob", "cy"], "bob")
+    assert speakers({"num_speakers": 1, "speaker_id_map": {}}) == (["default"], "default")
+
+
+def test_espeak_process_is_killed_when_the_stream_closes_and_past_its_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    from corral.engines.base import LoadOptions
+    from corral.engines.espeak import handler as espeak
+    from corral.models.system import system_entry
+
+    need_program("espeak-ng")
+    entry = system_entry("espeak-ng")
+    assert entry is not None
+    engine = espeak.EspeakHandler(entry.path, entry.info, LoadOptions())
+    engine.load()
+
+    def programs() -> list[str]:
+        return [p.name() for p in psutil.Process().children() if p.is_running() and p.status() != "zombie"]
+
+    stream = engine.speak(SpeakRequest(LONG * 20))
+    assert len(next(stream).samples) > 0
+    assert "espeak-ng" in programs()  # still speaking
+    stream.close()
+    assert "espeak-ng" not in programs()  # killed and reaped at once
+    monkeypatch.setattr(espeak, "deadline_for", lambda text: 0.0)
+    with pytest.raises(espeak.EspeakError, match="took longer than"):
+        list(engine.speak(SpeakRequest(LONG * 20)))
+    assert "espeak-ng" not in programs()
+
+
+def test_no_audio_is_written_to_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import sys
+
+    need_program("espeak-ng")
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "corral", "run", "espeak-ng", "hello"], stdout=follower,
+                              stderr=subprocess.PIPE, text=True, timeout=120, env=dict(os.environ))
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 2 and "refusing to write audio to a terminal" in done.stderr
+    assert "-o speech.wav" in done.stderr
+    piped = subprocess.run([sys.executable, "-m", "corral", "run", "espeak-ng", "hello"], capture_output=True,
+                           timeout=120, env=dict(os.environ))
+    assert piped.returncode == 0 and piped.stdout[:4] == b"RIFF"  # a pipe gets the WAV, streamed
+    samples, rate = decoded(piped.stdout)
+    assert rate == RATE
+    np.testing.assert_allclose(samples, espeak_by_hand("hello"), atol=PCM16)

@@ -14,6 +14,7 @@ from corral.models.info import ModelInfo
 from corral.models.inspect import inspect_path
 from corral.models.refs import REPO_ID, parse_ref
 from corral.models.store import Entry
+from corral.models.system import SYSTEM_MODELS, system_entry
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +60,9 @@ def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
     ref = parse_ref(text)
     if ref.kind == "name":
         target = ctx.settings.all_aliases().get(ref.value)
+        if target is None and ref.value in SYSTEM_MODELS and system_entry(ref.value) is not None:
+            print(f"{ref.value} is built in (a program on this system); there is nothing to register")
+            return 0
         if target is None:
             raise ModelNotFoundError(f"{ref.value!r} is not an alias, path, pkg: or hf: reference",
                                      "write hf:ORG/NAME for a Hugging Face repo")
@@ -108,6 +112,9 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
     entry = ctx.store.get(args.name)
+    if entry is None and args.name in SYSTEM_MODELS:
+        raise ModelNotFoundError(f"{args.name} is built in, not registered: it is listed while the {args.name} "
+                                 "program is installed")
     if entry is None:
         raise ModelNotFoundError(f"no model named {args.name!r} is registered", "see `corral list`")
     ctx.store.remove(entry.name)
