@@ -3,10 +3,11 @@ from configs (the test fixtures): chat, complete, embed, rerank, classify_text (
 classify_tokens, answer_question, translate, summarize, classify_image, detect_objects, segment_image,
 describe_image (a captioner and an image-text chat model), chat with an image, rerank on a
 sentence-transformers CrossEncoder, translation with language codes (NLLB-style), panoptic / instance
-segmentation (Mask2Former), audio classification (AST), video classification (VideoMAE), and transcribe (a tiny
+segmentation (Mask2Former), audio classification (AST), video classification (VideoMAE), transcribe (a tiny
 Whisper and a tiny CTC model through transformers' pipeline, and the real Whisper base through faster-whisper:
-CTranslate2 on CUDA in the --dtype compute type). Prints one line per task (ok / FAILED with the error, seconds)
-and exits 1 if any failed.
+CTranslate2 on CUDA in the --dtype compute type) and speak (a tiny VITS; the real Piper voice, on CUDA where
+onnxruntime has the provider, else on the CPU with a warning). Prints one line per task (ok / FAILED with the
+error, seconds) and exits 1 if any failed.
 
 Meant for a lent GPU machine (`--device cuda`, the default when CUDA is available); with `--device cpu` it
 checks the same paths on any machine. No assertion on timing; the figures are for the note.
@@ -46,7 +47,7 @@ def _models(root: Path) -> dict[str, Path]:
     from tests.fixtures import tiny_av_classifiers as av
     from tests.fixtures import tiny_media as media
     from tests.fixtures import tiny_models as text
-    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_speech, tiny_translators
+    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_speech, tiny_translators, tiny_tts
     from tests.fixtures import tiny_vlm as vlm
 
     builders: dict[str, Callable[[Path], Any]] = {
@@ -58,8 +59,10 @@ def _models(root: Path) -> dict[str, Path]:
         "nllb": tiny_translators.build_nllb, "m2f": tiny_segmenters.build_mask2former,
         "ast": av.build_ast, "vmae": av.build_videomae,
         "whisper": tiny_speech.build_whisper_asr, "ctc": tiny_speech.build_ctc,
+        "vits": tiny_tts.build_vits,
     }
-    return {name: build(root / name).path for name, build in builders.items()}
+    models = {name: build(root / name).path for name, build in builders.items()}
+    return {**models, "piper": tiny_tts.joe_voice()}  # the real Piper voice: onnxruntime's CUDA provider
 
 
 def _calls(image: Any) -> list[tuple[str, str, Any]]:
@@ -97,6 +100,8 @@ def _calls(image: Any) -> list[tuple[str, str, Any]]:
         ("transcribe", "whisper", t.TranscribeRequest(_speech(), timestamps="segment")),
         ("transcribe", "ctc", t.TranscribeRequest(_speech(), timestamps="word")),
         ("transcribe", "whisper-base", t.TranscribeRequest(_speech(), timestamps="word")),
+        ("speak", "vits", t.SpeakRequest("hello there. a second sentence.")),
+        ("speak", "piper", t.SpeakRequest("Hello there. A second sentence.")),  # CPU without onnxruntime-gpu
     ]
 
 
@@ -119,7 +124,10 @@ async def _run_all(runtime: Any, calls: list[tuple[str, str, Any]]) -> int:
         for task_name, model, request in calls:
             task, started = Task(task_name), time.perf_counter()
             try:
-                if TASKS[task].streams:
+                if task is Task.SPEAK:  # audio chunks, not text
+                    chunks = [c async for c in runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))]
+                    assert sum(len(c.samples) for c in chunks) > 0, "no audio"
+                elif TASKS[task].streams:
                     await acollect(runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke")))
                 else:
                     await runtime.call(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))

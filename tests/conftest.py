@@ -56,6 +56,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = N
                           env={**os.environ, **(env or {})}, input=input, timeout=timeout)
 
 
+def registered(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """`corral list --json` rows without the built-in system models (espeak-ng, listed while its
+    program is installed)."""
+    return [row for row in rows if row.get("source_kind") != "system"]
+
+
 def need_program(name: str) -> str:
     """The path of a program a system package provides (espeak-ng, chromium). Missing, the test is
     skipped with the command that installs it; under CORRAL_REQUIRE_SYSTEM=1 (set by .ci/run) it

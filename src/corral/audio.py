@@ -1,7 +1,9 @@
 """Audio a request carries or a model makes, through maintained libraries only: decoding with
 soundfile (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3) and, for what libsndfile lacks (m4a/AAC,
 WebM/Opus, audio tracks of video files), PyAV (FFmpeg); mixing to mono and resampling with soxr;
-encoding speech as WAV, FLAC, MP3, Opus (Ogg) with soundfile, AAC with PyAV, or raw 16-bit PCM.
+encoding speech as WAV, FLAC, MP3, Opus (Ogg) with soundfile, AAC with PyAV, or raw 16-bit PCM;
+streaming speech: a WAV read block by block from a pipe (the standard library's ``wave``), raw PCM
+resampled as a stream (soxr's ResampleStream).
 Every way audio can be bad is named in the error (empty, not audio, truncated, a codec no library
 here decodes: 400), and audio longer than the limit is refused (413) from its header where it has
 one, else as soon as decoding passes the limit. The libraries are imported here only (``corral[audio]``)."""
@@ -9,7 +11,8 @@ one, else as soon as decoding passes the limit. The libraries are imported here 
 from __future__ import annotations
 
 import io
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 from corral.errors import MissingDependencyError
 from corral.media import BadMediaError, MediaTooLargeError
@@ -174,3 +177,46 @@ def pcm16(samples: Any) -> bytes:
     """Float samples as 16-bit signed little-endian PCM."""
     np = _need("numpy")
     return bytes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+
+
+def wav_blocks(stream: IO[bytes], block_seconds: float = 0.25) -> Iterator[Audio]:
+    """Mono float32 blocks of a 16-bit PCM WAV read from ``stream`` (a pipe: never seeked) as its
+    bytes arrive, with the standard library's ``wave``; a header that claims more data than comes
+    (a stream of unknown length) ends at end of input."""
+    import wave
+
+    np = _need("numpy")
+    try:
+        reader = wave.open(stream, "rb")  # noqa: SIM115 - read lazily below; closing it leaves the pipe open
+    except (wave.Error, EOFError) as exc:
+        raise BadMediaError(f"the audio stream is not a WAV ({exc})") from None
+    with reader:
+        rate, width, channels = reader.getframerate(), reader.getsampwidth(), reader.getnchannels()
+        if width != 2 or not rate:
+            raise BadMediaError(f"the WAV stream holds {8 * width}-bit samples; 16-bit PCM expected")
+        frames = max(1, int(rate * block_seconds))
+        while data := reader.readframes(frames):
+            samples = np.frombuffer(data[: len(data) - len(data) % (2 * channels)], dtype="<i2")
+            yield Audio(samples.reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768.0, rate)
+
+
+class PcmStream:
+    """Chunks of audio at one rate as OpenAI's raw PCM (24 kHz, 16-bit signed little-endian mono),
+    resampled as one continuous stream (soxr's ResampleStream), so chunk edges leave no seams."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._stream = None if rate == PCM_RATE else _need("soxr").ResampleStream(
+            rate, PCM_RATE, 1, dtype="float32", quality="HQ")
+
+    def feed(self, samples: Any) -> bytes:
+        np = _need("numpy")
+        samples = np.asarray(samples, dtype=np.float32)
+        return pcm16(samples if self._stream is None else self._stream.resample_chunk(samples))
+
+    def end(self) -> bytes:
+        """What the resampler still holds, at the end of the stream."""
+        np = _need("numpy")
+        if self._stream is None:
+            return b""
+        return pcm16(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))

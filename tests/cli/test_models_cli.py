@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.conftest import registered, run_cli
+
+from corral.config import BUILTIN_ALIASES
 
 
 def test_pull_alias_list_and_json(smollm2_path: Path) -> None:
@@ -30,7 +32,7 @@ def test_local_gguf_registered_on_first_use_without_copy(tmp_path: Path, smollm2
     local.symlink_to(smollm2_path)
     r = run_cli("run", str(local), "Hi", "--temperature", "0", "--max-tokens", "3")
     assert r.returncode == 0, r.stderr
-    entries = json.loads(run_cli("list", "--json").stdout)
+    entries = registered(json.loads(run_cli("list", "--json").stdout))
     assert [e["name"] for e in entries] == ["my-model"]
     assert entries[0]["path"] == str(local)
     assert not any(p.suffix == ".gguf" for p in corral_home.rglob("*"))  # nothing copied
@@ -69,7 +71,7 @@ def test_rm_removes_registration_only(tmp_path: Path, minilm_path: Path) -> None
     assert r.returncode == 0
     assert "left its files in place" in r.stdout
     assert (folder / "model.safetensors").exists()
-    assert json.loads(run_cli("list", "--json").stdout) == []
+    assert registered(json.loads(run_cli("list", "--json").stdout)) == []
     r = run_cli("rm", "mini")
     assert r.returncode == 1 and "no model named 'mini'" in r.stderr
 
@@ -88,7 +90,7 @@ def test_inspect_gguf_human_and_json(smollm2_path: Path) -> None:
     assert data["routes"]["chat"] == ["POST /v1/chat/completions", "sidecar chat"]
     assert "POST /v1/embeddings" in data["routes"]["embed"]
     assert "served          chat: POST /v1/chat/completions; sidecar chat" in r.stdout
-    assert run_cli("list", "--json").stdout.strip() == "[]"  # inspect registers nothing
+    assert registered(json.loads(run_cli("list", "--json").stdout)) == []  # inspect registers nothing
 
 
 def test_inspect_package_and_registered_name() -> None:
@@ -106,11 +108,11 @@ def test_list_marks_aliases_as_such(tmp_path: Path, corral_home: Path) -> None:
     config = tmp_path / "config.toml"  # the CORRAL_CONFIG of every test
     config.write_text('[aliases]\nsmall = "smollm2"\n', encoding="utf-8")
     assert run_cli("pull", "minilm").returncode == 0
-    plain = json.loads(run_cli("list", "--json").stdout)
+    plain = registered(json.loads(run_cli("list", "--json").stdout))
     assert [(e["kind"], e["name"]) for e in plain] == [("model", "minilm")]  # models only by default
     listed = json.loads(run_cli("list", "--aliases", "--json").stdout)
     aliases = {e["name"]: e for e in listed if e["kind"] == "alias"}
-    assert set(aliases) == {"small", "smollm2", "whisper-base", "pocketsphinx"}  # minilm is registered now
+    assert set(aliases) == {"small", *BUILTIN_ALIASES} - {"minilm"}  # minilm is a registered model now
     assert aliases["small"]["alias_of"] == "smollm2" and aliases["smollm2"]["registered_as"] is None
     assert run_cli("pull", "smollm2").returncode == 0
     again = {e["name"]: e for e in json.loads(run_cli("list", "-a", "--json").stdout)}

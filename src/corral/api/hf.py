@@ -2,7 +2,7 @@
 payload) and ``POST /models/{name}/pipeline/{task}``, so ``InferenceClient(model=f"{base}/models/
 {name}")`` works unchanged. JSON bodies ``{"inputs": ..., "parameters": {...}}`` (a binary input
 base64-encoded), or a body that is the binary input itself (an image); answers in the shapes the
-client parses (``protocols.hf``)."""
+client parses (``protocols.hf``): JSON, or a file's bytes (text-to-speech audio)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from corral.api.common import call_info, runtime_of
 from corral.engines.table import tasks_served
 from corral.errors import UsageError
 from corral.models.refs import check_name
+from corral.protocols.hf.binary import Binary
 from corral.protocols.hf.tasks import HF_TASKS, choose, split_payload
 from corral.runtime.dispatcher import Door
 from corral.wire import dumps
@@ -46,6 +47,8 @@ async def _answer(request: Request, name: str, task: str | None) -> Response:
     chosen = choose(served, payload, task)
     call = call_info(request, Door.HF, request.url.path)
     result = await HF_TASKS[chosen].run(runtime, name, inputs, parameters, call)
+    if isinstance(result, Binary):  # a file: audio (text-to-speech)
+        return Response(result.data, media_type=result.media_type)
     return Response(dumps(result), media_type="application/json")
 
 

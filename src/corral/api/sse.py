@@ -1,5 +1,6 @@
 """Server-sent events: OpenAI's `data: {...}` lines and `data: [DONE]`, with the body iterator
-always closed (so a client that goes away stops generation at once, not at garbage collection)."""
+always closed (so a client that goes away stops generation at once, not at garbage collection);
+ClosingStream does the same for any streamed body (speech audio)."""
 
 from __future__ import annotations
 
@@ -18,24 +19,33 @@ def event(data: dict[str, Any]) -> str:
 DONE = "data: [DONE]\n\n"
 
 
-async def sse_events(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
-    """Each chunk as an event, then ``[DONE]``; the chunks are closed however this ends."""
+async def sse_events(chunks: AsyncIterator[dict[str, Any]], *, done: bool = True) -> AsyncIterator[str]:
+    """Each chunk as an event, then ``[DONE]`` (unless not ``done``: OpenAI's speech events end
+    without it); the chunks are closed however this ends."""
     try:
         async for chunk in chunks:
             yield event(chunk)
-        yield DONE
+        if done:
+            yield DONE
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
 
 
-class EventStream(StreamingResponse):
-    def __init__(self, events: AsyncIterator[str]) -> None:
-        super().__init__(events, media_type="text/event-stream",
-                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-        self._events = events
+class ClosingStream(StreamingResponse):
+    """A streamed body (chunked transfer) whose iterator is closed when the response ends, also
+    when the client went away mid-stream."""
+
+    def __init__(self, body: AsyncIterator[Any], media_type: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(body, media_type=media_type, headers=headers)
+        self._events = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self._events.aclose()  # type: ignore[attr-defined]
+
+
+class EventStream(ClosingStream):
+    def __init__(self, events: AsyncIterator[str]) -> None:
+        super().__init__(events, "text/event-stream", {"cache-control": "no-cache", "x-accel-buffering": "no"})

@@ -1,4 +1,4 @@
-"""run, chat and embed."""
+"""run, chat and embed (run's text-to-speech in speak.py)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "(default: its first)")
     p.add_argument("--threshold", type=float, help="object detection: the lowest score shown (0.5); "
                    "instance / panoptic segmentation: the lowest segment score kept (0.9)")
-    p.add_argument("-o", "--output", metavar="DIR", help="image segmentation: write each mask as a PNG here")
+    _add_output_flags(p)
     p.add_argument("--subtask", choices=SEGMENT_SUBTASKS, help="image segmentation: semantic, instance or "
                    "panoptic (default: the model's own; universal models: panoptic)")
     p.add_argument("--mask-threshold", type=float, default=0.5,
@@ -86,6 +86,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-normalize", action="store_true", help="raw vectors, not unit length")
     add_load_flags(p)
     p.set_defaults(func=cmd_embed)
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="PATH", help="image segmentation: the folder to write each mask to "
+                   "as a PNG; text-to-speech: the audio file, its format from the extension (wav, flac, mp3, "
+                   "opus/ogg, aac, pcm)")
+    p.add_argument("--voice", help="text-to-speech: one of the model's voices (default: its own; OpenAI's voice "
+                   "names mean that one)")
+    p.add_argument("--speed", type=float, default=1.0, help="text-to-speech: 0.25 to 4.0 (default 1.0)")
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
@@ -124,6 +133,11 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     if own in ONE_SHOT:
         entry_task(entry, own)
         return ONE_SHOT[own](args, ctx, entry)
+    if own is Task.SPEAK:
+        from corral.cli.speak import run_speak
+
+        entry_task(entry, own)
+        return run_speak(args, ctx, entry)
     if own is Task.DESCRIBE_IMAGE:
         from corral.cli.tasks import image_of
 

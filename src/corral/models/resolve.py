@@ -1,5 +1,6 @@
 """Resolve what a user typed to a registered model, registering local and packaged models
-on first use and downloading Hugging Face repos when asked to."""
+on first use and downloading Hugging Face repos when asked to; a built-in system model
+(``models/system.py``: espeak-ng) resolves by its name, unregistered."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from corral.models.inspect import inspect_path
 from corral.models.packaged import find_packaged_model
 from corral.models.refs import REPO_ID, ModelRef, check_name, parse_ref
 from corral.models.store import Entry, Store
+from corral.models.system import system_entry
 
 if TYPE_CHECKING:
     from corral.models.download import Progress
@@ -31,7 +33,7 @@ def derive_name(ref: ModelRef, path: Path, info: ModelInfo) -> str:
     name for itself, or the folder above it."""
     if ref.kind == "hf":
         return ref.value
-    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    stem = next((path.name[: -len(s)] for s in (".gguf", ".onnx") if path.name.lower().endswith(s)), path.name)
     if ref.kind == "package":
         stem = ref.value
     elif stem.lower() in GENERIC_STEMS:
@@ -60,6 +62,9 @@ class Resolver:
             target = self.settings.all_aliases().get(ref.value)
             if target is not None:
                 return self._resolve(target, alias_name or ref.value, depth + 1, progress)
+            builtin = system_entry(ref.value)  # a program on this system (espeak-ng)
+            if builtin is not None:
+                return builtin
             local = Path.cwd() / ref.value
             if self.allow_paths and local.exists():
                 if REPO_ID.match(ref.value):

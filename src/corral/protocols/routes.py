@@ -23,6 +23,7 @@ ROUTES: dict[Task, tuple[str, ...]] = {
     Task.DESCRIBE_IMAGE: (f"{HF} (image-to-text)", "sidecar describe_image"),
     Task.TRANSCRIBE: ("POST /v1/audio/transcriptions", "POST /v1/audio/translations (Whisper)",
                       f"{HF} (automatic-speech-recognition)", "sidecar transcribe"),
+    Task.SPEAK: ("POST /v1/audio/speech", f"{HF} (text-to-speech)", "sidecar speak"),
 }
 
 

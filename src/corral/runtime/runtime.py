@@ -163,7 +163,10 @@ class Runtime:
     # --- models -------------------------------------------------------------------------------
 
     async def list_models(self) -> list[Entry]:
-        return await asyncio.to_thread(self.store.list)
+        """Registered models, then the built-in system models present (espeak-ng)."""
+        from corral.models.system import every_entry
+
+        return await asyncio.to_thread(every_entry, self.store)
 
     async def pull(self, reference: str, *, progress: Progress = False) -> Entry:
         """Register (downloading first, for a hub repo) the model ``reference`` names. ``progress``:

@@ -22,7 +22,7 @@ from corral.engines.base import implementation
 from corral.runtime.dispatcher import CallInfo, Tally, task_check
 from corral.runtime.loader import require_task
 from corral.runtime.runtime import Runtime
-from corral.tasks import TASKS, Task, TextChunk
+from corral.tasks import TASKS, Task
 
 T = TypeVar("T")
 LOOP_CHECK_S = 0.1  # how often a waiting caller looks at Ctrl-C and at the loop thread
@@ -116,8 +116,8 @@ class SyncRuntime:
                 if not self._thread.is_alive():
                     raise RuntimeError("the runtime's event loop stopped") from None
 
-    def stream(self, task: Task, name: str, request: Any, call: CallInfo) -> Generator[TextChunk, None, None]:
-        """A streaming task's chunks, made in the caller's thread."""
+    def stream(self, task: Task, name: str, request: Any, call: CallInfo) -> Generator[Any, None, None]:
+        """A streaming task's chunks (text, audio, progress: the task's own), made in the caller's thread."""
         if not TASKS[task].streams:
             raise ValueError(f"{task.value} does not stream; use call()")
         registry, tally, model = self.runtime.registry, Tally(name), None

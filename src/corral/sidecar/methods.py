@@ -6,8 +6,8 @@ notifications first (``sidecar.streaming``). rerank speaks the Cohere/Jina shape
 detect_objects, segment_image, describe_image, transcribe: audio as base64 or a data: URL) the
 Hugging Face task API's, through
 ``protocols.hf`` as ``POST /models/{name}`` does; its generation tasks (translate, summarize,
-describe_image) stream too. Admin methods answer what the runtime's dataclasses say, as
-``/api/ps`` does."""
+describe_image) stream too. speak takes OpenAI's speech fields (``sidecar.speech``). Admin methods
+answer what the runtime's dataclasses say, as ``/api/ps`` does."""
 
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral import __version__
 from corral.errors import ModelNotFoundError, UsageError
 from corral.models.refs import REPO_ID, check_name
+from corral.models.system import system_entry
 from corral.protocols.openai.chat import ChatFold, start_chat
 from corral.protocols.openai.completions import CompletionFold, start_completion
 from corral.protocols.openai.embeddings import create_embeddings
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.sidecar.devices import probe_devices
+from corral.sidecar.speech import speak
 from corral.sidecar.streaming import send_stream, stream_generation, timed
 from corral.tasks import Task
 
@@ -166,6 +168,8 @@ async def models_inspect(session: Session, params: dict[str, Any]) -> dict[str, 
     if entry is None and target is not None:
         entry = rt.store.find_by_source(target) or rt.store.get(target)
     if entry is None:
+        entry = system_entry(name)  # a program on this system (espeak-ng)
+    if entry is None:
         raise ModelNotFoundError(f"no model named {name!r} is registered", "models/pull it first; models/list "
                                  "shows what is registered")
     info = await asyncio.to_thread(inspect_path, entry.path)
@@ -243,6 +247,6 @@ METHODS: dict[str, Method] = {
     "initialize": initialize, "models/list": models_list, "models/inspect": models_inspect,
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
-    **{t.value: functools.partial(hf_task, t) for t in HF_SHAPED},
+    **{t.value: functools.partial(hf_task, t) for t in HF_SHAPED}, "speak": speak,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

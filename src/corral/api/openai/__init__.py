@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from corral.api.openai import audio, chat, completions, embeddings, models
+from corral.api.openai import audio, chat, completions, embeddings, models, speech
 
 router = APIRouter()
-for _module in (models, chat, completions, embeddings, audio):
+for _module in (models, chat, completions, embeddings, audio, speech):
     router.include_router(_module.router)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UnsupportedTaskError, UsageError
-from corral.protocols.hf import generation, media, speech, text, tokens, vision
+from corral.protocols.hf import generation, media, speech, text, tokens, tts, vision
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ HF_TASKS: dict[str, HFTask] = {
     "audio-classification": HFTask(Task.CLASSIFY_AUDIO, media.audio_classification),
     "video-classification": HFTask(Task.CLASSIFY_VIDEO, media.video_classification),
     "automatic-speech-recognition": HFTask(Task.TRANSCRIBE, speech.automatic_speech_recognition),
+    "text-to-speech": HFTask(Task.SPEAK, tts.text_to_speech),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
                                 Task.CLASSIFY_TOKENS: "token-classification",
@@ -52,7 +53,7 @@ DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.
                                 Task.DETECT_OBJECTS: "object-detection", Task.SEGMENT_IMAGE: "image-segmentation",
                                 Task.DESCRIBE_IMAGE: "image-to-text", Task.CLASSIFY_AUDIO: "audio-classification",
                                 Task.CLASSIFY_VIDEO: "video-classification",
-                                Task.TRANSCRIBE: "automatic-speech-recognition"}
+                                Task.TRANSCRIBE: "automatic-speech-recognition", Task.SPEAK: "text-to-speech"}
 
 
 def hf_names(served: list[str]) -> list[str]:

@@ -1,0 +1,1 @@
+"""Piper: the handler that speaks with a Piper voice (ONNX through onnxruntime)."""
