@@ -10,6 +10,7 @@ from contextlib import closing
 from typing import Any
 
 from corral.cli.context import Context, add_load_flags, cli_runtime
+from corral.cli.imagine import add_flags as add_generation_flags
 from corral.cli.output import print_json
 from corral.errors import UsageError
 from corral.models.store import Entry
@@ -56,7 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "(default: its first)")
     p.add_argument("--threshold", type=float, help="object detection: the lowest score shown (0.5); "
                    "instance / panoptic segmentation: the lowest segment score kept (0.9)")
-    p.add_argument("-o", "--output", metavar="DIR", help="image segmentation: write each mask as a PNG here")
+    p.add_argument("-o", "--output", metavar="PATH", help="image segmentation: a folder for the masks (PNG); "
+                   "image generation: the image file (.png, .jpg, .webp); video generation: the .mp4, or a folder "
+                   "for the frames")
     p.add_argument("--subtask", choices=SEGMENT_SUBTASKS, help="image segmentation: semantic, instance or "
                    "panoptic (default: the model's own; universal models: panoptic)")
     p.add_argument("--mask-threshold", type=float, default=0.5,
@@ -67,6 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--target-lang", help="translation: the target language as the model names it")
     p.add_argument("--aggregation", choices=TOKEN_AGGREGATIONS, default="simple",
                    help="token classification (NER) models: simple = one row per entity, none = per token")
+    add_generation_flags(p)
     add_load_flags(p)
     p.set_defaults(func=cmd_run)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.cli.context import Context, cli_runtime
+from corral.cli.imagine import run_generate_image, run_generate_video
 from corral.cli.output import print_json, table
 from corral.errors import UsageError
 from corral.models.store import Entry
@@ -220,4 +221,5 @@ ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
     Task.RERANK: run_rerank, Task.CLASSIFY_TEXT: run_classify_text, Task.ANSWER_QUESTION: run_answer_question,
     Task.CLASSIFY_IMAGE: run_classify_image, Task.DETECT_OBJECTS: run_detect_objects,
     Task.SEGMENT_IMAGE: run_segment_image, Task.CLASSIFY_TOKENS: run_classify_tokens,
+    Task.GENERATE_IMAGE: run_generate_image, Task.GENERATE_VIDEO: run_generate_video,
 }

@@ -28,6 +28,7 @@ HF_TOKENS = "corral.engines.transformers.tokens:TokenClassifierHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 SENTENCE_RERANK = "corral.engines.sentence.rerank:CrossEncoderHandler"
 SPACY = "corral.engines.spacy.handler:SpacyHandler"
+DIFFUSERS = "corral.engines.diffusers.handler:DiffusersHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -95,7 +96,8 @@ ENGINES: dict[str, EngineSpec] = {
         EngineSpec("spacy", ("spacy",), ("spacy",), "nlp", frozenset({"spacy"}), devices=("cpu",),
                    handlers={Task.CLASSIFY_TOKENS: SPACY}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
-                   "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
+                   "diffusion", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
+                   handlers={Task.GENERATE_IMAGE: DIFFUSERS, Task.GENERATE_VIDEO: DIFFUSERS}),
     )
 }
 

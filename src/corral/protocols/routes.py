@@ -21,6 +21,9 @@ ROUTES: dict[Task, tuple[str, ...]] = {
     Task.DETECT_OBJECTS: (f"{HF} (object-detection)", "sidecar detect_objects"),
     Task.SEGMENT_IMAGE: (f"{HF} (image-segmentation)", "sidecar segment_image"),
     Task.DESCRIBE_IMAGE: (f"{HF} (image-to-text)", "sidecar describe_image"),
+    Task.GENERATE_IMAGE: ("POST /v1/images/generations", f"{HF} (text-to-image)", "sidecar generate_image"),
+    Task.GENERATE_VIDEO: ("POST /v1/videos (a job: GET /v1/videos/{id}, GET /v1/videos/{id}/content)",
+                          f"{HF} (text-to-video)", "sidecar generate_video"),
 }
 
 

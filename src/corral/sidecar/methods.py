@@ -29,6 +29,7 @@ from corral.protocols.openai.embeddings import create_embeddings
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.sidecar.devices import probe_devices
+from corral.sidecar.generation import generate_image, generate_video
 from corral.sidecar.streaming import send_stream, stream_generation, timed
 from corral.tasks import Task
 
@@ -242,5 +243,6 @@ METHODS: dict[str, Method] = {
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
     **{t.value: functools.partial(hf_task, t) for t in HF_SHAPED},
+    "generate_image": generate_image, "generate_video": generate_video,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

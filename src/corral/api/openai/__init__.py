@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from corral.api.openai import chat, completions, embeddings, models
+from corral.api.openai import chat, completions, embeddings, images, models, videos
 
 router = APIRouter()
-for _module in (models, chat, completions, embeddings):
+for _module in (models, chat, completions, embeddings, images, videos):
     router.include_router(_module.router)

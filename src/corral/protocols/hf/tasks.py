@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UnsupportedTaskError, UsageError
-from corral.protocols.hf import generation, text, tokens, vision
+from corral.protocols.hf import diffusion, generation, text, tokens, vision
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -41,13 +41,16 @@ HF_TASKS: dict[str, HFTask] = {
     "object-detection": HFTask(Task.DETECT_OBJECTS, vision.object_detection),
     "image-segmentation": HFTask(Task.SEGMENT_IMAGE, vision.image_segmentation),
     "image-to-text": HFTask(Task.DESCRIBE_IMAGE, vision.image_to_text, vision.start_image_to_text),
+    "text-to-image": HFTask(Task.GENERATE_IMAGE, diffusion.text_to_image),
+    "text-to-video": HFTask(Task.GENERATE_VIDEO, diffusion.text_to_video),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
                                 Task.CLASSIFY_TOKENS: "token-classification",
                                 Task.ANSWER_QUESTION: "question-answering", Task.TRANSLATE: "translation",
                                 Task.SUMMARIZE: "summarization", Task.CLASSIFY_IMAGE: "image-classification",
                                 Task.DETECT_OBJECTS: "object-detection", Task.SEGMENT_IMAGE: "image-segmentation",
-                                Task.DESCRIBE_IMAGE: "image-to-text"}
+                                Task.DESCRIBE_IMAGE: "image-to-text", Task.GENERATE_IMAGE: "text-to-image",
+                                Task.GENERATE_VIDEO: "text-to-video"}
 
 
 def hf_names(served: list[str]) -> list[str]:
