@@ -2,8 +2,9 @@
 from configs (the test fixtures): chat, complete, embed, rerank, classify_text (own labels and zero-shot),
 classify_tokens, answer_question, translate, summarize, classify_image, detect_objects, segment_image,
 describe_image (a captioner and an image-text chat model), chat with an image, rerank on a
-sentence-transformers CrossEncoder, translation with language codes (NLLB-style) and panoptic / instance
-segmentation (Mask2Former). Prints one line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
+sentence-transformers CrossEncoder, translation with language codes (NLLB-style), panoptic / instance
+segmentation (Mask2Former), generate_image (Stable Diffusion, fp16 on CUDA) and generate_video
+(TextToVideoSD). Prints one line per task (ok / FAILED with the error, seconds) and exits 1 if any failed.
 
 Meant for a lent GPU machine (`--device cuda`, the default when CUDA is available); with `--device cpu` it
 checks the same paths on any machine. No assertion on timing; the figures are for the note.
@@ -40,9 +41,9 @@ def _png() -> Any:
 
 
 def _models(root: Path) -> dict[str, Path]:
+    from tests.fixtures import tiny_diffusion, tiny_rerankers, tiny_segmenters, tiny_translators
     from tests.fixtures import tiny_media as media
     from tests.fixtures import tiny_models as text
-    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_translators
     from tests.fixtures import tiny_vlm as vlm
 
     builders: dict[str, Callable[[Path], Any]] = {
@@ -52,6 +53,7 @@ def _models(root: Path) -> dict[str, Path]:
         "vit": media.build_vit, "detr": media.build_detr, "seg": media.build_segformer,
         "cap": media.build_captioner, "llava": vlm.build_llava, "st-cross": tiny_rerankers.build_crossencoder,
         "nllb": tiny_translators.build_nllb, "m2f": tiny_segmenters.build_mask2former,
+        "sd": media.build_stable_diffusion, "t2v": tiny_diffusion.build_text_to_video,
     }
     return {name: build(root / name).path for name, build in builders.items()}
 
@@ -82,13 +84,14 @@ def _calls(image: Any) -> list[tuple[str, str, Any]]:
         ("translate", "nllb", t.TranslateRequest("hello", "eng_Latn", "fra_Latn", sampling=greedy)),
         ("segment_image", "m2f", t.SegmentImageRequest((image,))),
         ("segment_image", "m2f", t.SegmentImageRequest((image,), subtask="instance", threshold=0.0)),
+        ("generate_image", "sd", t.GenerateImageRequest("a cat", width=32, height=32, n=2, steps=2, seed=1)),
+        ("generate_video", "t2v", t.GenerateVideoRequest("a cat", width=16, height=16, frames=4, steps=2, seed=1)),
     ]
 
 
 async def _run_all(runtime: Any, calls: list[tuple[str, str, Any]]) -> int:
     from corral.runtime.dispatcher import CallInfo, Door
     from corral.tasks import TASKS, Task
-    from corral.wire import acollect
 
     failed = 0
     async with runtime:
@@ -96,7 +99,7 @@ async def _run_all(runtime: Any, calls: list[tuple[str, str, Any]]) -> int:
             task, started = Task(task_name), time.perf_counter()
             try:
                 if TASKS[task].streams:
-                    await acollect(runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke")))
+                    [c async for c in runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))]
                 else:
                     await runtime.call(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))
                 print(f"ok      {task_name:16} {model:7} {time.perf_counter() - started:7.3f} s", flush=True)
