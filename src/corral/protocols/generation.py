@@ -110,17 +110,19 @@ async def generate(runtime: Runtime, task: Task, model: str, request: Any, call:
                    on_progress: OnProgress | None = None) -> Any:
     """The task's result, each diffusion step handed to ``on_progress`` first. Cancelling the
     caller closes the stream, which stops the diffusion loop at the next step (logged 499)."""
-    stream = runtime.run(task, model, request, call)
+    stream, result = runtime.run(task, model, request, call), None
     try:
-        async for chunk in stream:
+        async for chunk in stream:  # read to its end: a stream closed early is a call cancelled (499)
             if isinstance(chunk, Progress):
                 if on_progress is not None:
                     on_progress(chunk)
             elif isinstance(chunk, (GenerateImageResult, GenerateVideoResult)):
-                return chunk
+                result = chunk
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
-    raise RuntimeError(f"{task.value} ended without a result")
+    if result is None:
+        raise RuntimeError(f"{task.value} ended without a result")
+    return result
 
 
 def image_bytes(image: Any, output_format: str = "png") -> bytes:

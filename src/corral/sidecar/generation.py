@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.media_tasks import GenerateVideoResult
 from corral.protocols.generation import generate, mp4_bytes
-from corral.protocols.openai.images import ImageGenerationBody, create_images
+from corral.protocols.openai.images import ImageGenerationBody, UnsupportedParameter, create_images
 from corral.protocols.openai.videos import VideoBody, video_request_of
 from corral.sidecar.streaming import step_progress
 from corral.tasks import Task
@@ -36,11 +36,9 @@ async def generate_image(session: Session, params: dict[str, Any]) -> dict[str, 
 
 async def generate_video(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     body = VideoBody.model_validate(params)
-    request = video_request_of(body, session.runtime.settings.runtime)
     if not body.model:
-        from corral.protocols.openai.images import UnsupportedParameter
-
         raise UnsupportedParameter("model is required: the name of a text-to-video model")
+    request = video_request_of(body, session.runtime.settings.runtime)
     result: GenerateVideoResult = await generate(session.runtime, Task.GENERATE_VIDEO, body.model, request,
                                                  session.call("generate_video"),
                                                  step_progress(session, _token(params), "generate_video"))

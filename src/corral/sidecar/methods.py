@@ -5,8 +5,9 @@ notifications first (``sidecar.streaming``). rerank speaks the Cohere/Jina shape
 (classify_text, classify_tokens, answer_question, translate, summarize, classify_image,
 detect_objects, segment_image, describe_image) the Hugging Face task API's, through
 ``protocols.hf`` as ``POST /models/{name}`` does; its generation tasks (translate, summarize,
-describe_image) stream too. Admin methods answer what the runtime's dataclasses say, as
-``/api/ps`` does."""
+describe_image) stream too. generate_image and generate_video (``sidecar.generation``) take the
+OpenAI images / video fields and send ``notifications/progress`` per diffusion step. Admin methods
+answer what the runtime's dataclasses say, as ``/api/ps`` does."""
 
 from __future__ import annotations
 
