@@ -5,9 +5,10 @@ describe_image (a captioner and an image-text chat model), chat with an image, r
 sentence-transformers CrossEncoder, translation with language codes (NLLB-style), panoptic / instance
 segmentation (Mask2Former), audio classification (AST), video classification (VideoMAE), transcribe (a tiny
 Whisper and a tiny CTC model through transformers' pipeline, and the real Whisper base through faster-whisper:
-CTranslate2 on CUDA in the --dtype compute type) and speak (a tiny VITS; the real Piper voice, on CUDA where
-onnxruntime has the provider, else on the CPU with a warning). Prints one line per task (ok / FAILED with the
-error, seconds) and exits 1 if any failed.
+CTranslate2 on CUDA in the --dtype compute type), speak (a tiny VITS; the real Piper voice, on CUDA where
+onnxruntime has the provider, else on the CPU with a warning), generate_image (Stable Diffusion, fp16 on CUDA)
+and generate_video (TextToVideoSD). Prints one line per task (ok / FAILED with the error, seconds) and exits 1
+if any failed.
 
 Meant for a lent GPU machine (`--device cuda`, the default when CUDA is available); with `--device cpu` it
 checks the same paths on any machine. No assertion on timing; the figures are for the note.
@@ -45,9 +46,9 @@ def _png() -> Any:
 
 def _models(root: Path) -> dict[str, Path]:
     from tests.fixtures import tiny_av_classifiers as av
+    from tests.fixtures import tiny_diffusion, tiny_rerankers, tiny_segmenters, tiny_speech, tiny_translators, tiny_tts
     from tests.fixtures import tiny_media as media
     from tests.fixtures import tiny_models as text
-    from tests.fixtures import tiny_rerankers, tiny_segmenters, tiny_speech, tiny_translators, tiny_tts
     from tests.fixtures import tiny_vlm as vlm
 
     builders: dict[str, Callable[[Path], Any]] = {
@@ -60,6 +61,7 @@ def _models(root: Path) -> dict[str, Path]:
         "ast": av.build_ast, "vmae": av.build_videomae,
         "whisper": tiny_speech.build_whisper_asr, "ctc": tiny_speech.build_ctc,
         "vits": tiny_tts.build_vits,
+        "sd": media.build_stable_diffusion, "t2v": tiny_diffusion.build_text_to_video,
     }
     models = {name: build(root / name).path for name, build in builders.items()}
     return {**models, "piper": tiny_tts.joe_voice()}  # the real Piper voice: onnxruntime's CUDA provider
@@ -102,6 +104,8 @@ def _calls(image: Any) -> list[tuple[str, str, Any]]:
         ("transcribe", "whisper-base", t.TranscribeRequest(_speech(), timestamps="word")),
         ("speak", "vits", t.SpeakRequest("hello there. a second sentence.")),
         ("speak", "piper", t.SpeakRequest("Hello there. A second sentence.")),  # CPU without onnxruntime-gpu
+        ("generate_image", "sd", t.GenerateImageRequest("a cat", width=32, height=32, n=2, steps=2, seed=1)),
+        ("generate_video", "t2v", t.GenerateVideoRequest("a cat", width=16, height=16, frames=4, steps=2, seed=1)),
     ]
 
 
@@ -117,7 +121,6 @@ def _speech() -> Any:
 async def _run_all(runtime: Any, calls: list[tuple[str, str, Any]]) -> int:
     from corral.runtime.dispatcher import CallInfo, Door
     from corral.tasks import TASKS, Task
-    from corral.wire import acollect
 
     failed = 0
     async with runtime:
@@ -127,8 +130,8 @@ async def _run_all(runtime: Any, calls: list[tuple[str, str, Any]]) -> int:
                 if task is Task.SPEAK:  # audio chunks, not text
                     chunks = [c async for c in runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))]
                     assert sum(len(c.samples) for c in chunks) > 0, "no audio"
-                elif TASKS[task].streams:
-                    await acollect(runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke")))
+                elif TASKS[task].streams:  # text, or progress steps and a result
+                    [c async for c in runtime.run(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))]
                 else:
                     await runtime.call(task, model, request, CallInfo(Door.CLI, "gpu_smoke"))
                 print(f"ok      {task_name:16} {model:7} {time.perf_counter() - started:7.3f} s", flush=True)

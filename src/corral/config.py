@@ -94,6 +94,9 @@ class ServerSettings(_Section):
                               env="CORRAL_GRACE", ge=-1)
     max_body: Size = setting(64 * 1024 * 1024, "refuse a request body larger than this with 413 (default 64MB)",
                              env="CORRAL_MAX_BODY", ge=1024)
+    log_level: str = setting("warning", "what the server logs to stderr: error, warning (default), info, or debug "
+                             "(also a line per diffusion step)", env="CORRAL_LOG_LEVEL",
+                             pattern="^(error|warning|info|debug)$")
 
 
 class RuntimeSettings(_Section):

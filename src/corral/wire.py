@@ -17,6 +17,15 @@ from corral.tasks import EmbedResult, TextChunk, TokenLogprob, Usage
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Binary:
+    """An answer that is a file's bytes (generated audio, an image, a video), not JSON: a door sends it as the
+    body with its media type."""
+
+    data: bytes
+    media_type: str
+
+
 def usage_json(usage: Usage) -> dict[str, int]:
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens}

@@ -29,11 +29,15 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime:
+            from corral.protocols.openai.videos import VideoJobs
+
+            app.state.videos = VideoJobs(runtime)  # text-to-video jobs: rows and files under the data folder
             state.ready = True
             try:
                 yield
             finally:
                 state.ready = False
+                await app.state.videos.close()
 
     app = FastAPI(title="corral", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime, app.state.server = runtime, state

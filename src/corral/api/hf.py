@@ -13,13 +13,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from corral.api.common import call_info, runtime_of
+from corral.api.disconnect import until_disconnected
 from corral.engines.table import tasks_served
 from corral.errors import UsageError
 from corral.models.refs import check_name
-from corral.protocols.hf.binary import Binary
 from corral.protocols.hf.tasks import HF_TASKS, choose, split_payload
 from corral.runtime.dispatcher import Door
-from corral.wire import dumps
+from corral.tasks import Task
+from corral.wire import Binary, dumps
 
 router = APIRouter()
 
@@ -46,8 +47,12 @@ async def _answer(request: Request, name: str, task: str | None) -> Response:
               if t in {x.value for x in tasks_served(entry.info.engine, entry.info.tasks, runtime.engines)}]
     chosen = choose(served, payload, task)
     call = call_info(request, Door.HF, request.url.path)
-    result = await HF_TASKS[chosen].run(runtime, name, inputs, parameters, call)
-    if isinstance(result, Binary):  # a file: audio (text-to-speech)
+    work = HF_TASKS[chosen].run(runtime, name, inputs, parameters, call)
+    if HF_TASKS[chosen].task in (Task.GENERATE_IMAGE, Task.GENERATE_VIDEO):  # long: a client that leaves stops it
+        result = await until_disconnected(request, work)
+    else:
+        result = await work
+    if isinstance(result, Binary):
         return Response(result.data, media_type=result.media_type)
     return Response(dumps(result), media_type="application/json")
 

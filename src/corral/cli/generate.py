@@ -10,6 +10,7 @@ from contextlib import closing
 from typing import Any
 
 from corral.cli.context import Context, add_load_flags, cli_runtime
+from corral.cli.imagine import add_flags as add_generation_flags
 from corral.cli.output import print_json
 from corral.cli.transcribe import register_flags as register_transcribe_flags
 from corral.errors import UsageError
@@ -69,6 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--aggregation", choices=TOKEN_AGGREGATIONS, default="simple",
                    help="token classification (NER) models: simple = one row per entity, none = per token")
     register_transcribe_flags(p)
+    add_generation_flags(p)
     add_load_flags(p)
     p.set_defaults(func=cmd_run)
 
@@ -91,7 +93,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="PATH", help="image segmentation: the folder to write each mask to "
                    "as a PNG; text-to-speech: the audio file, its format from the extension (wav, flac, mp3, "
-                   "opus/ogg, aac, pcm)")
+                   "opus/ogg, aac, pcm); image generation: the image file (.png, .jpg, .webp); video generation: "
+                   "the .mp4, or a folder for the frames")
     p.add_argument("--voice", help="text-to-speech: one of the model's voices (default: its own; OpenAI's voice "
                    "names mean that one)")
     p.add_argument("--speed", type=float, default=1.0, help="text-to-speech: 0.25 to 4.0 (default 1.0)")

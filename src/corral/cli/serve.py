@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import logging
 import signal
 import sys
 import time
@@ -52,6 +53,10 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError(
             f"refusing to serve on {server.host} without an API key: anyone who can reach it could use it",
             "pass --api-key KEY (or CORRAL_API_KEYS), or --allow-insecure if the network is trusted")
+    level = logging.getLevelName(server.log_level.upper())
+    logging.basicConfig(stream=sys.stderr, level=max(level, logging.WARNING),  # other libraries: warnings
+                        format="corral: %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("corral").setLevel(level)
     options = RuntimeOptions.from_settings(ctx.settings, load_options(args, ctx))
     runtime = build_runtime(ctx.settings, ctx.store, options)
     state = ServerState()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.cli.context import Context, cli_runtime
+from corral.cli.imagine import run_generate_image, run_generate_video
 from corral.cli.media import read_bytes, run_classify_audio, run_classify_video
 from corral.cli.output import print_json, table
 from corral.cli.transcribe import run_transcribe
@@ -217,4 +218,5 @@ ONE_SHOT: dict[Task, Callable[[argparse.Namespace, Context, Entry], int]] = {
     Task.SEGMENT_IMAGE: run_segment_image, Task.CLASSIFY_TOKENS: run_classify_tokens,
     Task.CLASSIFY_AUDIO: run_classify_audio, Task.CLASSIFY_VIDEO: run_classify_video,
     Task.TRANSCRIBE: run_transcribe,
+    Task.GENERATE_IMAGE: run_generate_image, Task.GENERATE_VIDEO: run_generate_video,
 }

@@ -36,6 +36,7 @@ SPHINX = "corral.engines.sphinx.handler:SphinxHandler"
 HF_TTS = "corral.engines.transformers.tts:TextToSpeechHandler"
 PIPER = "corral.engines.piper.handler:PiperHandler"
 ESPEAK = "corral.engines.espeak.handler:EspeakHandler"
+DIFFUSERS = "corral.engines.diffusers.handler:DiffusersHandler"
 ALL_DEVICES = ("cpu", "cuda", "mps")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 # CTranslate2's compute types (which of them a device supports is checked at load)
@@ -117,7 +118,8 @@ ENGINES: dict[str, EngineSpec] = {
         EngineSpec("espeak", (), (), "audio", frozenset({"system"}), devices=("cpu",),
                    handlers={Task.SPEAK: ESPEAK}),
         EngineSpec("diffusers", ("diffusers", "transformers", "torch"), ("diffusers", "transformers", "torch"),
-                   "", frozenset({"safetensors"})),  # detected by inspect; runs in a later release
+                   "diffusion", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
+                   handlers={Task.GENERATE_IMAGE: DIFFUSERS, Task.GENERATE_VIDEO: DIFFUSERS}),
     )
 }
 

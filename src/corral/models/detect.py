@@ -90,10 +90,31 @@ MODEL_TYPES: dict[str, tuple[Task, ...]] = {
     "mpnet": (Task.EMBED,),
 }
 
-# diffusers pipeline _class_name fragments -> tasks
+# diffusers pipeline _class_name -> tasks: exact names first, then the first fragment the name contains.
+# corral runs pipelines that make images or video from a text prompt alone; those that need an input
+# image, video, mask or control image, make audio or embeddings, or take no prompt get no task.
+_IMAGE, _VIDEO, _NONE = (Task.GENERATE_IMAGE,), (Task.GENERATE_VIDEO,), ()
+DIFFUSERS_EXACT: dict[str, tuple[Task, ...]] = {
+    name: _NONE for name in (  # unconditional or class-conditional; decoders fed by a prior's embeddings
+        "DiffusionPipeline", "DDPMPipeline", "DDIMPipeline", "PNDMPipeline", "LDMPipeline", "DiTPipeline",
+        "KarrasVePipeline", "ScoreSdeVePipeline", "ConsistencyModelPipeline", "DanceDiffusionPipeline",
+        "KandinskyPipeline", "KandinskyV22Pipeline", "StableCascadeDecoderPipeline", "WuerstchenDecoderPipeline",
+        "VersatileDiffusionPipeline", "UniDiffuserPipeline", "ConsisIDPipeline", "PIAPipeline",
+        "CycleDiffusionPipeline")
+}
 DIFFUSERS_CLASSES: tuple[tuple[str, tuple[Task, ...]], ...] = (
-    ("Video", (Task.GENERATE_VIDEO,)),
-    ("Pipeline", (Task.GENERATE_IMAGE,)),
+    *((fragment, _NONE) for fragment in (
+        "Img2Img", "ImageToImage", "Image2Image", "Inpaint", "Fill", "Upscale", "SuperResolution", "Depth2Img",
+        "Pix2Pix", "ImageVariation", "DualGuided", "ImageToVideo", "Image2Video", "I2V", "VideoToVideo",
+        "Video2Video", "VideoToWorld", "LatentUpsample", "Control", "Adapter", "Edit", "Refiner", "Prior", "Redux",
+        "Kontext", "Condition", "InContext", "Decode", "WanAnimate", "Audio", "Music", "Marigold", "ShapE",
+        "Emb2Emb", "BlipDiffusion", "PaintByExample", "RePaint", "Spectrogram", "Helios", "Protein",
+        "StableVideoDiffusion", "Framepack", "VACE", "VisualCloze")),
+    ("TextToImage", _IMAGE),
+    *((fragment, _VIDEO) for fragment in (
+        "Video", "AnimateDiff", "LTX", "Mochi", "Wan", "Allegro", "Latte", "EasyAnimate", "SkyReels", "Cosmos",
+        "T2V")),
+    ("Pipeline", _IMAGE),
 )
 
 # model_type of speech encoders, whose *ForSequenceClassification heads classify audio
@@ -170,6 +191,8 @@ def tasks_for_config(architecture: str | None, model_type: str | None,
 
 
 def tasks_for_diffusers(class_name: str) -> list[str]:
+    if class_name in DIFFUSERS_EXACT:
+        return dedupe(list(DIFFUSERS_EXACT[class_name]))
     for fragment, tasks in DIFFUSERS_CLASSES:
         if fragment in class_name:
             return dedupe(list(tasks))

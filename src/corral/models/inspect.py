@@ -279,6 +279,11 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     return info
 
 
+# libraries a diffusers pipeline's components come from without running the model's own code: diffusers,
+# transformers, and diffusers' own pipeline modules (old files name the safety checker's "stable_diffusion")
+DIFFUSERS_LIBRARIES = frozenset({"diffusers", "transformers", "stable_diffusion", "stable_diffusion_xl"})
+
+
 def _inspect_diffusers(root: Path, files: list[Path]) -> ModelInfo:
     index = read_json(root / "model_index.json")
     info = ModelInfo(path=str(root), format="unknown", engine="diffusers", sources=["model_index.json"])
@@ -287,6 +292,15 @@ def _inspect_diffusers(root: Path, files: list[Path]) -> ModelInfo:
     info.architecture = class_name if isinstance(class_name, str) else None
     info.model_type = "diffusers"
     info.tasks = detect.tasks_for_diffusers(info.architecture or "")
+    if info.architecture and not info.tasks:
+        info.notes.append(f"{info.architecture} does not make images or video from a text prompt alone; "
+                          "corral runs text-to-image and text-to-video pipelines")
+    custom = [part for part, value in index.items() if not part.startswith("_") and isinstance(value, list)
+              and len(value) == 2 and isinstance(value[0], str) and value[0] not in DIFFUSERS_LIBRARIES]
+    if not isinstance(class_name, str) or custom:
+        info.needs_remote_code = True
+        info.notes.append("the pipeline names code outside diffusers and transformers "
+                          f"({', '.join(custom) or 'its pipeline class'}); it runs only with --trust-remote-code")
     info.memory = memory.with_defaults(info, MemoryEstimate(0, 0, weight_bytes=info.size_bytes))
     info.requirements = requirements(info.engine)
     return info

@@ -24,6 +24,7 @@ def check_trust(name: str, info: ModelInfo, trust: Trust) -> None:
             "prefer a safetensors or GGUF version; if you trust the source, pass --allow-pickle")
     if info.needs_remote_code and not trust.trust_remote_code:
         raise UnsafeModelError(
-            f"{name}: the model ships its own Python code (auto_map in its config), "
+            f"{name}: the model ships its own Python code (auto_map in its config, or diffusers "
+            "pipeline parts from outside diffusers and transformers), "
             "which corral does not run by default; refused",
             "read that code first; if you trust it, pass --trust-remote-code")

@@ -24,6 +24,9 @@ ROUTES: dict[Task, tuple[str, ...]] = {
     Task.TRANSCRIBE: ("POST /v1/audio/transcriptions", "POST /v1/audio/translations (Whisper)",
                       f"{HF} (automatic-speech-recognition)", "sidecar transcribe"),
     Task.SPEAK: ("POST /v1/audio/speech", f"{HF} (text-to-speech)", "sidecar speak"),
+    Task.GENERATE_IMAGE: ("POST /v1/images/generations", f"{HF} (text-to-image)", "sidecar generate_image"),
+    Task.GENERATE_VIDEO: ("POST /v1/videos (a job: GET /v1/videos/{id}, GET /v1/videos/{id}/content)",
+                          f"{HF} (text-to-video)", "sidecar generate_video"),
 }
 
 

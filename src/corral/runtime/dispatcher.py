@@ -18,7 +18,7 @@ from corral.runtime.loader import entry_task, require_task
 from corral.runtime.registry import Check, LoadedModel, Registry
 from corral.runtime.requestlog import LogRow, RequestLog
 from corral.runtime.scheduler import Batcher, Gate, ServingState, queue_full, stream_from_thread
-from corral.tasks import TASKS, ChatRequest, Task, Usage
+from corral.tasks import TASKS, ChatRequest, Progress, Task, Usage
 
 if TYPE_CHECKING:
     from corral.runtime.metrics import Metrics
@@ -86,7 +86,7 @@ class Tally:
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
-        elif getattr(chunk, "text", None):
+        elif getattr(chunk, "text", None) or isinstance(chunk, Progress):  # a diffusion step counts as a piece
             self.pieces += 1
 
     def fail(self, exc: BaseException) -> None:

@@ -6,7 +6,9 @@ notifications first (``sidecar.streaming``). rerank speaks the Cohere/Jina shape
 detect_objects, segment_image, describe_image, transcribe: audio as base64 or a data: URL) the
 Hugging Face task API's, through
 ``protocols.hf`` as ``POST /models/{name}`` does; its generation tasks (translate, summarize,
-describe_image) stream too. speak takes OpenAI's speech fields (``sidecar.speech``). Admin methods
+describe_image) stream too. speak takes OpenAI's speech fields (``sidecar.speech``). generate_image and
+generate_video (``sidecar.generation``) take the OpenAI images / video fields and send
+``notifications/progress`` per diffusion step. Admin methods
 answer what the runtime's dataclasses say, as ``/api/ps`` does."""
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from corral.protocols.openai.embeddings import create_embeddings
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.sidecar.devices import probe_devices
+from corral.sidecar.generation import generate_image, generate_video
 from corral.sidecar.speech import speak
 from corral.sidecar.streaming import send_stream, stream_generation, timed
 from corral.tasks import Task
@@ -248,5 +251,6 @@ METHODS: dict[str, Method] = {
     "models/pull": models_pull, "models/load": models_load, "models/unload": models_unload,
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
     **{t.value: functools.partial(hf_task, t) for t in HF_SHAPED}, "speak": speak,
+    "generate_image": generate_image, "generate_video": generate_video,
     "logs": logs, "usage": usage,
 }  # and "shutdown", which the session loop itself answers

@@ -2,7 +2,9 @@
 (tagged with the request's id) and folded into the one final answer, which equals the answer the
 same request gets unstreamed; a cancel is answered only once the generation has really stopped.
 Used by chat and complete (OpenAI chunks, ``protocols.openai``) and by translate, summarize and
-describe_image (``{"index", "text", "finish_reason"}`` chunks of a ``protocols.hf`` GenerationRun)."""
+describe_image (``{"index", "text", "finish_reason"}`` chunks of a ``protocols.hf`` GenerationRun).
+Long work without text (a diffusion run) reports each step as ``notifications/progress`` instead,
+to the ``progressToken`` the request named (:func:`step_progress`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from corral.media_tasks import Progress
     from corral.protocols.hf.generation import GenerationRun
     from corral.sidecar.methods import Session
 
@@ -56,3 +59,16 @@ async def stream_generation(session: Session, run: GenerationRun) -> Any:
     """A Hugging Face-shaped generation streamed: its chunks as deltas, then the task's own answer."""
     answer, _ = await send_stream(session, run.chunks(), run.settle, run.fold(), lambda c: bool(c["text"]))
     return answer
+
+
+def step_progress(session: Session, token: int | str | None, what: str) -> Callable[[Progress], None] | None:
+    """A callback sending each step as ``notifications/progress`` (``progress`` = the step,
+    ``total`` = the steps) to ``token``; None when the request named no progress token."""
+    if token is None:
+        return None
+
+    def report(step: Progress) -> None:
+        session.notify("notifications/progress", {"progressToken": token, "progress": step.step,
+                                                   "total": step.steps,
+                                                   "message": f"{what}: step {step.step}/{step.steps}"})
+    return report

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from corral.api.openai import audio, chat, completions, embeddings, models, speech
+from corral.api.openai import audio, chat, completions, embeddings, images, models, speech, videos
 
 router = APIRouter()
-for _module in (models, chat, completions, embeddings, audio, speech):
+for _module in (models, chat, completions, embeddings, audio, speech, images, videos):
     router.include_router(_module.router)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UnsupportedTaskError, UsageError
-from corral.protocols.hf import generation, media, speech, text, tokens, tts, vision
+from corral.protocols.hf import diffusion, generation, media, speech, text, tokens, tts, vision
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ HF_TASKS: dict[str, HFTask] = {
     "video-classification": HFTask(Task.CLASSIFY_VIDEO, media.video_classification),
     "automatic-speech-recognition": HFTask(Task.TRANSCRIBE, speech.automatic_speech_recognition),
     "text-to-speech": HFTask(Task.SPEAK, tts.text_to_speech),
+    "text-to-image": HFTask(Task.GENERATE_IMAGE, diffusion.text_to_image),
+    "text-to-video": HFTask(Task.GENERATE_VIDEO, diffusion.text_to_video),
 }
 DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.EMBED: "feature-extraction",
                                 Task.CLASSIFY_TOKENS: "token-classification",
@@ -53,7 +55,8 @@ DEFAULT_FOR: dict[Task, str] = {Task.CLASSIFY_TEXT: "text-classification", Task.
                                 Task.DETECT_OBJECTS: "object-detection", Task.SEGMENT_IMAGE: "image-segmentation",
                                 Task.DESCRIBE_IMAGE: "image-to-text", Task.CLASSIFY_AUDIO: "audio-classification",
                                 Task.CLASSIFY_VIDEO: "video-classification",
-                                Task.TRANSCRIBE: "automatic-speech-recognition", Task.SPEAK: "text-to-speech"}
+                                Task.TRANSCRIBE: "automatic-speech-recognition", Task.SPEAK: "text-to-speech",
+                                Task.GENERATE_IMAGE: "text-to-image", Task.GENERATE_VIDEO: "text-to-video"}
 
 
 def hf_names(served: list[str]) -> list[str]:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from corral.audio import FORMATS, MEDIA_TYPES
 from corral.errors import UsageError
-from corral.protocols.hf.binary import Binary
 from corral.protocols.openai.speech import audio_bytes, start_speech
 from corral.speech import speak_request
+from corral.wire import Binary
 
 if TYPE_CHECKING:
     from corral.runtime.dispatcher import CallInfo
