@@ -13,45 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.devices import pick_torch_device, torch_dtype
-from corral.engines.base import Handler
 from corral.engines.resident import touch_weights
-from corral.engines.table import EngineSpec
+from corral.engines.sentence.common import SentenceHandler
 from corral.tasks import RerankRequest, RerankResult, Usage
 
 BATCH = 32  # pairs per forward pass inside one predict
 
 
-class CrossEncoderHandler(Handler):
-    engine = "sentence_transformers"
-
-    model: Any = None
-
-    @classmethod
-    def import_libraries(cls, spec: EngineSpec | None = None) -> None:
-        """Also transformers' modeling core, which is otherwise imported by the first load (and measured with it)."""
-        super().import_libraries(spec)
-        import transformers.modeling_utils  # noqa: F401
-        from sentence_transformers import CrossEncoder  # noqa: F401
+class CrossEncoderHandler(SentenceHandler):
+    library_class = "CrossEncoder"
 
     def load(self) -> None:
-        from sentence_transformers import CrossEncoder
-
-        from corral.engines.quiet import quiet_hf
-
-        quiet_hf()
-        self.device = pick_torch_device(self.options.device)
-        trust = self.options.trust
-        self.model = CrossEncoder(
-            str(self.path), device=self.device, local_files_only=True, trust_remote_code=trust.trust_remote_code,
-            model_kwargs={"dtype": torch_dtype(self.options.dtype, self.device, self.info.dtype),
-                          "use_safetensors": not trust.allow_pickle})
+        self.model = self.open_model(use_safetensors=not self.options.trust.allow_pickle)
         self.model.eval()
         touch_weights(self.model)  # mapped weights count at load (see resident.py)
         self.max_length = _max_length(self.model)
-
-    def unload(self) -> None:
-        self.model = None
 
     def rerank(self, request: RerankRequest) -> RerankResult:
         import torch
