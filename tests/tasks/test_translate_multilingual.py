@@ -95,7 +95,9 @@ def test_languages_select_the_source_code_and_the_forced_first_token(family: str
     for (s, t), result, (tokens, text) in zip(pairs, got, expected, strict=True):
         assert tokens[0] == language_id(path, t)  # the decoder's first generated token: the target's code
         assert result.text == text and result.usage.completion_tokens == len(tokens), (s, t)
-    assert len({r.text for r in got}) == 3  # another target, another source: another translation
+    # another source, another translation: the tokens (not the text, which a random model's pieces can
+    # collapse to the same string) of the same target from two sources differ
+    assert expected[0][0] != expected[2][0]
     unforced, _ = by_hand(path, TEXT, source, target, forced=False)
     assert unforced[0] != language_id(path, target)  # the model alone would not start with it
 

@@ -124,11 +124,13 @@ def slot_processor_class() -> type:
         def __call__(self, scores: Any, tensor_arg: Any) -> Any:
             slots = tensor_arg[: scores.size(0)].tolist()
             self.widest = max(self.widest, len(slots))
+            # held while steering: a stream that ends pops its sampler under this lock, so once the pop
+            # returns, no step still running records another token for that request
             with self.lock:
-                samplers = [self.samplers.get(s) for s in slots]
-            for row, sampler in enumerate(samplers):
-                if sampler is not None and not sampler.passive:
-                    steer(scores[row], sampler)
+                for row, slot in enumerate(slots):
+                    sampler = self.samplers.get(slot)
+                    if sampler is not None and not sampler.passive:
+                        steer(scores[row], sampler)
             return scores
 
     return SlotSampling
