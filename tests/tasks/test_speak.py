@@ -2,7 +2,7 @@
 is the model called by hand, sentence by sentence, at the config's sampling rate, through the
 runtime, the CLI and the HTTP door; speakers are voices, speed is the forward's speaking_rate;
 the voice rule (OpenAI names, 400 listing voices) and the text checks (empty 400, too long 413,
-speed 422); SpeechT5 is detected and refused; espeak-ng disappears with its program."""
+speed 422); espeak-ng disappears with its program."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from tests.conftest import registered, run_cli
 from tests.fixtures.runtimes import runtime_with
-from tests.fixtures.tiny_tts import SAMPLING_RATE, build_speecht5, build_vits
+from tests.fixtures.tiny_tts import SAMPLING_RATE, build_vits
 
 from corral.errors import UsageError
 from corral.media import MediaTooLargeError
@@ -139,16 +139,6 @@ def test_cli_and_http_write_a_wav_of_the_config_rate(vits: Path, tmp_path: Path)
         np.testing.assert_allclose(streamed, expected, atol=2 / 32768)
     finally:
         srv.stop()
-
-
-def test_speecht5_is_detected_and_refused(tmp_path: Path) -> None:
-    folder = build_speecht5(tmp_path / "t5tts").path
-    report = json.loads(run_cli("inspect", str(folder), "--json").stdout)
-    assert report["tasks"] == ["speak"] and report["engine"] is None and report["routes"] == {"speak": []}
-    assert any("vocoder" in note for note in report["notes"])
-    ran = run_cli("run", str(folder), "hello", "-o", str(tmp_path / "x.wav"))
-    assert ran.returncode == 1 and "it is a speak model, which corral cannot run yet" in ran.stderr
-    assert "Traceback" not in ran.stderr
 
 
 def test_espeak_ng_follows_its_program(tmp_path: Path) -> None:

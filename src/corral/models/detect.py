@@ -54,7 +54,7 @@ ARCH_SUFFIXES: tuple[tuple[str, tuple[Task, ...]], ...] = (
     ("DetrForSegmentation", (Task.SEGMENT_IMAGE,)),  # DETR's panoptic head
     ("ForAudioClassification", (Task.CLASSIFY_AUDIO,)),
     ("ForVideoClassification", (Task.CLASSIFY_VIDEO,)),
-    ("ForTextToSpeech", (Task.SPEAK,)),  # SpeechT5 (detected; see NOT_RUNNABLE)
+    ("ForTextToSpeech", (Task.SPEAK,)),  # SpeechT5 (with its vocoder: engines/transformers/speecht5.py)
     ("ForTextToWaveform", (Task.SPEAK,)),
     ("ForMaskedLM", (Task.EMBED,)),
 )
@@ -128,13 +128,12 @@ MODEL_NEEDS: dict[str, tuple[str, ...]] = {
     "qwen2_5_vl": ("torchvision",),
     "smolvlm": ("torchvision",),
     "llava_onevision": ("torchvision",),
+    "speecht5": ("sentencepiece",),  # SpeechT5Tokenizer reads spm_char.model
 }
 
 # model_type -> why a model of a task corral detects does not run yet: inspection names the task,
 # says why, and leaves the engine out, so no handler is chosen for it
 NOT_RUNNABLE: dict[str, str] = {
-    "speecht5": "SpeechT5 speaks through a separate vocoder model (SpeechT5HifiGan) and speaker embeddings "
-                "(x-vectors), which corral does not load yet; VITS / MMS-TTS models, Piper voices and espeak-ng run",
     "bark": "Bark generates speech in three stages through generate(), which corral does not run yet",
 }
 

@@ -6,8 +6,8 @@ several speakers (``num_speakers``) has the voices ``0`` .. ``N-1``, a single-sp
 voice ``default``. VITS samples noise (``noise_scale``, ``noise_scale_duration``): the same text
 gives slightly different audio each time unless the config sets them to 0.
 
-SpeechT5 (``SpeechT5ForTextToSpeech``) needs a separate vocoder model and speaker embeddings:
-inspection detects it and says it does not run yet (``models.detect.NOT_RUNNABLE``)."""
+SpeechT5 (``SpeechT5ForTextToSpeech``, loaded through ``AutoModelForTextToSpectrogram``) speaks
+through its vocoder and speaker embeddings, found in its folder (:mod:`.speecht5`)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import inspect
 from collections.abc import Iterator
 from typing import Any
 
+from corral.engines.transformers import speecht5
 from corral.engines.transformers.loading import TorchTaskHandler
 from corral.errors import UnsupportedTaskError
 from corral.speech import choose_voice, last_chunk, sentences
 from corral.tasks import AudioChunk, SpeakRequest
 
-RUNS = ("vits",)  # model types whose forward returns the waveform
+RUNS = ("vits", "speecht5")  # vits: the forward returns the waveform; speecht5: generate_speech + vocoder
 
 
 class TextToSpeechHandler(TorchTaskHandler):
@@ -30,12 +31,20 @@ class TextToSpeechHandler(TorchTaskHandler):
     voices: list[str]
     takes_rate = False
     takes_speaker = False
+    speecht5: speecht5.SpeechT5Parts | None = None
+
+    def model_class(self) -> str:
+        return "AutoModelForTextToSpectrogram" if self.info.model_type == "speecht5" else self.auto_class
 
     def loaded(self) -> None:
         config = self.model.config
         if config.model_type not in RUNS:
             raise UnsupportedTaskError(f"corral speaks with {', '.join(RUNS)} models through transformers, "
                                        f"not {config.model_type} yet", "use a VITS / MMS-TTS model or a Piper voice")
+        if config.model_type == "speecht5":
+            self.speecht5 = speecht5.load_parts(self, self.model, self.device)
+            self.sample_rate, self.voices = self.speecht5.sample_rate, self.speecht5.voices
+            return
         self.sample_rate = int(getattr(config, "sampling_rate", 0) or 16000)
         count = int(getattr(config, "num_speakers", 1) or 1)
         self.voices = [str(i) for i in range(count)] if count > 1 else ["default"]
@@ -55,12 +64,23 @@ class TextToSpeechHandler(TorchTaskHandler):
     def speak(self, request: SpeakRequest) -> Iterator[AudioChunk]:
         import torch
 
-        kwargs = self.options_for(request)
+        if self.speecht5 is not None:
+            speecht5.check_speed(request.speed)
+            voice = choose_voice(request.voice, self.voices, self.voices[0])
+        else:
+            kwargs = self.options_for(request)
         for sentence in sentences(request.text):
             inputs = self.tokenizer(sentence, return_tensors="pt").to(self.device)
             if inputs["input_ids"].shape[-1] == 0:
                 continue  # nothing the tokenizer knows (e.g. a script the model does not read)
+            if self.speecht5 is not None:
+                yield AudioChunk(self.speecht5.speak(self.model, inputs["input_ids"], voice), self.sample_rate)
+                continue
             with torch.inference_mode():
                 waveform = self.model(**inputs, **kwargs).waveform
             yield AudioChunk(waveform[0].float().cpu().numpy(), self.sample_rate)
         yield last_chunk(self.sample_rate, request.text)
+
+    def unload(self) -> None:
+        super().unload()
+        self.speecht5 = None
