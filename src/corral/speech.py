@@ -43,6 +43,13 @@ def speak_request(text: str, voice: str | None, speed: float, max_chars: int) ->
     return SpeakRequest(text, voice or None, float(speed))
 
 
+def fixed_pace(speed: float, family: str) -> None:
+    """A 422 unless ``speed`` is 1.0, for a model (``family``) that has no speaking rate to set."""
+    if speed != 1.0:
+        raise UsageError(f"{family} speaks at its own pace; speed {speed:g} cannot be applied",
+                         "leave speed at 1.0 for this model (VITS models, Piper voices and espeak-ng take a speed)")
+
+
 def choose_voice(requested: str | None, voices: Sequence[str], default: str) -> str:
     """The model's voice ``requested`` names: itself (case aside), or ``default`` for no voice,
     ``default`` and OpenAI's names; a 400 listing ``voices`` otherwise."""

@@ -74,7 +74,7 @@ def test_audio_is_generate_speech_with_the_vocoder_and_the_voice(t5: Path) -> No
             np.testing.assert_allclose(chunk.samples, want, atol=1e-5)
     assert not np.allclose(default[0].samples, slt[0].samples)  # type: ignore[index,union-attr]
     assert isinstance(unknown, SpeechInputError) and "its voices: bdl, slt" in str(unknown)
-    assert isinstance(fast, UsageError) and "own pace" in str(fast) and fast.http_status == 422
+    assert isinstance(fast, UsageError) and "SpeechT5 speaks at its own pace" in str(fast) and fast.http_status == 422
 
 
 def test_a_folder_without_voices_speaks_with_a_zero_embedding(tmp_path: Path) -> None:

@@ -131,12 +131,6 @@ MODEL_NEEDS: dict[str, tuple[str, ...]] = {
     "speecht5": ("sentencepiece",),  # SpeechT5Tokenizer reads spm_char.model
 }
 
-# model_type -> why a model of a task corral detects does not run yet: inspection names the task,
-# says why, and leaves the engine out, so no handler is chosen for it
-NOT_RUNNABLE: dict[str, str] = {
-    "bark": "Bark generates speech in three stages through generate(), which corral does not run yet",
-}
-
 # GGUF general.architecture values that are embedding-only encoders
 GGUF_ENCODERS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder"})
 

@@ -262,9 +262,6 @@ def _inspect_transformers(root: Path, files: list[Path]) -> ModelInfo:
     if tag:
         info.sources.append("README.md")
     _engine_and_tasks(root, cfg, info, tag)
-    if info.model_type in detect.NOT_RUNNABLE:
-        info.notes.append(detect.NOT_RUNNABLE[info.model_type])
-        info.engine = None
     if (root / "preprocessor_config.json").is_file():
         info.sources.append("preprocessor_config.json")
     if not cfg and info.format == "unknown":

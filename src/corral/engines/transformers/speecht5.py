@@ -9,9 +9,9 @@ found in the model's folder, and one sentence spoken with them.
   A folder without any has the one voice ``default``, an all-zero embedding (a neutral speaker).
 
 The sample rate is the vocoder's ``sampling_rate``. SpeechT5 has no speaking-rate input: a speed other
-than 1.0 is refused (422) rather than ignored. Its decoder's pre-net applies dropout at inference (as
-the paper does), so the same text gives slightly different audio each time unless the config's
-``speech_decoder_prenet_dropout`` is 0.
+than 1.0 is refused (422) rather than ignored (``speech.fixed_pace``). Its decoder's pre-net applies
+dropout at inference (as the paper does), so the same text gives slightly different audio each time
+unless the config's ``speech_decoder_prenet_dropout`` is 0.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from corral.devices import torch_dtype
 from corral.engines.base import Handler
-from corral.errors import InvalidModelFileError, UsageError
+from corral.errors import InvalidModelFileError
 
 VOCODER_DIR = "vocoder"
 SPEAKERS_DIR = "speakers"
@@ -39,19 +39,17 @@ class SpeechT5Parts:
     def voices(self) -> list[str]:
         return list(self.speakers)
 
-    def speak(self, model: Any, input_ids: Any, voice: str) -> Any:
-        """The waveform (1-D float numpy) of one tokenised sentence in ``voice``."""
+    def speak(self, model: Any, tokenizer: Any, sentence: str, voice: str, device: str) -> Any:
+        """The waveform (1-D float numpy) of one sentence in ``voice``; None when the tokenizer
+        knows none of its characters."""
         import torch
 
+        input_ids = tokenizer(sentence, return_tensors="pt")["input_ids"].to(device)
+        if input_ids.shape[-1] == 0:
+            return None
         with torch.inference_mode():
             waveform = model.generate_speech(input_ids, self.speakers[voice], vocoder=self.vocoder)
         return waveform.float().cpu().numpy().reshape(-1)
-
-
-def check_speed(speed: float) -> None:
-    if speed != 1.0:
-        raise UsageError(f"SpeechT5 speaks at its own pace; speed {speed:g} cannot be applied",
-                         "leave speed at 1.0 for this model (VITS models, Piper voices and espeak-ng take a speed)")
 
 
 def load_parts(handler: Handler, model: Any, device: str) -> SpeechT5Parts:

@@ -7,21 +7,35 @@ voice ``default``. VITS samples noise (``noise_scale``, ``noise_scale_duration``
 gives slightly different audio each time unless the config sets them to 0.
 
 SpeechT5 (``SpeechT5ForTextToSpeech``, loaded through ``AutoModelForTextToSpectrogram``) speaks
-through its vocoder and speaker embeddings, found in its folder (:mod:`.speecht5`)."""
+through its vocoder and speaker embeddings, found in its folder (:mod:`.speecht5`); Bark
+(``BarkModel``) through its processor and voice presets (:mod:`.bark`)."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from corral.engines.transformers import speecht5
+from corral.engines.transformers import bark, speecht5
 from corral.engines.transformers.loading import TorchTaskHandler
 from corral.errors import UnsupportedTaskError
-from corral.speech import choose_voice, last_chunk, sentences
+from corral.speech import choose_voice, fixed_pace, last_chunk, sentences
 from corral.tasks import AudioChunk, SpeakRequest
 
-RUNS = ("vits", "speecht5")  # vits: the forward returns the waveform; speecht5: generate_speech + vocoder
+RUNS = ("vits", "speecht5", "bark")  # vits: the forward returns the waveform; the others: see their modules
+FAMILIES = {"speecht5": "SpeechT5", "bark": "Bark"}
+
+
+class Voicebox(Protocol):
+    """What SpeechT5 and Bark have in common: voices, a rate, and one sentence spoken at a time."""
+
+    @property
+    def voices(self) -> list[str]: ...
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def speak(self, model: Any, tokenizer: Any, sentence: str, voice: str, device: str) -> Any: ...
 
 
 class TextToSpeechHandler(TorchTaskHandler):
@@ -31,7 +45,7 @@ class TextToSpeechHandler(TorchTaskHandler):
     voices: list[str]
     takes_rate = False
     takes_speaker = False
-    speecht5: speecht5.SpeechT5Parts | None = None
+    voicebox: Voicebox | None = None
 
     def model_class(self) -> str:
         return "AutoModelForTextToSpectrogram" if self.info.model_type == "speecht5" else self.auto_class
@@ -42,8 +56,11 @@ class TextToSpeechHandler(TorchTaskHandler):
             raise UnsupportedTaskError(f"corral speaks with {', '.join(RUNS)} models through transformers, "
                                        f"not {config.model_type} yet", "use a VITS / MMS-TTS model or a Piper voice")
         if config.model_type == "speecht5":
-            self.speecht5 = speecht5.load_parts(self, self.model, self.device)
-            self.sample_rate, self.voices = self.speecht5.sample_rate, self.speecht5.voices
+            self.voicebox = speecht5.load_parts(self, self.model, self.device)
+        elif config.model_type == "bark":
+            self.voicebox = bark.load_parts(self, self.model)
+        if self.voicebox is not None:
+            self.sample_rate, self.voices = self.voicebox.sample_rate, self.voicebox.voices
             return
         self.sample_rate = int(getattr(config, "sampling_rate", 0) or 16000)
         count = int(getattr(config, "num_speakers", 1) or 1)
@@ -62,25 +79,30 @@ class TextToSpeechHandler(TorchTaskHandler):
         return kwargs
 
     def speak(self, request: SpeakRequest) -> Iterator[AudioChunk]:
+        if self.voicebox is not None:
+            yield from self._speak_with(self.voicebox, request)
+            return
         import torch
 
-        if self.speecht5 is not None:
-            speecht5.check_speed(request.speed)
-            voice = choose_voice(request.voice, self.voices, self.voices[0])
-        else:
-            kwargs = self.options_for(request)
+        kwargs = self.options_for(request)
         for sentence in sentences(request.text):
             inputs = self.tokenizer(sentence, return_tensors="pt").to(self.device)
             if inputs["input_ids"].shape[-1] == 0:
                 continue  # nothing the tokenizer knows (e.g. a script the model does not read)
-            if self.speecht5 is not None:
-                yield AudioChunk(self.speecht5.speak(self.model, inputs["input_ids"], voice), self.sample_rate)
-                continue
             with torch.inference_mode():
                 waveform = self.model(**inputs, **kwargs).waveform
             yield AudioChunk(waveform[0].float().cpu().numpy(), self.sample_rate)
         yield last_chunk(self.sample_rate, request.text)
 
+    def _speak_with(self, voicebox: Voicebox, request: SpeakRequest) -> Iterator[AudioChunk]:
+        fixed_pace(request.speed, FAMILIES[self.model.config.model_type])
+        voice = choose_voice(request.voice, self.voices, self.voices[0])
+        for sentence in sentences(request.text):
+            samples = voicebox.speak(self.model, self.tokenizer, sentence, voice, self.device)
+            if samples is not None:
+                yield AudioChunk(samples, self.sample_rate)
+        yield last_chunk(self.sample_rate, request.text)
+
     def unload(self) -> None:
         super().unload()
-        self.speecht5 = None
+        self.voicebox = None
