@@ -310,6 +310,29 @@ def test_size_multiples_from_the_pipeline() -> None:
     assert caught.value.hint is not None and "x" in caught.value.hint
 
 
+def test_size_multiples_from_the_folder(sd: Path, tmp_path: Path) -> None:
+    """The multiple inspection reads from the part configs: the loaded pipeline's for the tiny SD; for the
+    layouts of pipelines too large to build, what their pipelines compute (Flux packs latents 2x2 inside
+    the pipeline: the folder says 8, an under-estimate the engine's own check still corrects)."""
+    from corral.models.inspect import inspect_path, read_json
+    from corral.models.pipeline_sizes import size_multiple
+
+    assert inspect_path(sd).size_multiple == 8
+    layouts = {"sd3": ({"block_out_channels": [128, 256, 512, 512]}, {"patch_size": 2}, 16),
+               "wan": ({"scale_factor_spatial": 8, "base_dim": 96}, {"patch_size": [1, 2, 2]}, 16),
+               "ltx": ({"spatial_compression_ratio": 32, "block_out_channels": [128] * 4}, {"patch_size": 1}, 32),
+               "sana": ({"block_out_channels": [128, 256, 512, 512, 1024, 1024]}, {"patch_size": 1}, 32),
+               "flux": ({"block_out_channels": [128, 256, 512, 512]}, {"patch_size": 1}, 8),
+               "no-vae-facts": ({"latent_channels": 4}, None, None)}
+    for name, (vae, transformer, expected) in layouts.items():
+        root = tmp_path / name
+        for part, config in (("vae", vae), ("transformer", transformer)):
+            if config is not None:
+                (root / part).mkdir(parents=True)
+                (root / part / "config.json").write_text(json.dumps(config))
+        assert size_multiple(root, read_json) == expected, name
+
+
 def test_custom_pipeline_code_needs_trust(sd: Path, tmp_path: Path) -> None:
     import shutil
 

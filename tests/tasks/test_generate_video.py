@@ -186,9 +186,11 @@ def _bad_input(srv: Any) -> None:
         assert words in r.json()["error"]["message"]
     r = httpx.post(url, files={"input_reference": ("a.png", b"png", "image/png")}, data=good, timeout=60)
     assert r.status_code == 400 and "input_reference" in r.json()["error"]["message"]
-    failed = httpx.post(url, json={**good, "size": "12x8"}, timeout=60).json()  # the pipeline's multiple: the job
-    final = _client(srv).videos.poll(failed["id"], poll_interval_ms=100)
-    assert final.status == "failed" and final.error is not None and "multiples of 8" in final.error.message
+    before = len(_client(srv).videos.list().data)
+    r = httpx.post(url, json={**good, "size": "12x8"}, timeout=60)  # the pipeline's multiple, from its folder
+    assert r.status_code == 422 and "width 12: this pipeline makes images whose width and height are multiples " \
+        "of 8 pixels" in r.json()["error"]["message"]
+    assert len(_client(srv).videos.list().data) == before  # refused before any job existed
     ok = _client(srv).videos.poll(httpx.post(url, json=good, timeout=60).json()["id"], poll_interval_ms=100)
     assert ok.status == "completed"  # still serving
 

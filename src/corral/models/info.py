@@ -45,6 +45,7 @@ class ModelInfo:
     needs_remote_code: bool = False  # config has auto_map / custom code
     sources: list[str] = field(default_factory=list)  # files the facts came from
     name_hint: str | None = None  # the model's own name for itself (GGUF general.name, config _name_or_path)
+    size_multiple: int | None = None  # image/video generation: width and height must be multiples of this
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

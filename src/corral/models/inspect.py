@@ -10,7 +10,7 @@ from typing import Any
 
 from corral.engines.table import engine_packages
 from corral.errors import InvalidModelFileError, ModelNotFoundError
-from corral.models import detect, memory, piper_voice
+from corral.models import detect, memory, pipeline_sizes, piper_voice
 from corral.models import inspect_speech as speech
 from corral.models.gguf_reader import quantization as gguf_quantization
 from corral.models.gguf_reader import read_gguf_header
@@ -298,6 +298,7 @@ def _inspect_diffusers(root: Path, files: list[Path]) -> ModelInfo:
         info.needs_remote_code = True
         info.notes.append("the pipeline names code outside diffusers and transformers "
                           f"({', '.join(custom) or 'its pipeline class'}); it runs only with --trust-remote-code")
+    info.size_multiple = pipeline_sizes.size_multiple(root, read_json) if info.tasks else None
     info.memory = memory.with_defaults(info, MemoryEstimate(0, 0, weight_bytes=info.size_bytes))
     info.requirements = requirements(info.engine)
     return info

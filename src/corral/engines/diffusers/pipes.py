@@ -14,7 +14,7 @@ import inspect
 import math
 from typing import Any
 
-from corral.errors import UsageError
+from corral.models.pipeline_sizes import check_multiple
 
 MIN_MULTIPLE = 8
 
@@ -66,14 +66,8 @@ def default_size(pipeline: Any) -> tuple[int, int] | None:
 def check_size(pipeline: Any, width: int | None, height: int | None) -> None:
     """A 422 naming the sizes the pipeline accepts unless ``width`` and ``height`` are multiples of
     its pixel multiple (a size left out is the pipeline's default)."""
-    multiple = size_multiple(pipeline)
-    bad = [f"{name} {value}" for name, value in (("width", width), ("height", height))
-           if value is not None and (value <= 0 or value % multiple)]
-    if bad:
-        default = default_size(pipeline)
-        example = f"{default[0]}x{default[1]}" if default else f"{multiple * 64}x{multiple * 64}"
-        raise UsageError(f"{' and '.join(bad)}: this pipeline makes images whose width and height are "
-                         f"multiples of {multiple} pixels", f"ask for a size such as {example}")
+    default = default_size(pipeline)
+    check_multiple(size_multiple(pipeline), width, height, f"{default[0]}x{default[1]}" if default else None)
 
 
 def load_dtype(requested: str | None, device: str, stored: str | None) -> Any:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral.engines.table import tasks_served
 from corral.errors import BusyError, ConflictError, CorralError, ModelNotFoundError, UnsupportedTaskError
 from corral.media_tasks import GenerateVideoResult, Progress
+from corral.models.pipeline_sizes import check_multiple
 from corral.models.refs import check_name
 from corral.protocols.generation import Limits, generate, mp4_bytes, parse_size, video_request
 from corral.protocols.openai.images import UnsupportedParameter
@@ -83,19 +84,22 @@ class VideoJobs:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.cancelled: set[str] = set()
 
-    async def _check_model(self, name: str | None) -> str:
-        """A registered model that makes video, else 400 / 404 before any job exists."""
+    async def _check_model(self, name: str | None, request: GenerateVideoRequest) -> str:
+        """A registered model that makes video, at a size its pipeline makes (where its folder says which
+        multiple), else 400 / 404 / 422 before any job exists."""
         if not name:
             raise UnsupportedParameter("model is required: the name of a text-to-video model", "corral list")
         entry = await asyncio.to_thread(self.runtime.resolver.resolve, check_name(name), progress=False)
         if Task.GENERATE_VIDEO not in tasks_served(entry.info.engine, entry.info.tasks, self.runtime.engines):
             raise UnsupportedTaskError(f"{name} does not make video; it serves: {', '.join(entry.info.tasks)}",
                                        "use a text-to-video model")
+        if entry.info.size_multiple:
+            check_multiple(entry.info.size_multiple, request.width, request.height)
         return name
 
     async def create(self, body: VideoBody, call: CallInfo) -> dict[str, Any]:
         request = video_request_of(body, self.runtime.settings.runtime)
-        model = await self._check_model(body.model)
+        model = await self._check_model(body.model, request)
         limit = max(1, self.runtime.options.max_queue)
         if await asyncio.to_thread(self.store.unfinished) >= limit:
             raise BusyError(f"{limit} video jobs are waiting or running already", "try again later", status=429)
