@@ -45,6 +45,9 @@ def decode_audio(data: bytes, *, rate: int | None = None, max_seconds: float = D
     return resample(audio, rate) if rate else audio
 
 
+XING_WINDOW = 200  # an MP3's Xing / Info tag sits in its first frame, after the header and side info
+
+
 def _with_soundfile(data: bytes, max_seconds: float) -> Audio | None:
     """The audio through libsndfile, or None when libsndfile does not know the format. A file it
     opens but cannot read to the end, or a WAV shorter than its RIFF header says, is truncated."""
@@ -61,6 +64,7 @@ def _with_soundfile(data: bytes, max_seconds: float) -> Audio | None:
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise BadMediaError(f"the audio is truncated or damaged ({str(exc).strip()})") from None
         rate = int(f.samplerate)
+        _check_xing(data, f.format, int(f.frames), len(samples))
     _check_riff(data)
     if not len(samples):
         raise BadMediaError("the audio has no samples (empty or truncated)")
@@ -75,6 +79,29 @@ def _check_riff(data: bytes) -> None:
     declared = int.from_bytes(data[4:8], "little")
     if 0 < declared < 0x7F000000 and declared + 8 > len(data):
         raise BadMediaError(f"the WAV file is truncated: its header declares {declared + 8} bytes, it has {len(data)}")
+
+
+def _check_xing(data: bytes, kind: str, declared: int, got: int) -> None:
+    """An MP3 whose encoder wrote its frame count (a Xing / Info tag in the first frame, which libsndfile
+    reports as its length) but that decodes to clearly fewer samples was cut off. Without the tag the
+    length is an estimate from the file's size, and a shorter file is simply a shorter stream."""
+    start = _after_id3(data)
+    first_frame = data[start:start + XING_WINDOW]
+    if kind != "MP3" or not (b"Xing" in first_frame or b"Info" in first_frame):
+        return
+    if got < declared * 0.98:
+        raise BadMediaError(f"the MP3 file is truncated: its header declares {declared} samples, it holds {got}")
+
+
+def _after_id3(data: bytes) -> int:
+    """Where an MP3's first frame starts: after its ID3v2 tag (10-byte header, a syncsafe size, an
+    optional 10-byte footer), if it has one."""
+    if data[:3] != b"ID3" or len(data) < 10:
+        return 0
+    size = 0
+    for byte in data[6:10]:
+        size = (size << 7) | (byte & 0x7F)
+    return 10 + size + (10 if data[5] & 0x10 else 0)
 
 
 def _with_pyav(data: bytes, max_seconds: float) -> Audio:
