@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from corral.errors import ConfigError
+from corral.targets import Alias, AliasSettings, ProviderSettings, check_provider_name
 
 # Names that work out of the box, pointing at models shipped inside Python packages.
 BUILTIN_ALIASES: dict[str, str] = {
@@ -141,23 +142,38 @@ class Settings(BaseModel):
 
     data_dir: Path
     config_path: Path
-    aliases: dict[str, str] = Field(default_factory=dict)
+    aliases: dict[str, Alias] = Field(default_factory=dict)  # one target, a chain, or a table (corral.targets)
     default_device: str | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
-    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # remote targets (the gateway's schema)
+    providers: dict[Annotated[str, AfterValidator(check_provider_name)], ProviderSettings] = Field(
+        default_factory=dict)  # remote targets
+    local_cost_per_hour: float = Field(0.0, ge=0, description="$ per hour this machine costs: prices local calls "
+                                       "by the time they held a model")
 
     @property
     def manifest_path(self) -> Path:
         return self.data_dir / "manifest.db"
 
     def all_aliases(self) -> dict[str, str]:
-        return {**BUILTIN_ALIASES, **self.aliases}
+        """Every alias that names one target (built in, then the config's), name -> reference."""
+        singles = {name: alias.single for name, alias in self.aliases.items()}
+        return {**{k: v for k, v in BUILTIN_ALIASES.items() if k not in self.aliases},
+                **{k: v for k, v in singles.items() if v is not None}}
+
+    def chains(self) -> dict[str, AliasSettings]:
+        """The config's aliases that are more than one plain target (chains, a context fallback)."""
+        return {name: alias for name, alias in self.aliases.items() if alias.single is None}
 
 
 def _xdg(var: str, fallback: str) -> Path:
     value = os.environ.get(var)
     return Path(value) if value else Path.home() / fallback
+
+
+def data_dir() -> Path:
+    """The data folder: ``CORRAL_HOME``, else ``$XDG_DATA_HOME/corral``."""
+    return Path(os.environ.get("CORRAL_HOME") or _xdg("XDG_DATA_HOME", ".local/share") / "corral")
 
 
 def config_file(explicit: Path | str | None = None) -> Path:
@@ -193,7 +209,7 @@ def load_settings(config: Path | str | None = None,
     CORRAL_HOME sets the data folder (default $XDG_DATA_HOME/corral). The file may hold
     ``default_device``, ``[aliases]``, ``[server]``, ``[runtime]`` and ``[providers.*]``.
     """
-    data_dir = Path(os.environ.get("CORRAL_HOME") or _xdg("XDG_DATA_HOME", ".local/share") / "corral")
+    data = data_dir()
     path = config_file(config)
     layers = [(f"config file {path}", _read_file(path)), ("environment", _from_env()),
               ("flags", {k: dict(v) for k, v in (flags or {}).items()})]
@@ -207,7 +223,7 @@ def load_settings(config: Path | str | None = None,
             else:
                 merged[key], source[(key,)] = value, where
     try:
-        return Settings(data_dir=data_dir, config_path=path, **merged)
+        return Settings(data_dir=data, config_path=path, **merged)
     except ValidationError as exc:
         raise _config_error(exc, source, path) from None
 
@@ -222,7 +238,9 @@ def _config_error(exc: ValidationError, source: Mapping[tuple[str, ...], str], p
         info = SECTIONS[loc[0]].model_fields[loc[1]]
         where = f"environment variable {(info.json_schema_extra or {}).get('env')}"  # type: ignore[union-attr]
     msg = str(first["msg"]).removeprefix("Value error, ")
-    return ConfigError(f"{where}: {'.'.join(loc)}: {msg}", "see `corral serve --help` for each setting")
+    hint = ("`corral config validate` lists every error in the file" if where.startswith("config file")
+            else "see `corral serve --help` for each setting")
+    return ConfigError(f"{where}: {'.'.join(loc)}: {msg}", hint)
 
 
 def _flag_name(section: str, name: str) -> str:

@@ -1,5 +1,6 @@
 """Server-sent events: OpenAI's `data: {...}` lines and `data: [DONE]`, with the body iterator
-always closed (so a client that goes away stops generation at once, not at garbage collection);
+always closed (so a client that goes away stops generation at once, not at garbage collection), an
+error after the first event sent in band;
 ClosingStream does the same for any streamed body (speech audio)."""
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from typing import Any
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from corral.api.errors import error_body
+from corral.errors import CorralError
+
 
 def event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
@@ -21,14 +25,19 @@ DONE = "data: [DONE]\n\n"
 
 async def sse_events(chunks: AsyncIterator[dict[str, Any]], *, done: bool = True) -> AsyncIterator[str]:
     """Each chunk as an event, then ``[DONE]`` (unless not ``done``: OpenAI's speech events end
-    without it); the chunks are closed however this ends."""
+    without it); the chunks are closed however this ends. A corral error once events have gone out
+    (a remote target failing mid-answer) is sent in band, as OpenAI does: an ``{"error": ...}``
+    event, then ``[DONE]``, so the client sees an incomplete answer as failed."""
     try:
         async for chunk in chunks:
             yield event(chunk)
-        if done:
-            yield DONE
+    except CorralError as exc:
+        message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        yield event(error_body(exc.http_status, message, code=type(exc).__name__))
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
+    if done:
+        yield DONE
 
 
 class ClosingStream(StreamingResponse):

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import generate, models, serve, sidecar
+    from corral.cli import config, generate, models, serve, sidecar
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.register(sub)
     serve.register(sub)
     sidecar.register(sub)
+    config.register(sub)
     return parser
 
 

@@ -28,8 +28,10 @@ from corral.runtime.dispatcher import CallInfo, Dispatcher
 from corral.runtime.loader import open_model
 from corral.runtime.memory import MemoryProbe
 from corral.runtime.metrics import Metrics
+from corral.runtime.providers import ProviderPool
 from corral.runtime.registry import LoadedModel, Registry
 from corral.runtime.requestlog import RequestLog
+from corral.runtime.router import Router
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -113,6 +115,8 @@ class Runtime:
         self.dispatcher = Dispatcher(self.registry, self.log, self.metrics, max_queue=options.max_queue,
                                      engines=engines)
         self.media = RemoteMedia.from_settings(settings)  # what the doors may fetch for image URLs
+        self.providers = ProviderPool(settings.providers)
+        self.router = Router(settings, self.dispatcher, self.providers, clock=clock)
         self._reaper: asyncio.Task[None] | None = None
 
     def _on_event(self, event: str, name: str) -> None:
@@ -138,6 +142,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await self.registry.close()
+        await self.providers.aclose()
         await asyncio.to_thread(self.log.close)
 
     async def _reap(self) -> None:
@@ -150,7 +155,7 @@ class Runtime:
 
     def run(self, task: Task, model: str, request: Any, call: CallInfo) -> AsyncIterator[Any]:
         """The task's results: a streaming task's chunks, or the one result of any other task."""
-        return self.dispatcher.run(task, model, request, call)
+        return self.router.run(task, model, request, call)
 
     async def call(self, task: Task, model: str, request: Any, call: CallInfo) -> Any:
         """The one result of a task that does not stream."""

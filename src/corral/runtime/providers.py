@@ -1,0 +1,40 @@
+"""The providers a runtime has: one client per configured provider, built on first use (so a
+provider whose key is unset fails only the calls that need it) and closed with the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from corral.engines.remote.base import Provider, RemoteError
+from corral.engines.remote.presets import OPENAI, PRESETS
+from corral.targets import ProviderSettings
+
+
+class ProviderPool:
+    def __init__(self, providers: Mapping[str, ProviderSettings]) -> None:
+        self.settings = dict(providers)
+        self.built: dict[str, Provider] = {}
+
+    def get(self, name: str) -> Provider:
+        if name not in self.built:
+            self.built[name] = build_provider(name, self.settings[name])
+        return self.built[name]
+
+    async def aclose(self) -> None:
+        for provider in self.built.values():
+            await provider.aclose()
+        self.built.clear()
+
+
+def build_provider(name: str, settings: ProviderSettings) -> Provider:
+    preset = PRESETS[settings.type]
+    base_url = settings.base_url or preset.base_url
+    if base_url is None:
+        raise RemoteError(f"provider {name} ({settings.type}) has no base_url", "set base_url in its config table",
+                          status=503)
+    if preset.api == OPENAI:
+        from corral.engines.remote.openai_compat import OpenAICompatible
+
+        return OpenAICompatible(name, settings, base_url)
+    raise RemoteError(f"provider {name}: corral does not speak to {settings.type} providers yet",
+                      "use an OpenAI-compatible provider (type openai with a base_url)", status=503)

@@ -1,0 +1,257 @@
+"""The router: which target serves a call, and what happens when one fails.
+
+A model name is one of: a configured alias chain (``[aliases]`` with several targets or a context
+fallback), a remote name ``PROVIDER/UPSTREAM_ID`` of a configured provider, or anything else, which
+goes straight to the local dispatcher (no router cost for local calls). A chain's targets are tried
+in order:
+
+- a retryable failure (connect error, timeout, 408/409/429/5xx, overloaded; for a local target a
+  full queue or no memory to load) is retried with exponential back-off and jitter, at least the
+  upstream's ``Retry-After``, up to the target's ``retries.max``; then the next target is tried;
+- a non-retryable failure (400, 401/403 as 502, 404, 422) is the answer at once; a prompt too long
+  for a target goes to the alias's ``context_fallback`` when it has one;
+- a stream is committed to its target once the first chunk with content has reached the caller:
+  a failure after that ends the stream with an error (:class:`StreamBrokenError`, which the doors
+  send in-band), never a switch to another target that would splice two models' answers;
+- a target that failed ``cooldown.failures`` times within ``cooldown.window`` seconds is skipped
+  for ``cooldown.seconds``; the chain goes on without it.
+
+Time (``clock``), waiting (``sleep``) and jitter (``random``) are passed in, so tests check the
+back-off without waiting for it."""
+
+from __future__ import annotations
+
+import asyncio
+import random as random_module
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from corral.engines.remote.base import RemoteError
+from corral.errors import BusyError, ContextLengthError, CorralError, InsufficientMemoryError, MissingDependencyError
+from corral.runtime.dispatcher import CallInfo, Tally
+from corral.targets import AliasSettings, Cooldown, Retries, split_remote
+from corral.tasks import TASKS, Task, Usage
+
+if TYPE_CHECKING:
+    from corral.config import Settings
+    from corral.runtime.dispatcher import Dispatcher
+    from corral.runtime.providers import ProviderPool
+
+LOCAL_RETRIES = Retries(max=0)  # a local target is not retried: the next target is tried at once
+LOCAL_COOLDOWN = Cooldown()
+
+
+class StreamBrokenError(CorralError):
+    """A committed stream failed: the caller already has part of the answer."""
+
+    http_status = 502
+
+
+class ChainFailedError(CorralError):
+    """Every target of a chain failed or was cooling down."""
+
+    http_status = 503
+
+
+@dataclass(frozen=True)
+class Target:
+    ref: str  # as the alias names it
+    provider: str | None = None  # None: a local model
+    upstream: str | None = None
+
+
+@dataclass
+class Attempts:
+    """What a routed call went through, for its log row and its headers."""
+
+    count: int = 0
+    served_by: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Health:
+    """Failures per target in a sliding window, and when each cooled target may be tried again."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.failures: dict[str, deque[float]] = {}
+        self.cooled_until: dict[str, float] = {}
+
+    def cooling(self, ref: str) -> bool:
+        until = self.cooled_until.get(ref)
+        if until is None:
+            return False
+        if self.clock() >= until:
+            del self.cooled_until[ref]
+            return False
+        return True
+
+    def failed(self, ref: str, rule: Cooldown) -> None:
+        now = self.clock()
+        seen = self.failures.setdefault(ref, deque())
+        seen.append(now)
+        while seen and seen[0] < now - rule.window:
+            seen.popleft()
+        if len(seen) >= rule.failures:
+            self.cooled_until[ref] = now + rule.seconds
+            seen.clear()
+
+    def succeeded(self, ref: str) -> None:
+        self.failures.pop(ref, None)
+
+
+class Router:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, providers: ProviderPool, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 random: Callable[[], float] = random_module.random) -> None:
+        self.settings, self.dispatcher, self.providers = settings, dispatcher, providers
+        self.clock, self.sleep, self.random = clock, sleep, random
+        self.health = Health(clock)
+
+    def chain(self, name: str) -> tuple[list[Target], AliasSettings | None] | None:
+        """The targets ``name`` routes to, or None for a name the dispatcher serves directly."""
+        alias = self.settings.aliases.get(name)
+        if alias is not None and (alias.single is None or split_remote(alias.single, self.settings.providers)):
+            return [self.target(ref) for ref in alias.targets], alias  # a chain, or a name for a remote model
+        if split_remote(name, self.settings.providers) is not None:
+            return [self.target(name)], None
+        return None
+
+    def target(self, ref: str) -> Target:
+        remote = split_remote(ref, self.settings.providers)
+        return Target(ref) if remote is None else Target(ref, *remote)
+
+    def run(self, task: Task, name: str, request: Any, call: CallInfo) -> AsyncIterator[Any]:
+        planned = self.chain(name)
+        if planned is None:
+            return self.dispatcher.run(task, name, request, call)
+        targets, alias = planned
+        return self._routed(task, name, targets, alias, request, call)
+
+    def _rules(self, target: Target) -> tuple[Retries, Cooldown]:
+        if target.provider is None:
+            return LOCAL_RETRIES, LOCAL_COOLDOWN
+        settings = self.settings.providers[target.provider]
+        return settings.retries, settings.cooldown
+
+    def _open(self, task: Task, target: Target, request: Any, call: CallInfo) -> AsyncIterator[Any]:
+        if target.provider is None:
+            return self.dispatcher.run(task, target.ref, request, call)
+        return self.providers.get(target.provider).run(task, target.upstream or "", request)
+
+    async def _routed(self, task: Task, name: str, targets: list[Target], alias: AliasSettings | None,
+                      request: Any, call: CallInfo) -> AsyncIterator[Any]:
+        attempts, errors = Attempts(), []
+        queue = list(targets)
+        while queue:
+            target = queue.pop(0)
+            if self.health.cooling(target.ref):
+                attempts.notes.append(f"{target.ref}: cooling down")
+                continue
+            try:
+                stream, first = await self._first(task, target, request, call, attempts)
+            except RemoteError as exc:
+                if exc.too_long and alias is not None and alias.context_fallback and \
+                        alias.context_fallback not in [t.ref for t in queue]:
+                    queue.insert(0, self.target(alias.context_fallback))
+                errors.append(f"{target.ref}: {exc.message}")
+                if exc.retryable or exc.too_long:
+                    continue
+                raise
+            attempts.served_by = target.ref
+            async for chunk in self._committed(task, target, stream, first, call):
+                yield chunk
+            return
+        raise ChainFailedError(f"no target of {name} could answer: " + "; ".join(errors or attempts.notes),
+                               "try again later, or add another target to the alias")
+
+    async def _first(self, task: Task, target: Target, request: Any, call: CallInfo,
+                     attempts: Attempts) -> tuple[AsyncIterator[Any], Any]:
+        """The target's stream and its first chunk with content, after the retries its rules allow."""
+        retries, cooldown = self._rules(target)
+        for attempt in range(retries.max + 1):
+            attempts.count += 1
+            started = time.perf_counter()
+            stream = self._open(task, target, request, call)
+            try:
+                first = await self._prime(target, stream)
+            except CorralError as exc:
+                await stream.aclose()  # type: ignore[attr-defined]
+                failure = as_remote(exc)
+                if target.provider is not None:  # a local target's dispatcher logged its own failure
+                    self.dispatcher.record(target.ref, task, call, failure.http_status, Usage(), started, None,
+                                           failure.message)
+                if not (failure.retryable or failure.too_long):
+                    raise failure from exc
+                self.health.failed(target.ref, cooldown)
+                if failure.too_long or attempt == retries.max or self.health.cooling(target.ref):
+                    raise failure from exc
+                await self.sleep(self.backoff(retries, attempt, failure.retry_after))
+                continue
+            self.health.succeeded(target.ref)
+            return stream, first
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _prime(self, target: Target, stream: AsyncIterator[Any]) -> Any:
+        """The first chunk that carries content (text, a result), within the target's first-token time."""
+        limit = None if target.provider is None else self.settings.providers[target.provider].timeout.first_token
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    chunk = await anext(stream)
+                    if getattr(chunk, "text", None) or not hasattr(chunk, "text") or chunk.usage is not None:
+                        return chunk
+        except TimeoutError:
+            raise RemoteError(f"{target.ref} sent nothing within {limit:g} s", "try again later", status=504,
+                              retryable=True) from None
+        except StopAsyncIteration:
+            raise RemoteError(f"{target.ref} answered nothing", status=502, retryable=True) from None
+
+    def backoff(self, retries: Retries, attempt: int, retry_after: float | None) -> float:
+        """Exponential back-off with full jitter in [1/2, 1] of the step, at least ``Retry-After``."""
+        step = retries.backoff * (2.0 ** attempt) * (0.5 + self.random() / 2)
+        return max(step, retry_after or 0.0)
+
+    async def _committed(self, task: Task, target: Target, stream: AsyncIterator[Any], first: Any,
+                         call: CallInfo) -> AsyncIterator[Any]:
+        """The rest of a stream its caller has started reading; remote calls are logged here (local
+        ones by the dispatcher)."""
+        tally = Tally(target.ref) if target.provider is not None else None
+        try:
+            chunk = first
+            while True:
+                if tally is not None:
+                    tally.see(chunk)
+                yield chunk
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            pass
+        except CorralError as exc:
+            if tally is not None:
+                tally.fail(exc)
+            raise StreamBrokenError(f"{target.ref} failed mid-answer: {exc.message}",
+                                    "the answer is incomplete; ask again") from exc
+        except BaseException as exc:
+            if tally is not None:
+                tally.fail(exc)
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            if tally is not None:
+                usage = tally.usage if TASKS[task].streams else getattr(first, "usage", Usage())
+                self.dispatcher.record(target.ref, task, call, tally.status, usage, tally.started, tally.ttft,
+                                       tally.error)
+
+
+def as_remote(exc: CorralError) -> RemoteError:
+    """A local target's failure in the router's terms: no room or no slot is worth the next target."""
+    if isinstance(exc, RemoteError):
+        return exc
+    retryable = isinstance(exc, (BusyError, InsufficientMemoryError, MissingDependencyError))
+    failure = RemoteError(exc.message, exc.hint, status=exc.http_status, retryable=retryable,
+                          too_long=isinstance(exc, ContextLengthError))
+    return failure
