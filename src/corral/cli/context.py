@@ -40,7 +40,11 @@ class Context:
         return Resolver(self.settings, self.store)
 
     def resolve(self, text: str, *, progress: bool = True) -> Entry:
-        return self.resolver.resolve(text, progress=progress)
+        """The registered model ``text`` names, or the entry of a name the router serves (remote)."""
+        from corral.models.remote import remote_entry
+
+        routed = remote_entry(self.settings, text, lambda name: self.resolver.resolve(name, progress=progress))
+        return routed or self.resolver.resolve(text, progress=progress)
 
 
 def add_trust_flags(p: argparse.ArgumentParser) -> None:

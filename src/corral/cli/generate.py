@@ -200,7 +200,8 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
     entry_task(entry, Task.CHAT)
     history: list[Message] = [Message("system", args.system)] if args.system else []
     with cli_runtime(args, ctx) as runtime:
-        runtime.wait(runtime.runtime.load(entry.name))
+        if runtime.runtime.router.chain(entry.name) is None:  # a local model: loaded before the first prompt
+            runtime.wait(runtime.runtime.load(entry.name))
         print(f"chatting with {entry.name}; /exit or Ctrl-D to leave, Ctrl-C stops an answer, /reset clears")
         while (line := _prompt()) is not None:
             text = line.strip()

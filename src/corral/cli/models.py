@@ -88,25 +88,30 @@ def _row(e: Entry, measured: dict[str, int]) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
-    from corral.models.catalog import alias_rows, model_rows
+    from corral.models.catalog import alias_rows, model_rows, remote_rows
     from corral.models.system import every_entry
 
     entries = every_entry(ctx.store)  # registered, then built-in system models present (espeak-ng)
     measured = ctx.store.measurements()
+    remote = remote_rows(ctx.settings)
     aliases = alias_rows(ctx.settings, ctx.store, {e.name for e in entries}) if args.aliases else []
     if args.json:
-        print_json(model_rows(ctx.store) + aliases)
+        print_json(model_rows(ctx.store) + remote + aliases)
         return 0
-    if not entries and not aliases:
+    if not entries and not aliases and not remote:
         print("no models registered yet; try `corral pull smollm2` or `corral pull ./my-model`")
         return 0
+    blocks = []
     if entries:
-        print(table(["name", "tasks", "format", "size", "params", "quant", "memory", "source"],
-                    [_row(e, measured) for e in entries]))
+        blocks.append(table(["name", "tasks", "format", "size", "params", "quant", "memory", "source"],
+                            [_row(e, measured) for e in entries]))
+    if remote:
+        blocks.append(table(["remote model", "provider", "type"], [[r["name"], r["provider"], r["type"]]
+                                                                  for r in remote]))
     if aliases:
-        print(("\n" if entries else "") + table(["alias", "points to", "registered as"],
-                                                [[a["name"], a["alias_of"], a["registered_as"] or "-"]
-                                                 for a in aliases]))
+        blocks.append(table(["alias", "points to", "registered as"],
+                            [[a["name"], " -> ".join(a["targets"]), a["registered_as"] or "-"] for a in aliases]))
+    print("\n\n".join(blocks))
     return 0
 
 

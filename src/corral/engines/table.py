@@ -154,6 +154,8 @@ def tasks_served(engine: str | None, tasks: list[str],
                  engines: Mapping[str, EngineSpec] = ENGINES) -> frozenset[Task]:
     """The tasks a model with these inspected ``tasks`` can run: those its handler implements
     (``engines``: the table to read; tests add rows to a copy)."""
+    if engine == "remote":  # a name the router serves (models.remote): the tasks its first target serves
+        return frozenset(Task(t) for t in tasks)
     spec = engines.get(engine or "")
     target = None if spec is None else spec.handler_for(tasks)
     return frozenset() if spec is None or target is None else spec.served_by(target, tasks)

@@ -1,7 +1,7 @@
 """What a user can name, as JSON rows every door lists the same way (`corral list --json`, the
 sidecar's `models/list`): registered models with their inspection and measured memory, then the
-built-in system models present (espeak-ng), and aliases not shadowed by a model, with the model
-each one resolved to."""
+built-in system models present (espeak-ng), the remote models the config names, and aliases not
+shadowed by a model, with the model each one resolved to or the chain it tries."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from corral.config import Settings
 from corral.models.store import Store
 from corral.models.system import every_entry
+from corral.targets import split_remote
 
 
 def model_rows(store: Store) -> list[dict[str, Any]]:
@@ -20,10 +21,28 @@ def model_rows(store: Store) -> list[dict[str, Any]]:
 
 
 def alias_rows(settings: Settings, store: Store, registered: set[str]) -> list[dict[str, Any]]:
+    """Aliases not shadowed by a model: one target (with the model it resolved to), or a chain (its
+    targets in order, ``alias_of`` the first)."""
     out = []
-    for name, target in sorted(settings.all_aliases().items()):
+    singles = settings.all_aliases()
+    for name in sorted({*singles, *settings.chains()}):
         if name in registered:
             continue
-        entry = store.find_by_source(target) or store.get(target)
-        out.append({"kind": "alias", "name": name, "alias_of": target, "registered_as": entry.name if entry else None})
+        targets = [singles[name]] if name in singles else settings.chains()[name].targets
+        entry = store.find_by_source(targets[0]) or store.get(targets[0])
+        out.append({"kind": "alias", "name": name, "alias_of": targets[0], "targets": targets,
+                    "registered_as": entry.name if entry else None})
     return out
+
+
+def remote_rows(settings: Settings) -> list[dict[str, Any]]:
+    """The remote models the config names (in alias targets), with their provider and its type."""
+    names = sorted({ref for alias in settings.aliases.values()
+                    for ref in (*alias.targets, *([alias.context_fallback] if alias.context_fallback else []))
+                    if split_remote(ref, settings.providers)})
+    rows = []
+    for name in names:
+        provider, upstream = split_remote(name, settings.providers) or ("", "")
+        rows.append({"kind": "remote", "name": name, "provider": provider, "upstream": upstream,
+                     "type": settings.providers[provider].type})
+    return rows

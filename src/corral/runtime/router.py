@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.engines.remote.base import RemoteError
 from corral.errors import BusyError, ContextLengthError, CorralError, InsufficientMemoryError, MissingDependencyError
+from corral.models.remote import routed_targets
 from corral.runtime.dispatcher import CallInfo, Tally
 from corral.targets import AliasSettings, Cooldown, Retries, split_remote
 from corral.tasks import TASKS, Task, Usage
@@ -114,12 +115,10 @@ class Router:
 
     def chain(self, name: str) -> tuple[list[Target], AliasSettings | None] | None:
         """The targets ``name`` routes to, or None for a name the dispatcher serves directly."""
-        alias = self.settings.aliases.get(name)
-        if alias is not None and (alias.single is None or split_remote(alias.single, self.settings.providers)):
-            return [self.target(ref) for ref in alias.targets], alias  # a chain, or a name for a remote model
-        if split_remote(name, self.settings.providers) is not None:
-            return [self.target(name)], None
-        return None
+        targets = routed_targets(self.settings, name)
+        if targets is None:
+            return None
+        return [self.target(ref) for ref in targets], self.settings.aliases.get(name)
 
     def target(self, ref: str) -> Target:
         remote = split_remote(ref, self.settings.providers)

@@ -5,7 +5,7 @@ call runs the engine in the caller's own thread: a single CLI stream keeps the e
 per-token hand-off between threads cost 9-15% of single-stream decode on 2 cores, measured), and
 Ctrl-C lands where the tokens are made. Every call is checked, logged and counted as on any other
 door: the model is acquired and released through the registry, the log row written by the
-dispatcher.
+dispatcher. A name the router serves (remote, a chain) streams through the router on the loop.
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ class SyncRuntime:
         """A streaming task's chunks (text, audio, progress: the task's own), made in the caller's thread."""
         if not TASKS[task].streams:
             raise ValueError(f"{task.value} does not stream; use call()")
+        if self.runtime.router.chain(name) is not None:  # remote, or a chain: the router's path, on the loop
+            yield from self._routed(task, name, request, call)
+            return
         registry, tally, model = self.runtime.registry, Tally(name), None
         with Interrupts() as interrupts:  # Ctrl-C acts between steps: the wait, then between two chunks
             try:
@@ -143,6 +146,24 @@ class SyncRuntime:
                     self.loop.call_soon_threadsafe(registry.release, model)
                 self.runtime.dispatcher.record(tally.model, task, call, tally.status, tally.usage, tally.started,
                                                tally.ttft, tally.error)
+
+    def _routed(self, task: Task, name: str, request: Any, call: CallInfo) -> Generator[Any, None, None]:
+        """A routed stream's chunks, each awaited on the runtime's loop (the router logs the call)."""
+        stream = self.runtime.run(task, name, request, call)
+
+        async def step() -> Any:
+            return await anext(stream)
+
+        with Interrupts() as interrupts:
+            try:
+                while True:
+                    try:
+                        chunk = self._wait(step(), None, interrupts)
+                    except StopAsyncIteration:
+                        return
+                    yield chunk
+            finally:
+                self.wait(stream.aclose(), interruptible=False)  # type: ignore[attr-defined]
 
     def call(self, task: Task, name: str, request: Any, call: CallInfo) -> Any:
         """The one result of a task that does not stream, through the runtime's own path."""
