@@ -41,3 +41,18 @@ def test_run_embed_and_list(tmp_path: Path) -> None:
         unset = run_cli("run", "up/small", "hello", env={"UP_KEY": ""})
         assert unset.returncode == 1 and "UP_KEY is not set" in unset.stderr and "Traceback" not in unset.stderr
         assert KEY not in "".join(r.stdout + r.stderr for r in (ran, named, embedded))
+
+
+def test_the_sidecar_reaches_remote_models(tmp_path: Path) -> None:
+    from corral.sidecar.client import SidecarClient
+
+    with StandIn("up") as up:
+        write_config(tmp_path / "config.toml", up.url)
+        env = {"UP_KEY": KEY, "CORRAL_CONFIG": str(tmp_path / "config.toml"), "CORRAL_HOME": str(tmp_path / "home")}
+        with SidecarClient(env=env) as sidecar:
+            messages = [{"role": "user", "content": "hi"}]
+            whole = sidecar.call("chat", {"model": "fast", "messages": messages}, timeout=60)
+            assert whole["choices"][0]["message"]["content"] == "hello from up"
+            deltas = list(sidecar.stream("chat", {"model": "up/small", "messages": messages}).deltas(timeout=60))
+            assert "".join(c["delta"].get("content") or "" for d in deltas for c in d["choices"]) == "hello from up"
+        assert [r["body"]["model"] for r in up.requests if r["method"] == "POST"] == ["small", "small"]
