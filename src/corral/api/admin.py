@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -31,6 +32,17 @@ async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
     return Response(runtime_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/usage")
+async def usage(request: Request, since: float | None = None) -> dict[str, Any]:
+    """The ledger per day, name and target (what `corral usage --json` prints); ``since``: unix seconds."""
+    from corral.runtime.requestlog import ledger
+
+    rt = runtime_of(request)
+    await asyncio.to_thread(rt.log.flush)
+    rows = await asyncio.to_thread(ledger, rt.log.path, since)
+    return {"since": since, "rows": rows, "total_cost_usd": sum(r["cost_usd"] for r in rows)}
 
 
 @router.get("/api/ps")

@@ -56,5 +56,6 @@ class ClosingStream(StreamingResponse):
 
 
 class EventStream(ClosingStream):
-    def __init__(self, events: AsyncIterator[str]) -> None:
-        super().__init__(events, "text/event-stream", {"cache-control": "no-cache", "x-accel-buffering": "no"})
+    def __init__(self, events: AsyncIterator[str], headers: dict[str, str] | None = None) -> None:
+        super().__init__(events, "text/event-stream",
+                         {"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})

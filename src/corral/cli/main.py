@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import config, generate, models, serve, sidecar
+    from corral.cli import config, generate, models, serve, sidecar, usage
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     sidecar.register(sub)
     config.register(sub)
+    usage.register(sub)
     return parser
 
 

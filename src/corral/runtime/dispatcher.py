@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,12 @@ from corral.runtime.scheduler import Batcher, Gate, ServingState, queue_full, st
 from corral.tasks import TASKS, ChatRequest, Progress, Task, Usage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from corral.runtime.ledger import Cost
     from corral.runtime.metrics import Metrics
+
+    Pricer = Callable[[str | None, Usage, float], Cost]
 
 
 class Door(StrEnum):
@@ -38,6 +43,17 @@ class Door(StrEnum):
 
 
 @dataclass
+class Trace:
+    """What routing and the ledger learn about one call: who served it, after how many attempts, and
+    what it cost. The router and the dispatcher fill it in; a door reads it for its headers."""
+
+    target: str | None = None
+    attempts: int = 0
+    cost_usd: float | None = None
+    price_source: str | None = None
+
+
+@dataclass
 class CallInfo:
     """What the log needs to know about a call, from the transport."""
 
@@ -45,6 +61,8 @@ class CallInfo:
     route: str  # the door's own name for the call: an HTTP path, a JSON-RPC method, a CLI command
     client: str | None = None
     prompt: str | None = None
+    via: str | None = None  # the name asked for, when the router chose the model that runs it
+    trace: Trace = field(default_factory=Trace)
 
 
 def outcome(exc: BaseException) -> tuple[int, str]:
@@ -97,9 +115,10 @@ class Tally:
 
 class Dispatcher:
     def __init__(self, registry: Registry, log: RequestLog, metrics: Metrics, *, max_queue: int = 64,
-                 engines: Mapping[str, EngineSpec] = ENGINES) -> None:
+                 engines: Mapping[str, EngineSpec] = ENGINES, pricer: Pricer | None = None) -> None:
         self.registry, self.log, self.metrics, self.max_queue = registry, log, metrics, max_queue
         self.engines = engines  # the table tasks are checked against before a load
+        self.pricer = pricer  # (target, usage, seconds) -> Cost: what a call cost (None: free)
 
     def serving(self, model: LoadedModel) -> ServingState:
         if model.serving is None:
@@ -116,12 +135,24 @@ class Dispatcher:
 
     def record(self, model: str | None, task: Task, call: CallInfo, status: int, usage: Usage, started: float,
                ttft: float | None, error: str | None, ended: float | None = None) -> None:
+        """Count and log one call ``model`` served (for ``call.via``, when the router chose it), priced."""
         total = (time.perf_counter() if ended is None else ended) - started
         self.metrics.observe(model, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
-        row = LogRow(model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
+        cost = self.settle(model, call, usage, total)
+        trace = call.trace
+        row = LogRow(call.via or model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
                      None if ttft is None else ttft * 1000, total * 1000, call.client, error, call.prompt,
-                     door=call.door.value, task=task.value)
+                     door=call.door.value, task=task.value, target=model, attempts=trace.attempts,
+                     cost_usd=cost.usd if cost is not None else 0.0, price_source=cost.source if cost else None)
         self.log.write(row)  # queued; the log's own thread writes it
+
+    def settle(self, model: str | None, call: CallInfo, usage: Usage, seconds: float) -> Cost | None:
+        """Price the call and note who served it in ``call.trace`` (for the door's headers)."""
+        cost = self.pricer(model, usage, seconds) if self.pricer is not None else None
+        trace = call.trace
+        trace.target, trace.attempts = model, max(1, trace.attempts)
+        trace.cost_usd, trace.price_source = (cost.usd, cost.source) if cost is not None else (None, None)
+        return cost
 
     def run(self, task: Task, name: str, request: Any, call: CallInfo) -> AsyncIterator[Any]:
         """A streaming task's chunks, or the one result of a batchable task."""
@@ -146,7 +177,7 @@ class Dispatcher:
         tally = Tally(name)
         try:
             async with self.registry.use(name, task_check(task, self.engines, request)) as model:
-                tally.model = model.name
+                tally.model = call.trace.target = model.name
                 method = implementation(model.handler, require_task(model.name, model.handler, task))
                 async with self.serving(model).gate.slot(model.name):
                     chunks = stream_from_thread(lambda: method(request))
@@ -180,5 +211,7 @@ class Dispatcher:
             status, error = outcome(exc)
             raise
         finally:  # counted and logged in the next loop iteration: after the caller has sent its answer
+            ended = time.perf_counter()
+            self.settle(model_name, call, usage, ended - started)  # the caller's headers need it now
             asyncio.get_running_loop().call_soon(self.record, model_name, task, call, status, usage, started,
-                                                 None, error, time.perf_counter())
+                                                 None, error, ended)

@@ -1,5 +1,7 @@
-"""Every request, logged to SQLite: model, door, task, route, tokens, time to first token,
-total time, status, client. Prompt text only when the server was started with --log-prompts."""
+"""Every request, logged to SQLite: model (the name asked for), the target that served it, attempts,
+door, task, route, tokens, time to first token, total time, status, client, and its cost with the
+price's source (the one ledger, :mod:`corral.runtime.ledger`). Prompt text only when the server was
+started with --log-prompts."""
 
 from __future__ import annotations
 
@@ -32,6 +34,12 @@ MIGRATIONS: tuple[Step, ...] = (
         """UPDATE requests SET task = CASE route WHEN '/v1/chat/completions' THEN 'chat'
             WHEN '/v1/completions' THEN 'complete' WHEN '/v1/embeddings' THEN 'embed' END""",
     ),
+    (  # 3: the ledger: who served (a chain's target), after how many attempts, and what it cost
+        "ALTER TABLE requests ADD COLUMN target TEXT",
+        "ALTER TABLE requests ADD COLUMN attempts INTEGER",
+        "ALTER TABLE requests ADD COLUMN cost_usd REAL",
+        "ALTER TABLE requests ADD COLUMN price_source TEXT",
+    ),
 )
 
 
@@ -50,6 +58,10 @@ class LogRow:
     ts: float = 0.0
     door: str | None = None  # a Door value
     task: str | None = None  # a Task value
+    target: str | None = None  # what served it: the model itself, or a chain's target
+    attempts: int = 1
+    cost_usd: float = 0.0
+    price_source: str | None = None  # config | table | local_time | unknown
 
 
 FLUSH_S = 0.1  # after writing, the writer sleeps this long so that rows queued meanwhile share a transaction
@@ -149,6 +161,31 @@ def usage(path: Path, since: float | None = None) -> list[dict[str, Any]]:
                       COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
                       COALESCE(SUM(total_ms), 0) AS total_ms
                FROM requests WHERE ts >= ? GROUP BY model, door ORDER BY requests DESC, model""",
+            (since or 0.0,)).fetchall()
+        return [dict(r) for r in rows]
+    finally:
+        conn.close()
+
+
+def ledger(path: Path, since: float | None = None) -> list[dict[str, Any]]:
+    """Calls, tokens, compute time and cost per day (UTC), name asked for and target, since ``since``
+    (unix seconds); rows written before the ledger existed count as their own model's, cost 0."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        migrate(conn, MIGRATIONS, f"the request log {path}")
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            """SELECT date(ts, 'unixepoch') AS day, model AS name, COALESCE(target, model) AS target,
+                      COUNT(*) AS requests, SUM(status >= 400) AS errors,
+                      COALESCE(SUM(attempts), COUNT(*)) AS attempts,
+                      COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
+                      COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
+                      ROUND(COALESCE(SUM(total_ms), 0) / 1000.0, 3) AS seconds,
+                      COALESCE(SUM(cost_usd), 0.0) AS cost_usd,
+                      GROUP_CONCAT(DISTINCT COALESCE(price_source, 'unknown')) AS price_sources
+               FROM requests WHERE ts >= ? GROUP BY day, name, target ORDER BY day, name, target""",
             (since or 0.0,)).fetchall()
         return [dict(r) for r in rows]
     finally:

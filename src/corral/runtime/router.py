@@ -26,7 +26,7 @@ import random as random_module
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from corral.engines.remote.base import RemoteError
@@ -145,6 +145,7 @@ class Router:
     async def _routed(self, task: Task, name: str, targets: list[Target], alias: AliasSettings | None,
                       request: Any, call: CallInfo) -> AsyncIterator[Any]:
         attempts, errors = Attempts(), []
+        call = replace(call, via=name)  # logged as the name asked for, with the target that served it
         queue = list(targets)
         while queue:
             target = queue.pop(0)
@@ -161,7 +162,7 @@ class Router:
                 if exc.retryable or exc.too_long:
                     continue
                 raise
-            attempts.served_by = target.ref
+            attempts.served_by = call.trace.target = target.ref
             async for chunk in self._committed(task, target, stream, first, call):
                 yield chunk
             return
@@ -174,6 +175,7 @@ class Router:
         retries, cooldown = self._rules(target)
         for attempt in range(retries.max + 1):
             attempts.count += 1
+            call.trace.attempts = attempts.count
             started = time.perf_counter()
             stream = self._open(task, target, request, call)
             try:

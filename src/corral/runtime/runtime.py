@@ -25,6 +25,7 @@ from corral.models.resolve import Resolver
 from corral.models.store import Entry, Store
 from corral.remote_media import RemoteMedia
 from corral.runtime.dispatcher import CallInfo, Dispatcher
+from corral.runtime.ledger import price
 from corral.runtime.loader import open_model
 from corral.runtime.memory import MemoryProbe
 from corral.runtime.metrics import Metrics
@@ -113,7 +114,7 @@ class Runtime:
             listener=self._on_event, clock=clock, engines=engines)
         self.log = RequestLog(settings.data_dir / "requests.db", log_prompts=options.log_prompts)
         self.dispatcher = Dispatcher(self.registry, self.log, self.metrics, max_queue=options.max_queue,
-                                     engines=engines)
+                                     engines=engines, pricer=functools.partial(price, settings))
         self.media = RemoteMedia.from_settings(settings)  # what the doors may fetch for image URLs
         self.providers = ProviderPool(settings.providers)
         self.router = Router(settings, self.dispatcher, self.providers, clock=clock)

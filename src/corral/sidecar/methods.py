@@ -234,12 +234,14 @@ async def logs(session: Session, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def usage(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    from corral.runtime.requestlog import ledger
     from corral.runtime.requestlog import usage as summarize
 
     since = UsageParams.model_validate(params).since
     rt = session.runtime
     await asyncio.to_thread(rt.log.flush)
-    return {"since": since, "usage": await asyncio.to_thread(summarize, rt.log.path, since)}
+    return {"since": since, "usage": await asyncio.to_thread(summarize, rt.log.path, since),
+            "ledger": await asyncio.to_thread(ledger, rt.log.path, since)}
 
 
 HF_SHAPED = (Task.CLASSIFY_TEXT, Task.CLASSIFY_TOKENS, Task.ANSWER_QUESTION, Task.TRANSLATE, Task.SUMMARIZE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from corral.api.common import call_info, runtime_of
+from corral.api.common import call_info, runtime_of, trace_headers
 from corral.api.sse import EventStream, sse_events
 from corral.protocols.openai.chat import start_chat
 from corral.protocols.openai.schemas import ChatCompletionBody
@@ -17,8 +17,10 @@ ROUTE = "/v1/chat/completions"
 
 @router.post(ROUTE, response_model=None)
 async def chat_completions(body: ChatCompletionBody, request: Request) -> Response:
-    run = await start_chat(runtime_of(request), body, call_info(request, Door.OPENAI, ROUTE))
+    call = call_info(request, Door.OPENAI, ROUTE)
+    run = await start_chat(runtime_of(request), body, call)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventStream(sse_events(run.chunks(include_usage)))
-    return JSONResponse(await run.response())
+        return EventStream(sse_events(run.chunks(include_usage)), trace_headers(call.trace))
+    answer = await run.response()
+    return JSONResponse(answer, headers=trace_headers(call.trace))
