@@ -45,6 +45,15 @@ async def usage(request: Request, since: float | None = None) -> dict[str, Any]:
     return {"since": since, "rows": rows, "total_cost_usd": sum(r["cost_usd"] for r in rows)}
 
 
+@router.get("/api/health/targets", response_model=None)
+async def health_targets(request: Request, deep: bool = False) -> Response:
+    """What `corral health --json` prints: 200 when every required alias has a target up, else 503."""
+    from corral.runtime.health import check
+
+    report = await check(runtime_of(request), deep=deep)
+    return JSONResponse(report, status_code=200 if report["ok"] else 503)
+
+
 @router.get("/api/ps")
 async def ps(request: Request) -> dict[str, Any]:
     return runtime_of(request).status().to_json()

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import config, generate, models, serve, sidecar, usage
+    from corral.cli import config, generate, health, models, serve, sidecar, usage
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar.register(sub)
     config.register(sub)
     usage.register(sub)
+    health.register(sub)
     return parser
 
 

@@ -4,10 +4,13 @@ needs to decide: retry, fall back, or answer at once), and the interface a provi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.errors import CorralError
 from corral.tasks import Task
+
+if TYPE_CHECKING:
+    from corral.runtime.health import TargetHealth
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})  # 529: Anthropic overloaded
 
@@ -33,6 +36,11 @@ class Provider(Protocol):
     def run(self, task: Task, upstream: str, request: Any) -> AsyncIterator[Any]:
         """The chunks of a streaming task (TextChunk, the last with usage), or the one result of
         another task; RemoteError for any failure, before or during the stream."""
+        ...
+
+    async def health(self, upstream: str) -> TargetHealth:
+        """Whether ``upstream`` is reachable, corral's key accepted and the model there, through calls
+        the provider bills nothing for."""
         ...
 
     async def aclose(self) -> None: ...
