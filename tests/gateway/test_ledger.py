@@ -67,8 +67,11 @@ def test_headers_the_ledger_and_usage_agree(tmp_path: Path) -> None:
                 assert "x-corral-cost-usd" not in streamed.headers  # priced when it ends: in the ledger
                 streamed.read()
             served = httpx.get(f"{srv.url}/api/usage", timeout=30).json()
+            metrics = httpx.get(f"{srv.url}/metrics", timeout=30).text
         finally:
             srv.stop()
+    assert 'corral_target_fallbacks_total{alias="fast",target="up/small"} 1.0' in metrics
+    assert 'corral_cost_usd_total{source="config",target="up/small"} 2.6e-05' in metrics  # two answers of 1.3e-05
     rows = {(r["name"], r["target"]): r for r in served["rows"]}
     assert rows[("up/small", "up/small")]["price_sources"] == "config"
     assert rows[("fast", "smollm2")]["price_sources"] == "local_time"

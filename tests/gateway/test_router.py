@@ -164,6 +164,10 @@ def test_cooldown_skips_a_failing_target_and_recovers(tmp_path: Path, ups: Any,
 
     assert asyncio.run(scenario()) == ["hello from b", "hello from b", "hello from a"]
     assert a.billed == 4  # 3 failed attempts, skipped while cooling, then tried again and answered
+    metrics = runtime.metrics.render().decode()
+    assert 'corral_target_cooldowns_total{target="a/small"} 1.0' in metrics
+    assert 'corral_target_retries_total{target="a/small"} 2.0' in metrics  # the third failure cooled it instead
+    assert 'corral_target_fallbacks_total{alias="fast",target="a/small"} 1.0' in metrics
 
 
 def test_context_fallback_and_first_token_timeout(tmp_path: Path, ups: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,6 +139,8 @@ class Dispatcher:
         total = (time.perf_counter() if ended is None else ended) - started
         self.metrics.observe(model, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
         cost = self.settle(model, call, usage, total)
+        if cost is not None:
+            self.metrics.cost.labels(model or "-", cost.source).inc(cost.usd)
         trace = call.trace
         row = LogRow(call.via or model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
                      None if ttft is None else ttft * 1000, total * 1000, call.client, error, call.prompt,

@@ -49,6 +49,13 @@ class Metrics:
         self.batch_inputs = Histogram("corral_batch_inputs", "Inputs per forward pass of other batchable tasks",
                                       ["model", "task"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.draining = Gauge("corral_draining", "1 while the server drains for shutdown", registry=r)
+        self.cost = Counter("corral_cost_usd", "What calls cost, by the target that served them and the price's "
+                            "source", ["target", "source"], registry=r)
+        self.retries = Counter("corral_target_retries", "Retries of a target after a retryable failure", ["target"],
+                               registry=r)
+        self.fallbacks = Counter("corral_target_fallbacks", "Calls a target failed and the next one took over",
+                                 ["alias", "target"], registry=r)
+        self.cooldowns = Counter("corral_target_cooldowns", "Times a target was cooled down", ["target"], registry=r)
         r.register(_StateCollector(state))
 
     def observe(self, model: str | None, route: str, status: int, prompt_tokens: int, completion_tokens: int,

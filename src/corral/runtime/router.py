@@ -39,6 +39,7 @@ from corral.tasks import TASKS, Task, Usage
 if TYPE_CHECKING:
     from corral.config import Settings
     from corral.runtime.dispatcher import Dispatcher
+    from corral.runtime.metrics import Metrics
     from corral.runtime.providers import ProviderPool
 
 LOCAL_RETRIES = Retries(max=0)  # a local target is not retried: the next target is tried at once
@@ -90,7 +91,8 @@ class Health:
             return False
         return True
 
-    def failed(self, ref: str, rule: Cooldown) -> None:
+    def failed(self, ref: str, rule: Cooldown) -> bool:
+        """Count a failure; True when it cooled the target down."""
         now = self.clock()
         seen = self.failures.setdefault(ref, deque())
         seen.append(now)
@@ -99,17 +101,19 @@ class Health:
         if len(seen) >= rule.failures:
             self.cooled_until[ref] = now + rule.seconds
             seen.clear()
+            return True
+        return False
 
     def succeeded(self, ref: str) -> None:
         self.failures.pop(ref, None)
 
 
 class Router:
-    def __init__(self, settings: Settings, dispatcher: Dispatcher, providers: ProviderPool, *,
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, providers: ProviderPool, metrics: Metrics, *,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  random: Callable[[], float] = random_module.random) -> None:
-        self.settings, self.dispatcher, self.providers = settings, dispatcher, providers
+        self.settings, self.dispatcher, self.providers, self.metrics = settings, dispatcher, providers, metrics
         self.clock, self.sleep, self.random = clock, sleep, random
         self.health = Health(clock)
 
@@ -160,6 +164,7 @@ class Router:
                     queue.insert(0, self.target(alias.context_fallback))
                 errors.append(f"{target.ref}: {exc.message}")
                 if exc.retryable or exc.too_long:
+                    self.metrics.fallbacks.labels(name, target.ref).inc()
                     continue
                 raise
             attempts.served_by = call.trace.target = target.ref
@@ -188,9 +193,11 @@ class Router:
                                            failure.message)
                 if not (failure.retryable or failure.too_long):
                     raise failure from exc
-                self.health.failed(target.ref, cooldown)
+                if self.health.failed(target.ref, cooldown):
+                    self.metrics.cooldowns.labels(target.ref).inc()
                 if failure.too_long or attempt == retries.max or self.health.cooling(target.ref):
                     raise failure from exc
+                self.metrics.retries.labels(target.ref).inc()
                 await self.sleep(self.backoff(retries, attempt, failure.retry_after))
                 continue
             self.health.succeeded(target.ref)

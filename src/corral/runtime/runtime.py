@@ -117,7 +117,7 @@ class Runtime:
                                      engines=engines, pricer=functools.partial(price, settings))
         self.media = RemoteMedia.from_settings(settings)  # what the doors may fetch for image URLs
         self.providers = ProviderPool(settings.providers)
-        self.router = Router(settings, self.dispatcher, self.providers, clock=clock)
+        self.router = Router(settings, self.dispatcher, self.providers, self.metrics, clock=clock)
         self._reaper: asyncio.Task[None] | None = None
 
     def _on_event(self, event: str, name: str) -> None:
