@@ -35,7 +35,7 @@ class StandIn:
         self.requests: list[dict[str, Any]] = []
         self.billed = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -50,6 +50,10 @@ class StandIn:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler speaking this stand-in's wire format."""
+        return _handler(self)
 
     def next_fault(self) -> tuple[Any, ...] | None:
         with self.lock:

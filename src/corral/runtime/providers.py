@@ -3,10 +3,12 @@ provider whose key is unset fails only the calls that need it) and closed with t
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 
 from corral.engines.remote.base import Provider, RemoteError
-from corral.engines.remote.presets import OPENAI, PRESETS
+from corral.engines.remote.presets import ANTHROPIC, OPENAI, PRESETS
+from corral.errors import MissingDependencyError
 from corral.targets import ProviderSettings
 
 
@@ -28,6 +30,10 @@ class ProviderPool:
 
 def build_provider(name: str, settings: ProviderSettings) -> Provider:
     preset = PRESETS[settings.type]
+    library = {OPENAI: "openai", ANTHROPIC: "anthropic"}.get(preset.api)
+    if library is not None and importlib.util.find_spec(library) is None:
+        raise MissingDependencyError(f"provider {name} ({settings.type}) needs the {library} package",
+                                     "pip install 'corral[remote]'")
     base_url = settings.base_url or preset.base_url
     if base_url is None:
         raise RemoteError(f"provider {name} ({settings.type}) has no base_url", "set base_url in its config table",
@@ -36,5 +42,9 @@ def build_provider(name: str, settings: ProviderSettings) -> Provider:
         from corral.engines.remote.openai_compat import OpenAICompatible
 
         return OpenAICompatible(name, settings, base_url)
+    if preset.api == ANTHROPIC:
+        from corral.engines.remote.anthropic import AnthropicProvider
+
+        return AnthropicProvider(name, settings, base_url)
     raise RemoteError(f"provider {name}: corral does not speak to {settings.type} providers yet",
                       "use an OpenAI-compatible provider (type openai with a base_url)", status=503)

@@ -172,7 +172,12 @@ def message_json(message: Message) -> dict[str, Any]:
     return {"role": message.role, "content": parts}
 
 
-def data_url(image: Any) -> str:
+def image_base64(image: Any) -> str:
+    """A decoded image as base64 PNG (what providers take inline)."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def data_url(image: Any) -> str:
+    return "data:image/png;base64," + image_base64(image)
