@@ -7,7 +7,7 @@ import importlib.util
 from collections.abc import Mapping
 
 from corral.engines.remote.base import Provider, RemoteError
-from corral.engines.remote.presets import ANTHROPIC, OPENAI, PRESETS
+from corral.engines.remote.presets import ANTHROPIC, OLLAMA, OPENAI, PRESETS
 from corral.errors import MissingDependencyError
 from corral.targets import ProviderSettings
 
@@ -46,5 +46,9 @@ def build_provider(name: str, settings: ProviderSettings) -> Provider:
         from corral.engines.remote.anthropic import AnthropicProvider
 
         return AnthropicProvider(name, settings, base_url)
+    if preset.api == OLLAMA:
+        from corral.engines.remote.ollama import OllamaProvider
+
+        return OllamaProvider(name, settings, base_url)
     raise RemoteError(f"provider {name}: corral does not speak to {settings.type} providers yet",
                       "use an OpenAI-compatible provider (type openai with a base_url)", status=503)
