@@ -56,3 +56,13 @@ def test_the_sidecar_reaches_remote_models(tmp_path: Path) -> None:
             deltas = list(sidecar.stream("chat", {"model": "up/small", "messages": messages}).deltas(timeout=60))
             assert "".join(c["delta"].get("content") or "" for d in deltas for c in d["choices"]) == "hello from up"
         assert [r["body"]["model"] for r in up.requests if r["method"] == "POST"] == ["small", "small"]
+
+
+def test_list_remote_asks_the_provider_for_free(tmp_path: Path) -> None:
+    with StandIn("up") as up:
+        write_config(tmp_path / "config.toml", up.url)
+        listed = run_cli("list", "--remote", "up", "--json", env={"UP_KEY": KEY})
+        assert json.loads(listed.stdout) == ["up/small"] and up.billed == 0
+        assert run_cli("list", "--remote", "up", env={"UP_KEY": KEY}).stdout.strip() == "up/small"
+        unknown = run_cli("list", "--remote", "nobody")
+        assert unknown.returncode == 2 and "no provider named 'nobody' (providers: up)" in unknown.stderr

@@ -195,12 +195,12 @@ def test_images_go_as_data_urls_and_unserved_types_say_so(tmp_path: Path, ups: A
     from corral.tasks import ImagePart
 
     a = ups[0]
-    runtime, _ = runtime_for(tmp_path, (a,), monkeypatch, '[providers.claude]\ntype = "anthropic"\n'
-                                                          'api_key = "${STANDIN_KEY}"\n')
+    runtime, _ = runtime_for(tmp_path, (a,), monkeypatch, '[providers.tail]\ntype = "litellm"\n'
+                                                          'base_url = "http://127.0.0.1:9"\n')
     image = Image.new("RGB", (4, 3), (255, 0, 0))
     message = Message("user", "what is this?", parts=("what is this?", ImagePart(image)))
     got, unserved = run(runtime, ("a/small", ChatRequest((message,)), Task.CHAT),
-                        ("claude/claude-haiku-4-5", chat(), Task.CHAT))
+                        ("tail/bedrock/claude", chat(), Task.CHAT))
     assert text(got) == "hello from a"
     content = a.requests[-1]["body"]["messages"][0]["content"]
     assert content[0] == {"type": "text", "text": "what is this?"} and content[1]["type"] == "image_url"
@@ -209,4 +209,4 @@ def test_images_go_as_data_urls_and_unserved_types_say_so(tmp_path: Path, ups: A
     sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert sent.size == (4, 3) and sent.getpixel((0, 0)) == (255, 0, 0)
     assert isinstance(unserved, RemoteError) and unserved.http_status == 503
-    assert "does not speak to anthropic providers yet" in unserved.message
+    assert "does not speak to litellm providers yet" in unserved.message

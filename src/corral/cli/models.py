@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("list", aliases=["ls"], help="show registered models")
     p.add_argument("--json", action="store_true")
     p.add_argument("--aliases", "-a", action="store_true", help="also list aliases (built-in and from the config)")
+    p.add_argument("--remote", metavar="PROVIDER", help="list the models a configured provider has (a free call)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("rm", help="remove a registration")
@@ -91,6 +92,8 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     from corral.models.catalog import alias_rows, model_rows, remote_rows
     from corral.models.system import every_entry
 
+    if args.remote:
+        return _list_remote(args, ctx)
     entries = every_entry(ctx.store)  # registered, then built-in system models present (espeak-ng)
     measured = ctx.store.measurements()
     remote = remote_rows(ctx.settings)
@@ -112,6 +115,31 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
         blocks.append(table(["alias", "points to", "registered as"],
                             [[a["name"], " -> ".join(a["targets"]), a["registered_as"] or "-"] for a in aliases]))
     print("\n\n".join(blocks))
+    return 0
+
+
+def _list_remote(args: argparse.Namespace, ctx: Context) -> int:
+    """The provider's own model list, as `PROVIDER/ID` names corral takes."""
+    import asyncio
+
+    from corral.runtime.providers import ProviderPool
+
+    if args.remote not in ctx.settings.providers:
+        known = ", ".join(sorted(ctx.settings.providers)) or "none configured"
+        raise UsageError(f"no provider named {args.remote!r} (providers: {known})", "see `corral config show`")
+
+    async def fetch() -> list[str]:
+        pool = ProviderPool(ctx.settings.providers)
+        try:
+            return await pool.get(args.remote).models()
+        finally:
+            await pool.aclose()
+
+    names = [f"{args.remote}/{m}" for m in sorted(asyncio.run(fetch()))]
+    if args.json:
+        print_json(names)
+    else:
+        print("\n".join(names) if names else f"provider {args.remote} lists no models")
     return 0
 
 

@@ -57,10 +57,14 @@ async def _check_one(runtime: Runtime, name: str, deep: bool) -> TargetHealth:
     provider, upstream = remote
     started = time.perf_counter()
     try:
-        health = await runtime.providers.get(provider).health(upstream)
+        listed = await runtime.providers.get(provider).models()
     except CorralError as exc:
-        return TargetHealth(name, "remote", False, error=exc.message)
-    health.target, health.latency_ms = name, round((time.perf_counter() - started) * 1000, 1)
+        refused = exc.http_status == 502 and "credentials" in exc.message
+        return TargetHealth(name, "remote", False, authenticated=False if refused else None, error=exc.message)
+    present = upstream in listed
+    health = TargetHealth(name, "remote", present, round((time.perf_counter() - started) * 1000, 1),
+                          authenticated=True, model_present=present,
+                          error=None if present else f"{upstream} is not in the provider's model list")
     if deep and health.up:
         health.deep = True
         try:

@@ -9,15 +9,12 @@ temperature or top_p). An ``overloaded_error`` (status 529, or an ``event: error
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from corral.engines.remote.base import RemoteError, status_error
 from corral.engines.remote.openai_compat import image_base64
 from corral.targets import ProviderSettings
 from corral.tasks import ChatRequest, ImagePart, Message, Task, TextChunk, Usage
-
-if TYPE_CHECKING:
-    from corral.runtime.health import TargetHealth
 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 
@@ -65,21 +62,12 @@ class AnthropicProvider:
                               retryable=True)
         yield TextChunk("", finish_reason=finish, usage=Usage(prompt_tokens, completion_tokens))
 
-    async def health(self, upstream: str) -> TargetHealth:
-        """GET /v1/models (free): reachable, key accepted, the model listed."""
-        from corral.runtime.health import TargetHealth
-
-        target = f"{self.name}/{upstream}"
+    async def models(self) -> list[str]:
+        """The model ids (GET /v1/models: free)."""
         try:
-            listed = [m.id async for m in self.client.models.list()]
+            return [m.id async for m in self.client.models.list()]
         except Exception as exc:
-            failure = self.failure(exc)
-            refused = failure.http_status == 502 and "credentials" in failure.message
-            return TargetHealth(target, "remote", False, authenticated=False if refused else None,
-                                error=failure.message)
-        present = upstream in listed
-        return TargetHealth(target, "remote", present, authenticated=True, model_present=present,
-                            error=None if present else f"{upstream} is not in the provider's model list")
+            raise self.failure(exc) from None
 
     def failure(self, exc: Exception) -> RemoteError:
         import anthropic

@@ -4,13 +4,10 @@ needs to decide: retry, fall back, or answer at once), and the interface a provi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from corral.errors import CorralError
 from corral.tasks import Task
-
-if TYPE_CHECKING:
-    from corral.runtime.health import TargetHealth
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})  # 529: Anthropic overloaded
 
@@ -38,9 +35,9 @@ class Provider(Protocol):
         another task; RemoteError for any failure, before or during the stream."""
         ...
 
-    async def health(self, upstream: str) -> TargetHealth:
-        """Whether ``upstream`` is reachable, corral's key accepted and the model there, through calls
-        the provider bills nothing for."""
+    async def models(self) -> list[str]:
+        """The upstream's model ids, through a call the provider bills nothing for (health and
+        ``corral list --remote`` use it)."""
         ...
 
     async def aclose(self) -> None: ...

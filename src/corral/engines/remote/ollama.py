@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -27,9 +27,6 @@ from corral.tasks import (
     TextChunk,
     Usage,
 )
-
-if TYPE_CHECKING:
-    from corral.runtime.health import TargetHealth
 
 MAX_LINE = 1 << 20  # one NDJSON line of an answer: a chunk of text, never this long
 
@@ -103,24 +100,17 @@ class OllamaProvider:
         data = response.json()
         yield EmbedResult(data["embeddings"], Usage(int(data.get("prompt_eval_count") or 0), 0))
 
-    async def health(self, upstream: str) -> TargetHealth:
-        """GET /api/tags (free): reachable, the model pulled (``name`` or ``name:latest``)."""
-        from corral.runtime.health import TargetHealth
-
-        target = f"{self.name}/{upstream}"
+    async def models(self) -> list[str]:
+        """The pulled models (GET /api/tags: free), each also as its name without ``:latest``."""
         try:
             response = await self.client.get("/api/tags")
         except httpx.HTTPError as exc:
-            return TargetHealth(target, "remote", False, error=f"provider {self.name} cannot be reached "
-                                                               f"({type(exc).__name__})")
+            raise RemoteError(f"provider {self.name} cannot be reached ({type(exc).__name__})", status=503,
+                              retryable=True) from None
         if response.status_code != 200:
-            failure = status_error(self.name, response.status_code, await _error(response))
-            return TargetHealth(target, "remote", False, authenticated=response.status_code not in (401, 403),
-                                error=failure.message)
-        names = {m.get("name") for m in response.json().get("models", [])}
-        present = upstream in names or f"{upstream}:latest" in names
-        return TargetHealth(target, "remote", present, authenticated=True, model_present=present,
-                            error=None if present else f"{upstream} is not pulled on the Ollama server")
+            raise status_error(self.name, response.status_code, await _error(response), response.headers)
+        names = [str(m.get("name")) for m in response.json().get("models", []) if m.get("name")]
+        return names + [n.removesuffix(":latest") for n in names if n.endswith(":latest")]
 
 
 def options(request: Generation) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from corral.engines.remote.base import RemoteError, status_error
 from corral.targets import ProviderSettings
@@ -26,9 +26,6 @@ from corral.tasks import (
     TextChunk,
     Usage,
 )
-
-if TYPE_CHECKING:
-    from corral.runtime.health import TargetHealth
 
 NO_KEY = "none"  # the SDK wants some key; servers without auth ignore it
 
@@ -61,20 +58,12 @@ class OpenAICompatible:
     async def aclose(self) -> None:
         await self.client.close()
 
-    async def health(self, upstream: str) -> TargetHealth:
-        """GET /models (free): reachable, key accepted, the model listed."""
-        from corral.runtime.health import TargetHealth
-
+    async def models(self) -> list[str]:
+        """The upstream's model ids (GET /models: free)."""
         try:
-            listed = [m.id async for m in self.client.models.list()]
+            return [m.id async for m in self.client.models.list()]
         except Exception as exc:
-            failure = self.failure(exc)
-            refused = failure.http_status == 502 and "credentials" in failure.message
-            return TargetHealth(f"{self.name}/{upstream}", "remote", False, authenticated=False if refused else None,
-                                error=failure.message)
-        present = upstream in listed
-        return TargetHealth(f"{self.name}/{upstream}", "remote", present, authenticated=True, model_present=present,
-                            error=None if present else f"{upstream} is not in the provider's model list")
+            raise self.failure(exc) from None
 
     async def _chat(self, upstream: str, request: ChatRequest) -> AsyncIterator[TextChunk]:
         arguments = {"model": upstream, "messages": [message_json(m) for m in request.messages],
