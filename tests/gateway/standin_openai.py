@@ -28,6 +28,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class StandInServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # 32 clients connecting at once must not wait for a SYN retry
+
+
 class StandIn:
     def __init__(self, name: str = "upstream", reply: str | None = None) -> None:
         self.name, self.reply = name, reply or f"hello from {name}"
@@ -35,8 +40,7 @@ class StandIn:
         self.requests: list[dict[str, Any]] = []
         self.billed = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
-        self.server.daemon_threads = True
+        self.server = StandInServer(("127.0.0.1", 0), self.handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -68,6 +72,7 @@ class StandIn:
 def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # small SSE writes go out at once (no 40 ms delayed-ACK stall)
 
         def log_message(self, *args: Any) -> None:
             pass

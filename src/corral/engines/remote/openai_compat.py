@@ -2,7 +2,8 @@
 and any server with a ``base_url``: vLLM, TGI, LocalAI, LM Studio, llama.cpp's server, another
 corral) through the official ``openai`` SDK: its async client with ``max_retries=0`` (the router is
 the only retry loop) and the provider's connect / total timeouts. Chat and completions stream with
-``include_usage`` (the upstream's own token counts); embeddings come back as vectors. Every SDK
+``include_usage`` (the upstream's own token counts; the SSE lines read through the SDK's streaming
+response and parsed with orjson); embeddings come back as vectors. Every SDK
 failure becomes a :class:`~corral.engines.remote.base.RemoteError` the router can act on; the key
 is read from its environment variable when the client is built and never leaves the SDK."""
 
@@ -12,6 +13,8 @@ import base64
 import io
 from collections.abc import AsyncIterator
 from typing import Any
+
+import orjson
 
 from corral.engines.remote.base import RemoteError, status_error
 from corral.targets import ProviderSettings
@@ -68,25 +71,37 @@ class OpenAICompatible:
     async def _chat(self, upstream: str, request: ChatRequest) -> AsyncIterator[TextChunk]:
         arguments = {"model": upstream, "messages": [message_json(m) for m in request.messages],
                      **sampling_arguments(request)}
-        async for chunk in self._stream(self.client.chat.completions.create, arguments, chat=True):
+        async for chunk in self._stream(self.client.chat.completions, arguments, chat=True):
             yield chunk
 
     async def _complete(self, upstream: str, request: CompletionRequest) -> AsyncIterator[TextChunk]:
         arguments = {"model": upstream, "prompt": request.prompt, **sampling_arguments(request)}
-        async for chunk in self._stream(self.client.completions.create, arguments, chat=False):
+        async for chunk in self._stream(self.client.completions, arguments, chat=False):
             yield chunk
 
-    async def _stream(self, create: Any, arguments: dict[str, Any], *, chat: bool) -> AsyncIterator[TextChunk]:
+    async def _stream(self, resource: Any, arguments: dict[str, Any], *, chat: bool) -> AsyncIterator[TextChunk]:
+        """The SDK sends the request (auth, headers, status errors); its SSE lines are read raw and
+        parsed with orjson: building the SDK's pydantic chunk objects cost 1.5-2 ms per answer here."""
         finish, usage = None, None
         try:
-            stream = await create(**arguments, stream=True, stream_options={"include_usage": True})
-            async with stream:
-                async for event in stream:
-                    if event.usage is not None:
-                        usage = Usage(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0)
-                    for choice in event.choices[:1]:
-                        text = (choice.delta.content if chat else choice.text) or ""
-                        finish = choice.finish_reason or finish
+            async with resource.with_streaming_response.create(
+                    **arguments, stream=True, stream_options={"include_usage": True}) as response:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    event = orjson.loads(data)
+                    if event.get("error"):
+                        raise RemoteError(f"provider {self.name} failed mid-answer: {_error_text(event)}",
+                                          status=502, retryable=True)
+                    if event.get("usage"):
+                        usage = Usage(event["usage"].get("prompt_tokens") or 0,
+                                      event["usage"].get("completion_tokens") or 0)
+                    for choice in (event.get("choices") or [])[:1]:
+                        text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                        finish = choice.get("finish_reason") or finish
                         if text:
                             yield TextChunk(text)
         except Exception as exc:
@@ -122,6 +137,12 @@ class OpenAICompatible:
         if isinstance(exc, openai.APIError):  # an error event inside a stream, or a malformed one
             return RemoteError(f"provider {self.name} failed mid-answer: {str(exc)[:300]}", status=502, retryable=True)
         return RemoteError(f"provider {self.name} failed: {type(exc).__name__}", status=502, retryable=True)
+
+
+def _error_text(event: dict[str, Any]) -> str:
+    error = event.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:300]
 
 
 def _detail(exc: Any) -> str:
