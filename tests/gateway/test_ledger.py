@@ -57,10 +57,14 @@ def test_headers_the_ledger_and_usage_agree(tmp_path: Path) -> None:
             assert remote.status_code == 200
             assert remote.headers["x-corral-target"] == "up/small" and remote.headers["x-corral-attempts"] == "1"
             assert float(remote.headers["x-corral-cost-usd"]) == pytest.approx((5 * 1.0 + 4 * 2.0) / 1e6)
+            assert 0 <= float(remote.headers["x-corral-overhead-ms"]) and "x-corral-load-ms" not in remote.headers
             up.faults.append(("status", 500))  # up/small fails: the local model answers, priced by its time
             local = httpx.post(f"{srv.url}/v1/chat/completions", json={"model": "fast", **ask}, timeout=120)
             assert local.status_code == 200 and local.headers["x-corral-target"] == "smollm2"
             assert local.headers["x-corral-attempts"] == "2" and float(local.headers["x-corral-cost-usd"]) > 0
+            assert float(local.headers["x-corral-load-ms"]) > 0  # this call loaded smollm2
+            again = httpx.post(f"{srv.url}/v1/chat/completions", json={"model": "smollm2", **ask}, timeout=120)
+            assert "x-corral-load-ms" not in again.headers and again.headers["x-corral-target"] == "smollm2"
             with httpx.stream("POST", f"{srv.url}/v1/chat/completions",
                               json={"model": "fast", "stream": True, **ask}, timeout=120) as streamed:
                 assert streamed.headers["x-corral-target"] == "up/small"  # known once the first token is
@@ -78,7 +82,8 @@ def test_headers_the_ledger_and_usage_agree(tmp_path: Path) -> None:
     assert rows[("fast", "up/small")]["requests"] == 2  # the failed attempt and the streamed answer
     headers = float(remote.headers["x-corral-cost-usd"]) + float(local.headers["x-corral-cost-usd"])
     streamed_cost = (5 * 1.0 + 4 * 2.0) / 1e6
-    assert served["total_cost_usd"] == pytest.approx(headers + streamed_cost, rel=1e-6)
+    again_cost = float(again.headers["x-corral-cost-usd"])
+    assert served["total_cost_usd"] == pytest.approx(headers + streamed_cost + again_cost, rel=1e-6)
     cli = json.loads(run_cli("usage", "--json", env={"CORRAL_HOME": str(tmp_path / "srv")}).stdout)
     assert cli["rows"] == served["rows"] and cli["total_cost_usd"] == pytest.approx(served["total_cost_usd"])
     shown = run_cli("usage", "--since", "1d", env={"CORRAL_HOME": str(tmp_path / "srv")}).stdout

@@ -51,6 +51,8 @@ class Trace:
     attempts: int = 0
     cost_usd: float | None = None
     price_source: str | None = None
+    load_ms: float | None = None  # the call loaded its model first: how long that took
+    waited_ms: float | None = None  # a remote call: time waiting on upstreams and back-off (not corral's)
 
 
 @dataclass
@@ -176,10 +178,12 @@ class Dispatcher:
     async def generate(self, task: Task, name: str, request: Any, call: CallInfo) -> AsyncIterator[Any]:
         """Stream a streaming task's chunks (text, audio, progress steps and a result). Errors before
         the first chunk propagate to the caller."""
-        tally = Tally(name)
+        tally, cold = Tally(name), not self.registry.is_loaded(name)
         try:
             async with self.registry.use(name, task_check(task, self.engines, request)) as model:
                 tally.model = call.trace.target = model.name
+                if cold:
+                    call.trace.load_ms = (time.perf_counter() - tally.started) * 1000
                 method = implementation(model.handler, require_task(model.name, model.handler, task))
                 async with self.serving(model).gate.slot(model.name):
                     chunks = stream_from_thread(lambda: method(request))
@@ -199,9 +203,12 @@ class Dispatcher:
         """One request of a batchable task, sharing an engine call with concurrent ones."""
         started = time.perf_counter()
         status, error, usage, model_name = 200, None, Usage(), name
+        cold = not self.registry.is_loaded(name)
         try:
             async with self.registry.use(name, task_check(task, self.engines)) as model:
                 model_name = model.name
+                if cold:
+                    call.trace.load_ms = (time.perf_counter() - started) * 1000
                 require_task(model.name, model.handler, task)
                 batcher = self.batcher(model, task)
                 if batcher.pending >= self.max_queue:

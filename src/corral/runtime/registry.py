@@ -100,6 +100,11 @@ class Registry:
         model.in_flight -= 1
         model.last_used = self.clock()
 
+    def is_loaded(self, name: str) -> bool:
+        """Whether ``name`` (a model or an alias used before) is loaded now."""
+        canonical = self._names.get(name)
+        return canonical is not None and canonical in self.models
+
     async def get(self, name: str, check: Check | None = None) -> LoadedModel:
         """The loaded model ``name`` names, loading it first if needed. ``check`` sees the registered
         entry before anything is loaded or evicted for it, and may refuse it by raising."""

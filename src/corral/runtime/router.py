@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from corral.engines.remote.base import RemoteError
 from corral.errors import BusyError, ContextLengthError, CorralError, InsufficientMemoryError, MissingDependencyError
 from corral.models.remote import routed_targets
-from corral.runtime.dispatcher import CallInfo, Tally
+from corral.runtime.dispatcher import CallInfo, Tally, Trace
 from corral.targets import AliasSettings, Cooldown, Retries, split_remote
 from corral.tasks import TASKS, Task, Usage
 
@@ -184,7 +184,7 @@ class Router:
             started = time.perf_counter()
             stream = self._open(task, target, request, call)
             try:
-                first = await self._prime(target, stream)
+                first = await self._prime(target, stream, call.trace)
             except CorralError as exc:
                 await stream.aclose()  # type: ignore[attr-defined]
                 failure = as_remote(exc)
@@ -198,19 +198,21 @@ class Router:
                 if failure.too_long or attempt == retries.max or self.health.cooling(target.ref):
                     raise failure from exc
                 self.metrics.retries.labels(target.ref).inc()
-                await self.sleep(self.backoff(retries, attempt, failure.retry_after))
+                pause = self.backoff(retries, attempt, failure.retry_after)
+                call.trace.waited_ms = (call.trace.waited_ms or 0.0) + pause * 1000
+                await self.sleep(pause)
                 continue
             self.health.succeeded(target.ref)
             return stream, first
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _prime(self, target: Target, stream: AsyncIterator[Any]) -> Any:
+    async def _prime(self, target: Target, stream: AsyncIterator[Any], trace: Trace) -> Any:
         """The first chunk that carries content (text, a result), within the target's first-token time."""
         limit = None if target.provider is None else self.settings.providers[target.provider].timeout.first_token
         try:
             async with asyncio.timeout(limit):
                 while True:
-                    chunk = await anext(stream)
+                    chunk = await pull(stream, trace, target.provider is not None)
                     if getattr(chunk, "text", None) or not hasattr(chunk, "text") or chunk.usage is not None:
                         return chunk
         except TimeoutError:
@@ -235,7 +237,7 @@ class Router:
                 if tally is not None:
                     tally.see(chunk)
                 yield chunk
-                chunk = await anext(stream)
+                chunk = await pull(stream, call.trace, target.provider is not None)
         except StopAsyncIteration:
             pass
         except CorralError as exc:
@@ -253,6 +255,17 @@ class Router:
                 usage = tally.usage if TASKS[task].streams else getattr(first, "usage", Usage())
                 self.dispatcher.record(target.ref, task, call, tally.status, usage, tally.started, tally.ttft,
                                        tally.error)
+
+
+async def pull(stream: AsyncIterator[Any], trace: Trace, remote: bool) -> Any:
+    """The stream's next chunk; for a remote target, the wait counts as the upstream's time (the
+    x-corral-overhead-ms header is the rest)."""
+    started = time.perf_counter()
+    try:
+        return await anext(stream)
+    finally:
+        if remote:
+            trace.waited_ms = (trace.waited_ms or 0.0) + (time.perf_counter() - started) * 1000
 
 
 def as_remote(exc: CorralError) -> RemoteError:

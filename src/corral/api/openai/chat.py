@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
@@ -17,10 +19,10 @@ ROUTE = "/v1/chat/completions"
 
 @router.post(ROUTE, response_model=None)
 async def chat_completions(body: ChatCompletionBody, request: Request) -> Response:
-    call = call_info(request, Door.OPENAI, ROUTE)
+    started, call = time.perf_counter(), call_info(request, Door.OPENAI, ROUTE)
     run = await start_chat(runtime_of(request), body, call)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventStream(sse_events(run.chunks(include_usage)), trace_headers(call.trace))
     answer = await run.response()
-    return JSONResponse(answer, headers=trace_headers(call.trace))
+    return JSONResponse(answer, headers=trace_headers(call.trace, started))

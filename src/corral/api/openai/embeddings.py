@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -17,6 +19,6 @@ ROUTE = "/v1/embeddings"
 
 @router.post(ROUTE, response_model=None)
 async def embeddings(body: EmbeddingBody, request: Request) -> Response:
-    call = call_info(request, Door.OPENAI, ROUTE)
+    started, call = time.perf_counter(), call_info(request, Door.OPENAI, ROUTE)
     payload = await create_embeddings(runtime_of(request), body, call)
-    return Response(dumps(payload), media_type="application/json", headers=trace_headers(call.trace))
+    return Response(dumps(payload), media_type="application/json", headers=trace_headers(call.trace, started))
