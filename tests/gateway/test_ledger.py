@@ -57,7 +57,7 @@ def test_headers_the_ledger_and_usage_agree(tmp_path: Path) -> None:
             assert remote.status_code == 200
             assert remote.headers["x-corral-target"] == "up/small" and remote.headers["x-corral-attempts"] == "1"
             assert float(remote.headers["x-corral-cost-usd"]) == pytest.approx((5 * 1.0 + 4 * 2.0) / 1e6)
-            assert 0 <= float(remote.headers["x-corral-overhead-ms"]) and "x-corral-load-ms" not in remote.headers
+            assert float(remote.headers["x-corral-overhead-ms"]) >= 0 and "x-corral-load-ms" not in remote.headers
             up.faults.append(("status", 500))  # up/small fails: the local model answers, priced by its time
             local = httpx.post(f"{srv.url}/v1/chat/completions", json={"model": "fast", **ask}, timeout=120)
             assert local.status_code == 200 and local.headers["x-corral-target"] == "smollm2"
