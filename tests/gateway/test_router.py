@@ -45,11 +45,11 @@ class Clock:
 
 
 def runtime_for(tmp_path: Path, ups: tuple[StandIn, ...], monkeypatch: pytest.MonkeyPatch,
-                extra: str = "") -> tuple[Runtime, Clock]:
+                extra: str = "", total: float = 5) -> tuple[Runtime, Clock]:
     monkeypatch.setenv("STANDIN_KEY", KEY)
     providers = "".join(
         f'[providers.{u.name}]\ntype = "openai"\nbase_url = "{u.url}"\napi_key = "${{STANDIN_KEY}}"\n'
-        f"timeout = {{ connect = 2, first_token = 1, total = 5 }}\nretries = {{ max = 2, backoff = 0.5 }}\n"
+        f"timeout = {{ connect = 2, first_token = 1, total = {total} }}\nretries = {{ max = 2, backoff = 0.5 }}\n"
         f"cooldown = {{ failures = 3, window = 60, seconds = 100 }}\n" for u in ups)
     (tmp_path / "config.toml").write_text(providers + extra)
     clock = Clock()
@@ -210,3 +210,18 @@ def test_images_go_as_data_urls_and_unserved_types_say_so(tmp_path: Path, ups: A
     assert sent.size == (4, 3) and sent.getpixel((0, 0)) == (255, 0, 0)
     assert isinstance(unserved, RemoteError) and unserved.http_status == 503
     assert "does not speak to litellm providers yet" in unserved.message
+
+
+def test_a_stream_that_stalls_ends_at_its_total_time(tmp_path: Path, ups: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral.runtime.requestlog import latest
+
+    a, b, c = ups
+    runtime, _ = runtime_for(tmp_path, (a, b, c), monkeypatch, '[aliases]\nfast = ["c/small", "b/small"]\n',
+                             total=1.5)
+    c.faults.append(("stall", 4))  # three words, then silence, no [DONE]
+    broken, = run(runtime, ("fast", chat(), Task.CHAT))
+    assert isinstance(broken, StreamBrokenError) and "longer than its total time of 1.5 s" in broken.message
+    assert b.billed == 0
+    row = latest(runtime.log.path, 1)[0]
+    assert row["model"] == "fast" and row["target"] == "c/small" and row["status"] == 504
+    assert row["total_ms"] >= 1400 and row["ttft_ms"] is not None and row["ttft_ms"] < row["total_ms"]

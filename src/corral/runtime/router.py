@@ -157,7 +157,7 @@ class Router:
                 attempts.notes.append(f"{target.ref}: cooling down")
                 continue
             try:
-                stream, first = await self._first(task, target, request, call, attempts)
+                stream, first, started = await self._first(task, target, request, call, attempts)
             except RemoteError as exc:
                 if exc.too_long and alias is not None and alias.context_fallback and \
                         alias.context_fallback not in [t.ref for t in queue]:
@@ -168,14 +168,14 @@ class Router:
                     continue
                 raise
             attempts.served_by = call.trace.target = target.ref
-            async for chunk in self._committed(task, target, stream, first, call):
+            async for chunk in self._committed(task, target, (stream, first, started), call):
                 yield chunk
             return
         raise ChainFailedError(f"no target of {name} could answer: " + "; ".join(errors or attempts.notes),
                                "try again later, or add another target to the alias")
 
     async def _first(self, task: Task, target: Target, request: Any, call: CallInfo,
-                     attempts: Attempts) -> tuple[AsyncIterator[Any], Any]:
+                     attempts: Attempts) -> tuple[AsyncIterator[Any], Any, float]:
         """The target's stream and its first chunk with content, after the retries its rules allow."""
         retries, cooldown = self._rules(target)
         for attempt in range(retries.max + 1):
@@ -203,7 +203,7 @@ class Router:
                 await self.sleep(pause)
                 continue
             self.health.succeeded(target.ref)
-            return stream, first
+            return stream, first, started
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _prime(self, target: Target, stream: AsyncIterator[Any], trace: Trace) -> Any:
@@ -226,18 +226,29 @@ class Router:
         step = retries.backoff * (2.0 ** attempt) * (0.5 + self.random() / 2)
         return max(step, retry_after or 0.0)
 
-    async def _committed(self, task: Task, target: Target, stream: AsyncIterator[Any], first: Any,
+    async def _committed(self, task: Task, target: Target, opened: tuple[AsyncIterator[Any], Any, float],
                          call: CallInfo) -> AsyncIterator[Any]:
-        """The rest of a stream its caller has started reading; remote calls are logged here (local
-        ones by the dispatcher)."""
+        """The rest of a stream its caller has started reading (``opened``: the stream, its first
+        chunk, when the attempt began), within a remote target's total time; remote calls are logged
+        here (local ones by the dispatcher)."""
+        stream, first, started = opened
         tally = Tally(target.ref) if target.provider is not None else None
+        total = None if target.provider is None else self.settings.providers[target.provider].timeout.total
+        if tally is not None:
+            tally.started = started  # its time to first token and total count from the attempt's start
         try:
             chunk = first
             while True:
                 if tally is not None:
                     tally.see(chunk)
                 yield chunk
-                chunk = await pull(stream, call.trace, target.provider is not None)
+                left = None if total is None else max(0.0, started + total - time.perf_counter())
+                try:
+                    async with asyncio.timeout(left):
+                        chunk = await pull(stream, call.trace, target.provider is not None)
+                except TimeoutError:
+                    raise RemoteError(f"the answer took longer than its total time of {total:g} s", status=504,
+                                      retryable=True) from None
         except StopAsyncIteration:
             pass
         except CorralError as exc:
