@@ -12,29 +12,18 @@ import json
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.gateway.standin_openai import StandIn
+from tests.gateway.standin_openai import StandIn, WireHandler
 
 ERRORS = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error", 500: "api_error",
           529: "overloaded_error"}
 
 
-class AnthropicStandIn(StandIn):
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        return _handler(self)
+def anthropic_standin(name: str, reply: str | None = None) -> StandIn:
+    return StandIn(name, reply, wire=_handler, api_root="")
 
 
 def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(WireHandler):
         def do_GET(self) -> None:
             standin.requests.append({"method": "GET", "path": self.path, "key": self._key()})
             models = [{"type": "model", "id": i, "display_name": i, "created_at": "2025-10-01T00:00:00Z"}
@@ -43,7 +32,7 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                              "last_id": models[-1]["id"]})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = self.body()
             standin.requests.append({"method": "POST", "path": self.path, "body": body,
                                      "key": self._key()})
             fault = standin.next_fault()
@@ -51,10 +40,7 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 kind = ERRORS.get(fault[1], "api_error")
                 self._json(fault[1], {"type": "error", "error": {"type": kind, "message": f"injected {kind}"}})
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self.start_chunked("text/event-stream")
             words = standin.words()[: body.get("max_tokens") or None]
             self._event("message_start", {"type": "message_start", "message": {
                 "id": "msg_standin", "type": "message", "role": "assistant", "content": [], "model": body["model"],
@@ -85,17 +71,5 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def _event(self, name: str, data: dict[str, Any]) -> None:
             self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-
-        def _chunk(self, data: bytes) -> None:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
-
-        def _json(self, status: int, data: dict[str, Any]) -> None:
-            raw = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
 
     return Handler

@@ -10,33 +10,22 @@ import json
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.gateway.standin_openai import StandIn, vector
+from tests.gateway.standin_openai import StandIn, WireHandler, vector
 
 
-class OllamaStandIn(StandIn):
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        return _handler(self)
+def ollama_standin(name: str, reply: str | None = None) -> StandIn:
+    return StandIn(name, reply, wire=_handler, api_root="")
 
 
 def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(WireHandler):
         def do_GET(self) -> None:
             standin.requests.append({"method": "GET", "path": self.path})
             self._json(200, {"models": [{"name": "llama3.2:3b", "model": "llama3.2:3b", "size": 1},
                                         {"name": "nomic-embed-text:latest", "model": "nomic-embed-text:latest"}]})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = self.body()
             standin.requests.append({"method": "POST", "path": self.path, "body": body})
             fault = standin.next_fault()
             if fault is not None and fault[0] == "status":
@@ -50,10 +39,7 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 return
             chat = self.path == "/api/chat"
             words = standin.words()[: (body.get("options") or {}).get("num_predict") or None]
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self.start_chunked("application/x-ndjson")
             for i, word in enumerate(words):
                 if fault is not None and fault[0] == "error_line" and i == fault[1]:
                     self._line({"error": "an error occurred mid-stream"})
@@ -69,17 +55,5 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def _line(self, data: dict[str, Any]) -> None:
             self._chunk(json.dumps(data).encode() + b"\n")
-
-        def _chunk(self, data: bytes) -> None:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
-
-        def _json(self, status: int, data: dict[str, Any]) -> None:
-            raw = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
 
     return Handler

@@ -23,7 +23,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -33,9 +33,49 @@ class StandInServer(ThreadingHTTPServer):
     request_queue_size = 128  # 32 clients connecting at once must not wait for a SYN retry
 
 
+class WireHandler(BaseHTTPRequestHandler):
+    """What every stand-in's handler shares: HTTP/1.1 keep-alive, small writes sent at once, no
+    request logging, chunked bodies and JSON answers."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small SSE writes go out at once (no 40 ms delayed-ACK stall)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def body(self) -> dict[str, Any]:
+        parsed = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        return parsed if isinstance(parsed, dict) else {}
+
+    def start_chunked(self, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _json(self, status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+
 class StandIn:
-    def __init__(self, name: str = "upstream", reply: str | None = None) -> None:
-        self.name, self.reply = name, reply or f"hello from {name}"
+    """``wire``: the handler factory of the wire format (OpenAI's by default); ``api_root``: where the
+    API lives under the server's address (what ``url`` includes)."""
+
+    def __init__(self, name: str = "upstream", reply: str | None = None, *,
+                 wire: Callable[[StandIn], type[BaseHTTPRequestHandler]] | None = None, api_root: str = "/v1") -> None:
+        self.name, self.reply, self.api_root = name, reply or f"hello from {name}", api_root
+        self.wire = wire or _handler
         self.faults: list[tuple[Any, ...]] = []
         self.requests: list[dict[str, Any]] = []
         self.billed = 0
@@ -45,7 +85,7 @@ class StandIn:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.server.server_address[1]}{self.api_root}"
 
     def __enter__(self) -> StandIn:
         self.thread.start()
@@ -57,7 +97,7 @@ class StandIn:
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         """The request handler speaking this stand-in's wire format."""
-        return _handler(self)
+        return self.wire(self)
 
     def next_fault(self) -> tuple[Any, ...] | None:
         with self.lock:
@@ -70,13 +110,7 @@ class StandIn:
 
 
 def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # small SSE writes go out at once (no 40 ms delayed-ACK stall)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(WireHandler):
         def do_GET(self) -> None:
             standin.requests.append({"method": "GET", "path": self.path,
                                      "authorization": self.headers.get("Authorization")})
@@ -87,7 +121,7 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": "no such route", "type": "invalid_request_error"}})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = self.body()
             standin.requests.append({"method": "POST", "path": self.path, "body": body,
                                      "authorization": self.headers.get("Authorization")})
             fault = standin.next_fault()
@@ -133,10 +167,7 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {**head, "object": "chat.completion" if chat else "text_completion",
                                  "choices": [{"index": 0, "finish_reason": "stop", **choice}], "usage": usage})
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self.start_chunked("text/event-stream")
             for i, word in enumerate(words):
                 if fault is not None and i == 3:
                     if fault[0] == "cut":
@@ -158,20 +189,6 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def _event(self, data: dict[str, Any]) -> None:
             self._chunk(f"data: {json.dumps(data)}\n\n".encode())
-
-        def _chunk(self, data: bytes) -> None:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
-
-        def _json(self, status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(raw)
 
     return Handler
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.gateway.standin_anthropic import AnthropicStandIn
+from tests.gateway.standin_anthropic import anthropic_standin
 from tests.gateway.standin_openai import StandIn
 
 from corral.config import load_settings
@@ -26,7 +26,7 @@ KEY = "sk-ant-PLANTED-0123"
 
 def test_chat_fallback_and_health(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLAUDE_KEY", KEY)
-    with AnthropicStandIn("claude", reply="one two three four five") as claude, StandIn("b") as b:
+    with anthropic_standin("claude", reply="one two three four five") as claude, StandIn("b") as b:
         (tmp_path / "config.toml").write_text(
             f'[providers.claude]\ntype = "anthropic"\nbase_url = "{claude.url}"\napi_key = "${{CLAUDE_KEY}}"\n'
             "retries = { max = 0, backoff = 0 }\n"

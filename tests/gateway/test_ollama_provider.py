@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.gateway.standin_ollama import OllamaStandIn
+from tests.gateway.standin_ollama import ollama_standin
 from tests.gateway.standin_openai import StandIn, vector
 
 from corral.config import load_settings
@@ -23,7 +23,7 @@ from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, Message, 
 
 
 def test_chat_generate_embed_errors_and_health(tmp_path: Path) -> None:
-    with OllamaStandIn("home", reply="one two three four five") as home, StandIn("b") as b:
+    with ollama_standin("home", reply="one two three four five") as home, StandIn("b") as b:
         (tmp_path / "config.toml").write_text(
             f'[providers.home]\ntype = "ollama"\nbase_url = "{home.url}"\nretries = {{ max = 0, backoff = 0 }}\n'
             f'[providers.b]\ntype = "openai"\nbase_url = "{b.url}"\nretries = {{ max = 0, backoff = 0 }}\n'

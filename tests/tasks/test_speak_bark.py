@@ -6,14 +6,13 @@ cannot apply are clear errors; the CLI writes the WAV."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tests.conftest import run_cli
-from tests.fixtures.runtimes import runtime_with
+from tests.fixtures.runtimes import each_call
 from tests.fixtures.tiny_tts import build_bark
 
 from corral.errors import CorralError, InvalidModelFileError, UsageError
@@ -48,19 +47,7 @@ def by_hand(folder: Path, text: str, preset: str | None) -> list[np.ndarray]:
 
 
 def spoken(folder: Path, *requests: SpeakRequest) -> list[list[AudioChunk] | CorralError]:
-    runtime = runtime_with({folder.name: folder})
-
-    async def scenario() -> list[list[AudioChunk] | CorralError]:
-        out: list[list[AudioChunk] | CorralError] = []
-        async with runtime:
-            for r in requests:
-                try:
-                    out.append([c async for c in runtime.run(Task.SPEAK, folder.name, r, CALL)])
-                except CorralError as exc:
-                    out.append(exc)
-        return out
-
-    return asyncio.run(scenario())
+    return each_call(folder, Task.SPEAK, *requests)
 
 
 def test_audio_is_generate_on_the_processor_inputs(bark: Path) -> None:

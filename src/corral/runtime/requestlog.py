@@ -133,60 +133,45 @@ class RequestLog:
         self._conn.close()
 
 
-def latest(path: Path, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest rows first; an absent log is an empty one."""
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        migrate(conn, MIGRATIONS, f"the request log {path}")  # a log an older corral wrote
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM requests ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in rows]
-    finally:
-        conn.close()
-
-
-def usage(path: Path, since: float | None = None) -> list[dict[str, Any]]:
-    """Calls and tokens per model and door (since ``since``, unix seconds), busiest first."""
+def _query(path: Path, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """Rows of ``sql`` on the log at ``path`` (migrated first: a log an older corral wrote); an
+    absent log has none."""
     if not path.exists():
         return []
     conn = sqlite3.connect(path, timeout=30)
     try:
         migrate(conn, MIGRATIONS, f"the request log {path}")
         conn.row_factory = sqlite3.Row
-        rows = conn.execute(
-            """SELECT model, door, COUNT(*) AS requests, SUM(status >= 400) AS errors,
-                      COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
-                      COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
-                      COALESCE(SUM(total_ms), 0) AS total_ms
-               FROM requests WHERE ts >= ? GROUP BY model, door ORDER BY requests DESC, model""",
-            (since or 0.0,)).fetchall()
-        return [dict(r) for r in rows]
+        return [dict(r) for r in conn.execute(sql, params).fetchall()]
     finally:
         conn.close()
+
+
+def latest(path: Path, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest rows first; an absent log is an empty one."""
+    return _query(path, "SELECT * FROM requests ORDER BY id DESC LIMIT ?", (limit,))
+
+
+def usage(path: Path, since: float | None = None) -> list[dict[str, Any]]:
+    """Calls and tokens per model and door (since ``since``, unix seconds), busiest first."""
+    return _query(path, """SELECT model, door, COUNT(*) AS requests, SUM(status >= 400) AS errors,
+                                  COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
+                                  COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
+                                  COALESCE(SUM(total_ms), 0) AS total_ms
+                           FROM requests WHERE ts >= ? GROUP BY model, door ORDER BY requests DESC, model""",
+                  (since or 0.0,))
 
 
 def ledger(path: Path, since: float | None = None) -> list[dict[str, Any]]:
     """Calls, tokens, compute time and cost per day (UTC), name asked for and target, since ``since``
     (unix seconds); rows written before the ledger existed count as their own model's, cost 0."""
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        migrate(conn, MIGRATIONS, f"the request log {path}")
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute(
-            """SELECT date(ts, 'unixepoch') AS day, model AS name, COALESCE(target, model) AS target,
-                      COUNT(*) AS requests, SUM(status >= 400) AS errors,
-                      COALESCE(SUM(attempts), COUNT(*)) AS attempts,
-                      COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
-                      COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
-                      ROUND(COALESCE(SUM(total_ms), 0) / 1000.0, 3) AS seconds,
-                      COALESCE(SUM(cost_usd), 0.0) AS cost_usd,
-                      GROUP_CONCAT(DISTINCT COALESCE(price_source, 'unknown')) AS price_sources
-               FROM requests WHERE ts >= ? GROUP BY day, name, target ORDER BY day, name, target""",
-            (since or 0.0,)).fetchall()
-        return [dict(r) for r in rows]
-    finally:
-        conn.close()
+    return _query(path, """SELECT date(ts, 'unixepoch') AS day, model AS name, COALESCE(target, model) AS target,
+                                  COUNT(*) AS requests, SUM(status >= 400) AS errors,
+                                  COALESCE(SUM(attempts), COUNT(*)) AS attempts,
+                                  COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
+                                  COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
+                                  ROUND(COALESCE(SUM(total_ms), 0) / 1000.0, 3) AS seconds,
+                                  COALESCE(SUM(cost_usd), 0.0) AS cost_usd,
+                                  GROUP_CONCAT(DISTINCT COALESCE(price_source, 'unknown')) AS price_sources
+                           FROM requests WHERE ts >= ? GROUP BY day, name, target ORDER BY day, name, target""",
+                  (since or 0.0,))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from corral.engines.remote.base import RemoteError, status_error
+from corral.engines.remote.base import RemoteError, status_error, transport_failure
 from corral.engines.remote.openai_compat import image_base64
 from corral.targets import ProviderSettings
 from corral.tasks import ChatRequest, ImagePart, Message, Task, TextChunk, Usage
@@ -74,12 +74,9 @@ class AnthropicProvider:
 
         if isinstance(exc, RemoteError):
             return exc
-        if isinstance(exc, anthropic.APITimeoutError):
-            return RemoteError(f"provider {self.name} did not answer in time", "try again later", status=504,
-                               retryable=True)
-        if isinstance(exc, anthropic.APIConnectionError):
-            return RemoteError(f"provider {self.name} cannot be reached", "check its base_url and that it is up",
-                               status=503, retryable=True)
+        lost = transport_failure(self.name, exc, anthropic.APITimeoutError, anthropic.APIConnectionError)
+        if lost is not None:
+            return lost
         detail = _detail(exc)
         if "overloaded" in detail:  # 529, or an `event: error` inside a stream (the SDK raises it with the 200)
             return RemoteError(f"provider {self.name} is overloaded: {detail}", "try again later", status=503,

@@ -69,3 +69,17 @@ def status_error(provider: str, status: int, detail: str, headers: Any = None) -
                                                                     "too long", "maximum context"))
     return RemoteError(f"provider {provider} refused the request ({status}): {detail}", status=400 if status < 500
                        else 502, too_long=too_long)
+
+
+def transport_failure(provider: str, exc: Exception, timeout: type[Exception],
+                      connection: type[Exception]) -> RemoteError | None:
+    """The retryable RemoteError for an SDK's timeout (504) or connection error (503; the SDKs'
+    timeout class is a kind of connection error, so it is checked first), else None."""
+    if isinstance(exc, timeout):
+        return RemoteError(f"provider {provider} did not answer in time", "try again later", status=504,
+                           retryable=True)
+    if isinstance(exc, connection):
+        cause = type(exc.__cause__ or exc).__name__
+        return RemoteError(f"provider {provider} cannot be reached ({cause})", "check its base_url and that it is up",
+                           status=503, retryable=True)
+    return None

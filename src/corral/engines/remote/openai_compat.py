@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from corral.engines.remote.base import RemoteError, status_error
+from corral.engines.remote.base import RemoteError, status_error, transport_failure
 from corral.targets import ProviderSettings
 from corral.tasks import (
     ChatRequest,
@@ -126,12 +126,8 @@ class OpenAICompatible:
 
         if isinstance(exc, RemoteError):
             return exc
-        if isinstance(exc, openai.APITimeoutError):
-            return RemoteError(f"provider {self.name} did not answer in time", "try again later", status=504,
-                               retryable=True)
-        if isinstance(exc, openai.APIConnectionError):
-            return RemoteError(f"provider {self.name} cannot be reached ({type(exc.__cause__ or exc).__name__})",
-                               "check its base_url and that it is up", status=503, retryable=True)
+        if (lost := transport_failure(self.name, exc, openai.APITimeoutError, openai.APIConnectionError)) is not None:
+            return lost
         if isinstance(exc, openai.APIStatusError):
             return status_error(self.name, exc.status_code, _detail(exc), exc.response.headers)
         if isinstance(exc, openai.APIError):  # an error event inside a stream, or a malformed one
