@@ -31,16 +31,20 @@ def cmd_health(args: argparse.Namespace, ctx: Context) -> int:
         print_json(report)
     else:
         print(table(["target", "kind", "up", "ms", "key", "model", "error"],
-                    [[t["target"], t["kind"], "yes" if t["up"] else "NO", _ms(t["latency_ms"]),
+                    [[t["target"], t["kind"], _up(t["up"]), _ms(t["latency_ms"]),
                       _flag(t["authenticated"]), _flag(t["model_present"]), t["error"] or ""]
                      for t in report["targets"]]))
         if report["aliases"]:
             print("\n" + table(["alias", "up", "required", "up targets"],
-                               [[a["alias"], "yes" if a["up"] else "NO", "yes" if a["required"] else "no",
+                               [[a["alias"], _up(a["up"]), "yes" if a["required"] else "no",
                                  ", ".join(a["up_targets"]) or "-"] for a in report["aliases"]]))
         if report["deep"]:
             print("\n(--deep: one one-token request was sent to each target that was up)")
     return 0 if report["ok"] else 1
+
+
+def _up(value: bool | None) -> str:
+    return "unknown" if value is None else "yes" if value else "NO"
 
 
 def _ms(value: float | None) -> str:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class TargetHealth:
     target: str
     kind: str  # "remote" | "local"
-    up: bool
+    up: bool | None  # None: cannot be told without a billed request (LiteLLM's providers)
     latency_ms: float | None = None
     authenticated: bool | None = None  # remote: the key was accepted
     model_present: bool | None = None  # remote: the upstream lists the model; local: registered
@@ -44,8 +44,10 @@ async def check(runtime: Runtime, *, deep: bool = False) -> dict[str, Any]:
     for name, alias in sorted(settings.aliases.items()):
         refs = [*alias.targets, *([alias.context_fallback] if alias.context_fallback else [])]
         up = [r for r in refs if targets.get(r) is not None and targets[r].up]
-        aliases.append({"alias": name, "targets": refs, "up": bool(up), "up_targets": up, "required": alias.required})
-    failed = [a["alias"] for a in aliases if a["required"] and not a["up"]]
+        unknown = any(targets.get(r) is not None and targets[r].up is None for r in refs)
+        state = True if up else None if unknown else False
+        aliases.append({"alias": name, "targets": refs, "up": state, "up_targets": up, "required": alias.required})
+    failed = [a["alias"] for a in aliases if a["required"] and a["up"] is False]
     return {"ok": not failed, "required_down": failed, "deep": deep,
             "targets": [asdict(t) for t in targets.values()], "aliases": aliases}
 
@@ -59,18 +61,23 @@ async def _check_one(runtime: Runtime, name: str, deep: bool) -> TargetHealth:
     try:
         listed = await runtime.providers.get(provider).models()
     except CorralError as exc:
-        refused = exc.http_status == 502 and "credentials" in exc.message
-        return TargetHealth(name, "remote", False, authenticated=False if refused else None, error=exc.message)
-    present = upstream in listed
-    health = TargetHealth(name, "remote", present, round((time.perf_counter() - started) * 1000, 1),
-                          authenticated=True, model_present=present,
-                          error=None if present else f"{upstream} is not in the provider's model list")
-    if deep and health.up:
+        if exc.http_status == 501:  # no free check exists for this provider: unknown, not down
+            health = TargetHealth(name, "remote", None, error=exc.message)
+        else:
+            refused = exc.http_status == 502 and "credentials" in exc.message
+            return TargetHealth(name, "remote", False, authenticated=False if refused else None, error=exc.message)
+    else:
+        present = upstream in listed
+        health = TargetHealth(name, "remote", present, round((time.perf_counter() - started) * 1000, 1),
+                              authenticated=True, model_present=present,
+                              error=None if present else f"{upstream} is not in the provider's model list")
+    if deep and health.up is not False:
         health.deep = True
         try:
             request = ChatRequest((Message("user", "ping"),), sampling=Sampling(max_tokens=1, temperature=0.0))
             async for _ in runtime.providers.get(provider).run(Task.CHAT, upstream, request):
                 pass
+            health.up, health.error = True, None
         except CorralError as exc:
             health.up, health.error = False, exc.message
     return health

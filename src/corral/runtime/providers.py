@@ -7,7 +7,7 @@ import importlib.util
 from collections.abc import Mapping
 
 from corral.engines.remote.base import Provider, RemoteError
-from corral.engines.remote.presets import ANTHROPIC, OLLAMA, OPENAI, PRESETS
+from corral.engines.remote.presets import ANTHROPIC, LITELLM, OLLAMA, OPENAI, PRESETS
 from corral.errors import MissingDependencyError
 from corral.targets import ProviderSettings
 
@@ -30,10 +30,15 @@ class ProviderPool:
 
 def build_provider(name: str, settings: ProviderSettings) -> Provider:
     preset = PRESETS[settings.type]
-    library = {OPENAI: "openai", ANTHROPIC: "anthropic"}.get(preset.api)
+    library = {OPENAI: "openai", ANTHROPIC: "anthropic", LITELLM: "litellm"}.get(preset.api)
     if library is not None and importlib.util.find_spec(library) is None:
+        extra = "litellm" if library == "litellm" else "remote"
         raise MissingDependencyError(f"provider {name} ({settings.type}) needs the {library} package",
-                                     "pip install 'corral[remote]'")
+                                     f"pip install 'corral[{extra}]'")
+    if preset.api == LITELLM:  # LiteLLM knows where each of its providers is: a base_url is optional
+        from corral.engines.remote.litellm_provider import LiteLLMProvider
+
+        return LiteLLMProvider(name, settings, settings.base_url)
     base_url = settings.base_url or preset.base_url
     if base_url is None:
         raise RemoteError(f"provider {name} ({settings.type}) has no base_url", "set base_url in its config table",
@@ -50,5 +55,5 @@ def build_provider(name: str, settings: ProviderSettings) -> Provider:
         from corral.engines.remote.ollama import OllamaProvider
 
         return OllamaProvider(name, settings, base_url)
-    raise RemoteError(f"provider {name}: corral does not speak to {settings.type} providers yet",
-                      "use an OpenAI-compatible provider (type openai with a base_url)", status=503)
+    raise RemoteError(f"provider {name}: corral does not speak to {settings.type} providers",
+                      "use type openai, anthropic, ollama or litellm", status=503)
