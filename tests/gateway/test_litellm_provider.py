@@ -60,7 +60,8 @@ def test_litellm_chat_fallback_embed_and_health(tmp_path: Path, monkeypatch: pyt
     posted = [r for r in tail.requests if r["method"] == "POST"]
     assert posted[0]["body"]["model"] == "small" and posted[0]["authorization"] == "Bearer sk-tail"
     assert "".join(c.text for c in fell_back if isinstance(c, TextChunk)) == "hello from b"
-    assert sum(1 for r in posted if r["path"].endswith("chat/completions")) == 2  # LiteLLM did not retry the 500
+    chats = [r["body"]["max_tokens"] for r in posted if r["path"].endswith("chat/completions")]
+    assert chats == [3, 3, 1]  # the answer, the 500 (LiteLLM did not retry it), the --deep check's one token
     assert [list(v) for v in embedded[0].vectors] == [vector("a b")]
     only = {a["alias"]: a for a in health["aliases"]}["only"]
     assert only["up"] is None and health["ok"]  # cannot be told for free: unknown, not down
