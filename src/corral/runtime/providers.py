@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 
-from corral.engines.remote.base import Provider, RemoteError
+from corral.engines.remote.base import Provider
 from corral.engines.remote.presets import ANTHROPIC, LITELLM, OLLAMA, OPENAI, PRESETS
 from corral.errors import MissingDependencyError
 from corral.targets import ProviderSettings
@@ -28,32 +28,24 @@ class ProviderPool:
         self.built.clear()
 
 
+# wire format -> (module, class, the package it imports, the extra that installs it)
+CLASSES: dict[str, tuple[str, str, str, str]] = {
+    OPENAI: ("corral.engines.remote.openai_compat", "OpenAICompatible", "openai", "remote"),
+    ANTHROPIC: ("corral.engines.remote.anthropic", "AnthropicProvider", "anthropic", "remote"),
+    OLLAMA: ("corral.engines.remote.ollama", "OllamaProvider", "httpx", "remote"),
+    LITELLM: ("corral.engines.remote.litellm_provider", "LiteLLMProvider", "litellm", "litellm"),
+}
+
+
 def build_provider(name: str, settings: ProviderSettings) -> Provider:
+    """The client for provider ``name``: its wire format's class, with the preset's base URL unless the
+    config gives one (LiteLLM knows where each of its providers is: none needed), or a 503 naming the
+    extra to install when its library is missing."""
     preset = PRESETS[settings.type]
-    library = {OPENAI: "openai", ANTHROPIC: "anthropic", LITELLM: "litellm"}.get(preset.api)
-    if library is not None and importlib.util.find_spec(library) is None:
-        extra = "litellm" if library == "litellm" else "remote"
+    module, cls, library, extra = CLASSES[preset.api]
+    if importlib.util.find_spec(library) is None:
         raise MissingDependencyError(f"provider {name} ({settings.type}) needs the {library} package",
                                      f"pip install 'corral[{extra}]'")
-    if preset.api == LITELLM:  # LiteLLM knows where each of its providers is: a base_url is optional
-        from corral.engines.remote.litellm_provider import LiteLLMProvider
-
-        return LiteLLMProvider(name, settings, settings.base_url)
     base_url = settings.base_url or preset.base_url
-    if base_url is None:
-        raise RemoteError(f"provider {name} ({settings.type}) has no base_url", "set base_url in its config table",
-                          status=503)
-    if preset.api == OPENAI:
-        from corral.engines.remote.openai_compat import OpenAICompatible
-
-        return OpenAICompatible(name, settings, base_url)
-    if preset.api == ANTHROPIC:
-        from corral.engines.remote.anthropic import AnthropicProvider
-
-        return AnthropicProvider(name, settings, base_url)
-    if preset.api == OLLAMA:
-        from corral.engines.remote.ollama import OllamaProvider
-
-        return OllamaProvider(name, settings, base_url)
-    raise RemoteError(f"provider {name}: corral does not speak to {settings.type} providers",
-                      "use type openai, anthropic, ollama or litellm", status=503)
+    provider: Provider = getattr(importlib.import_module(module), cls)(name, settings, base_url)
+    return provider
