@@ -5,17 +5,14 @@ next target, one after the first words ends the stream in error; health lists th
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.gateway.scenario import play
 from tests.gateway.standin_anthropic import anthropic_standin
 from tests.gateway.standin_openai import StandIn
 
 from corral.config import load_settings
-from corral.errors import CorralError
-from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.health import check
 from corral.runtime.router import StreamBrokenError
 from corral.runtime.runtime import RuntimeOptions, build_runtime
@@ -36,21 +33,9 @@ def test_chat_fallback_and_health(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         request = ChatRequest((Message("system", "Be brief."), Message("user", "count")),
                               sampling=Sampling(max_tokens=3, temperature=0.0))
 
-        async def scenario() -> list[Any]:
-            out: list[Any] = []
-            async with runtime:
-                for fault in (None, ("status", 529), ("overloaded", 0), ("overloaded", 2)):
-                    if fault:
-                        claude.faults.append(fault)
-                    try:
-                        out.append([c async for c in runtime.run(Task.CHAT, "smart", request,
-                                                                  CallInfo(Door.CLI, "t"))])
-                    except CorralError as exc:
-                        out.append(exc)
-                out.append(await check(runtime))
-            return out
-
-        plain, overloaded, early, late, health = asyncio.run(scenario())
+        calls = [("smart", Task.CHAT, request, fault)
+                 for fault in (None, ("status", 529), ("overloaded", 0), ("overloaded", 2))]
+        plain, overloaded, early, late, health = play(runtime, calls, claude.faults, [check])
     assert "".join(c.text for c in plain if isinstance(c, TextChunk)) == "one two three"
     assert plain[-1].finish_reason == "length" and plain[-1].usage.prompt_tokens == 7
     assert plain[-1].usage.completion_tokens == 3

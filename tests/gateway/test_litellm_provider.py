@@ -6,17 +6,15 @@ from the network (its price map is read from the package)."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.gateway.scenario import Call, play
 from tests.gateway.standin_openai import StandIn, vector
 
 from corral.config import load_settings
-from corral.errors import CorralError
-from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.health import check
 from corral.runtime.runtime import RuntimeOptions, build_runtime
 from corral.tasks import ChatRequest, EmbedRequest, Message, Sampling, Task, TextChunk
@@ -37,23 +35,10 @@ def test_litellm_chat_fallback_embed_and_health(tmp_path: Path, monkeypatch: pyt
         runtime = build_runtime(load_settings(), options=RuntimeOptions(budget_bytes=2**30))
         chat = ChatRequest((Message("user", "count"),), sampling=Sampling(max_tokens=3, temperature=0.0))
 
-        async def scenario() -> list[Any]:
-            out: list[Any] = []
-            async with runtime:
-                for name, task, request, fault in (("long", Task.CHAT, chat, None),
-                                                   ("long", Task.CHAT, chat, ("status", 500)),
-                                                   ("tail/openai/small", Task.EMBED, EmbedRequest(("a b",)), None)):
-                    if fault:
-                        tail.faults.append(fault)
-                    try:
-                        out.append([c async for c in runtime.run(task, name, request, CallInfo(Door.CLI, "t"))])
-                    except CorralError as exc:
-                        out.append(exc)
-                out.append(await check(runtime))
-                out.append(await check(runtime, deep=True))
-            return out
-
-        plain, fell_back, embedded, health, deep = asyncio.run(scenario())
+        calls: list[Call] = [("long", Task.CHAT, chat, None), ("long", Task.CHAT, chat, ("status", 500)),
+                             ("tail/openai/small", Task.EMBED, EmbedRequest(("a b",)), None)]
+        plain, fell_back, embedded, health, deep = play(runtime, calls, tail.faults,
+                                                        [check, functools.partial(check, deep=True)])
     assert os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP") == "True"  # set before the import, by corral
     assert "".join(c.text for c in plain if isinstance(c, TextChunk)) == "one two three"
     assert plain[-1].usage.completion_tokens == 3 and plain[-1].finish_reason in ("stop", "length")

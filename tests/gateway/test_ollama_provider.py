@@ -5,17 +5,15 @@ error; health reads /api/tags for free."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
+from tests.gateway.scenario import play
 from tests.gateway.standin_ollama import ollama_standin
 from tests.gateway.standin_openai import StandIn, vector
 
 from corral.config import load_settings
 from corral.engines.remote.base import RemoteError
-from corral.errors import CorralError
-from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.health import check
 from corral.runtime.router import StreamBrokenError
 from corral.runtime.runtime import RuntimeOptions, build_runtime
@@ -39,20 +37,7 @@ def test_chat_generate_embed_errors_and_health(tmp_path: Path) -> None:
             ("local", Task.CHAT, chat, ("error_line", 0)),
             ("local", Task.CHAT, ChatRequest((Message("user", "count"),)), ("error_line", 2))]
 
-        async def scenario() -> list[Any]:
-            out: list[Any] = []
-            async with runtime:
-                for name, task, request, fault in calls:
-                    if fault:
-                        home.faults.append(fault)
-                    try:
-                        out.append([c async for c in runtime.run(task, name, request, CallInfo(Door.CLI, "t"))])
-                    except CorralError as exc:
-                        out.append(exc)
-                out.append(await check(runtime))
-            return out
-
-        chatted, generated, embedded, missing, early, late, health = asyncio.run(scenario())
+        chatted, generated, embedded, missing, early, late, health = play(runtime, calls, home.faults, [check])
     for answer in (chatted, generated):
         assert "".join(c.text for c in answer if isinstance(c, TextChunk)) == "one two three"
         assert answer[-1].finish_reason == "length" and answer[-1].usage.prompt_tokens == 9

@@ -11,17 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.gateway.scenario import CALL, play
 from tests.gateway.standin_openai import StandIn, vector
 
 from corral.config import load_settings
 from corral.engines.remote.base import RemoteError
 from corral.errors import CorralError
-from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.router import ChainFailedError, StreamBrokenError
 from corral.runtime.runtime import Runtime, RuntimeOptions, build_runtime
 from corral.tasks import ChatRequest, EmbedRequest, EmbedResult, Message, Sampling, Task, TextChunk
 
-CALL = CallInfo(Door.CLI, "test")
 KEY = "sk-PLANTED-0123456789"
 
 
@@ -67,17 +66,7 @@ async def collect(runtime: Runtime, name: str, request: Any = None, task: Task =
 
 
 def run(runtime: Runtime, *calls: tuple[str, Any, Task]) -> list[list[Any] | CorralError]:
-    async def scenario() -> list[list[Any] | CorralError]:
-        out: list[list[Any] | CorralError] = []
-        async with runtime:
-            for name, request, task in calls:
-                try:
-                    out.append(await collect(runtime, name, request, task))
-                except CorralError as exc:
-                    out.append(exc)
-        return out
-
-    return asyncio.run(scenario())
+    return play(runtime, [(name, task, request, None) for name, request, task in calls])
 
 
 def text(chunks: list[Any] | CorralError) -> str:
