@@ -1,13 +1,15 @@
 """What corral adds as a gateway: `POST /v1/chat/completions` for `up/small` on `corral serve`, whose
 config names a local stand-in OpenAI-compatible upstream (tests/gateway/standin_openai.py, in its own
-process), vs the same request sent to the upstream directly; and vs LiteLLM's proxy on the same
-upstream where `litellm[proxy]` is installed (it is not part of corral's install: the script says
-so and skips it). Streamed and not, at 1 and 32 concurrent clients (httpx, one AsyncClient per run),
+process), vs the same request sent to the upstream directly; and vs LiteLLM's proxy (`litellm
+--config`, one worker, retries off) on the same upstream where a Python that runs it is given with
+--litellm-python (it is not part of corral's install; without it the script says so and skips it).
+Streamed and not, at 1 and 32 concurrent clients (httpx, one AsyncClient per run),
 the paths measured in turns, --requests per cell after --warmup. Prints p50 / p99 latency per path
 and the added latency over direct (a whole answer: headers to the last byte of the body). Target:
 corral adds at most its own door's cost (bench_http_overhead.py) + 1 ms p50, and less than LiteLLM.
 
     python benchmarks/bench_gateway.py [--requests 400] [--warmup 40] [--concurrency 1,32]
+                                       [--litellm-python /path/to/venv/bin/python]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -72,6 +75,34 @@ async def cell(url: str, model: str, stream: bool, concurrency: int, requests: i
         return times
 
 
+LITELLM_CONFIG = """model_list:
+  - model_name: small
+    litellm_params:
+      model: openai/small
+      api_base: {upstream}
+      api_key: none
+litellm_settings:
+  num_retries: 0
+  request_timeout: 60
+"""
+
+
+def start_litellm(stack: ExitStack, python: str | None, upstream_url: str, home: Path) -> str | None:
+    """LiteLLM's proxy in front of the same upstream: its chat URL, or None (said why) where not runnable."""
+    if python is None:
+        print("LiteLLM proxy: not measured (give --litellm-python, a Python where `litellm --config` runs)")
+        return None
+    port = free_port()
+    (home / "litellm.yaml").write_text(LITELLM_CONFIG.format(upstream=upstream_url))
+    argv = [python, "-m", "litellm.proxy.proxy_cli", "--config", str(home / "litellm.yaml"), "--host", "127.0.0.1",
+            "--port", str(port), "--num_workers", "1"]
+    # no master key, as corral runs here (127.0.0.1, no keys); its cost map from the package, not the network
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
+    stack.enter_context(server("litellm", argv, f"http://127.0.0.1:{port}/health/liveliness", env=env))
+    return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -82,6 +113,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--litellm-python", help="a Python with litellm's proxy installed, to measure it beside")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
@@ -95,13 +127,14 @@ def main() -> int:
                                       "retries = { max = 0, backoff = 0 }\n")
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_CONFIG": str(home / "config.toml")}
     paths = {"direct": (f"{upstream_url}/chat/completions", "small")}
-    with server("upstream", [sys.executable, __file__, "--serve-upstream", str(up_port)], f"{upstream_url}/models"), \
-            server("corral", [sys.executable, "-m", "corral", "serve", "--port", str(corral_port)],
-                   f"http://127.0.0.1:{corral_port}/ready", env=env):
+    with ExitStack() as stack:
+        stack.enter_context(server("upstream", [sys.executable, __file__, "--serve-upstream", str(up_port)],
+                                   f"{upstream_url}/models"))
+        stack.enter_context(server("corral", [sys.executable, "-m", "corral", "serve", "--port", str(corral_port)],
+                                   f"http://127.0.0.1:{corral_port}/ready", env=env))
         paths["corral"] = (f"http://127.0.0.1:{corral_port}/v1/chat/completions", "up/small")
-        litellm = shutil.which("litellm")
-        if litellm is None:
-            print("LiteLLM proxy: not installed here (pip install 'litellm[proxy]'); its column is skipped")
+        if (litellm := start_litellm(stack, args.litellm_python, upstream_url, home)) is not None:
+            paths["litellm"] = (litellm, "small")
         rows = []
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             for stream in (False, True):

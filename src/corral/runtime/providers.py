@@ -30,7 +30,7 @@ class ProviderPool:
 
 # wire format -> (module, class, the package it imports, the extra that installs it)
 CLASSES: dict[str, tuple[str, str, str, str]] = {
-    OPENAI: ("corral.engines.remote.openai_compat", "OpenAICompatible", "openai", "remote"),
+    OPENAI: ("corral.engines.remote.openai_compat", "OpenAICompatible", "httpx", "remote"),
     ANTHROPIC: ("corral.engines.remote.anthropic", "AnthropicProvider", "anthropic", "remote"),
     OLLAMA: ("corral.engines.remote.ollama", "OllamaProvider", "httpx", "remote"),
     LITELLM: ("corral.engines.remote.litellm_provider", "LiteLLMProvider", "litellm", "litellm"),
