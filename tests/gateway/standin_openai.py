@@ -15,7 +15,8 @@ last chunk), ``("stall", s)`` (three tokens, then silence for ``s`` seconds, no 
 ``("too_long",)`` (400 with OpenAI's context-length message), ``("ok",)`` (no fault: a placeholder in the queue).
 
 ``billed`` counts requests that would cost money (every POST); ``requests`` records each request's
-method, path, JSON body and Authorization header."""
+method, path, JSON body and Authorization header. ``delay``: seconds each POST waits before it is
+answered; ``max_in_flight``: the most POSTs seen at once."""
 
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ class StandIn:
         self.faults: list[tuple[Any, ...]] = []
         self.requests: list[dict[str, Any]] = []
         self.billed = 0
+        self.delay, self.in_flight, self.max_in_flight = 0.0, 0, 0
         self.lock = threading.Lock()
         self.server = StandInServer(("127.0.0.1", 0), self.handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -121,6 +123,17 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": "no such route", "type": "invalid_request_error"}})
 
         def do_POST(self) -> None:
+            with standin.lock:
+                standin.in_flight += 1
+                standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
+            try:
+                time.sleep(standin.delay)
+                self._post()
+            finally:
+                with standin.lock:
+                    standin.in_flight -= 1
+
+        def _post(self) -> None:
             body = self.body()
             standin.requests.append({"method": "POST", "path": self.path, "body": body,
                                      "authorization": self.headers.get("Authorization")})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -78,11 +78,14 @@ def load_options(args: argparse.Namespace, ctx: Context) -> LoadOptions:
 NO_BUDGET = 2**62  # the CLI loads what it is asked to: no memory budget, one model at a time
 
 
-def cli_runtime(args: argparse.Namespace, ctx: Context) -> SyncRuntime:
-    """The runtime a CLI command runs its calls through (logged with door ``cli``)."""
+def cli_runtime(args: argparse.Namespace, ctx: Context, *, parallel: int = 1, max_loaded: int = 1,
+                record_memory: bool = False) -> SyncRuntime:
+    """The runtime a CLI command runs its calls through (logged with door ``cli``): ``parallel``
+    sequences per batching model, ``max_loaded`` models at once."""
     from corral.runtime.runtime import RuntimeOptions, build_runtime
     from corral.runtime.sync import SyncRuntime
 
-    options = RuntimeOptions(load=load_options(args, ctx), budget_bytes=NO_BUDGET, max_loaded=1, keep_alive=-1,
-                             allow_paths=True, record_memory=False)
+    load = replace(load_options(args, ctx), parallel=max(1, parallel))
+    options = RuntimeOptions(load=load, budget_bytes=NO_BUDGET, max_loaded=max_loaded, keep_alive=-1,
+                             allow_paths=True, record_memory=record_memory)
     return SyncRuntime(build_runtime(ctx.settings, ctx.store, options))

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="generate an answer to one prompt, streamed to stdout")
     p.add_argument("model")
     p.add_argument("prompt", nargs="?", help="the prompt (read from stdin when left out)")
-    _add_sampling(p)
+    add_sampling(p)
     p.add_argument("--system", help="a system message (chat models)")
     p.add_argument("--raw", action="store_true", help="plain completion: no chat template")
     p.add_argument("--image", action="append", default=[], metavar="FILE",
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("chat", help="an interactive multi-turn chat in the terminal")
     p.add_argument("model")
-    _add_sampling(p)
+    add_sampling(p)
     p.add_argument("--system", help="a system message")
     add_load_flags(p)
     p.set_defaults(func=cmd_chat)
@@ -100,7 +100,7 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="text-to-speech: 0.25 to 4.0 (default 1.0)")
 
 
-def _add_sampling(p: argparse.ArgumentParser) -> None:
+def add_sampling(p: argparse.ArgumentParser) -> None:
     d = DEFAULT_SAMPLING
     p.add_argument("--temperature", type=float,
                    help=f"0 means greedy (default {d.temperature}; 0 for translation and summarisation)")
@@ -117,7 +117,7 @@ def sampling_from(args: argparse.Namespace, *, greedy: bool = False) -> Sampling
                     seed=args.seed, stop=tuple(args.stop)).check(lambda field: "--" + field.replace("_", "-"))
 
 
-def _stream(chunks: Iterator[TextChunk], echo: bool) -> Collected:
+def stream_text(chunks: Iterator[TextChunk], echo: bool) -> Collected:
     got = Collected()
     for chunk in chunks:
         got.add(chunk)
@@ -152,7 +152,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     with cli_runtime(args, ctx) as runtime:
         started = time.perf_counter()
         with closing(runtime.stream(task, entry.name, request, CallInfo(Door.CLI, "run", prompt=prompt))) as chunks:
-            got = _stream(chunks, echo=not args.json)
+            got = stream_text(chunks, echo=not args.json)
         elapsed = time.perf_counter() - started
     if args.json:
         print_json({"model": entry.name, "task": task.value, "text": got.text, "finish_reason": got.finish_reason,
@@ -216,7 +216,7 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
                 try:
                     with closing(runtime.stream(Task.CHAT, entry.name,
                                                 ChatRequest(tuple(turn), sampling=sampling), call)) as chunks:
-                        answer = _stream(chunks, echo=True).text
+                        answer = stream_text(chunks, echo=True).text
                 except KeyboardInterrupt:
                     print("\n(stopped)")
                     continue

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import config, generate, health, models, serve, sidecar, usage
+    from corral.cli import batch, compare, config, generate, health, models, query, serve, sidecar, usage
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     models.register(sub)
     generate.register(sub)
+    query.register(sub)
+    batch.register(sub)
+    compare.register(sub)
     serve.register(sub)
     sidecar.register(sub)
     config.register(sub)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,10 +33,11 @@ from corral.runtime.providers import ProviderPool
 from corral.runtime.registry import LoadedModel, Registry
 from corral.runtime.requestlog import RequestLog
 from corral.runtime.router import Router
-from corral.tasks import Task
+from corral.tasks import ChatRequest, Task
 
 if TYPE_CHECKING:
     from corral.models.download import Progress
+    from corral.runtime.compare import Compared, CompareOptions
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,13 @@ class Runtime:
             return await anext(stream)
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
+
+    async def compare(self, names: Sequence[str], request: ChatRequest,
+                      options: CompareOptions | None = None) -> list[Compared]:
+        """One chat request on each model, measured alike (:mod:`corral.runtime.compare`)."""
+        from corral.runtime.compare import CompareOptions, compare
+
+        return await compare(self, names, request, options or CompareOptions())
 
     # --- models -------------------------------------------------------------------------------
 
