@@ -29,7 +29,8 @@ BAD = {7: "not json at all", 20: '{"prompt": "x", "max_token": 3}', 33: '{"messa
 def up(tmp_path: Path) -> Iterator[StandIn]:
     with StandIn("up", reply="fine answer") as standin:
         (tmp_path / "config.toml").write_text(
-            f'[providers.up]\ntype = "openai"\nbase_url = "{standin.url}"\nretries = {{ max = 0, backoff = 0 }}\n')
+            f'[providers.up]\ntype = "openai"\nbase_url = "{standin.url}"\nretries = {{ max = 0, backoff = 0 }}\n'
+            'prices = { "small" = { input = 1.0, output = 2.0 } }\n')
         yield standin
 
 
@@ -61,6 +62,7 @@ def test_fifty_lines_three_bad_concurrency_and_a_rerun(up: StandIn, tmp_path: Pa
     assert {row["id"] for row in answers} == {f"q{n}" for n in range(1, 51) if n not in BAD}
     assert all(row["text"] == "fine answer" and row["target"] == "up/small" for row in answers)
     assert all(row["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7} for row in answers)
+    assert all(row["cost_usd"] == (5 * 1.0 + 2 * 2.0) / 1e6 for row in answers)
     assert "not JSON" in errors[7]["error"]["message"] and errors[7]["id"] == 7  # type: ignore[index]
     assert "max_token" in errors[20]["error"]["message"]  # type: ignore[index]
     assert "messages must be" in errors[33]["error"]["message"]  # type: ignore[index]
@@ -117,6 +119,7 @@ def test_embeddings_and_a_local_chat_model(up: StandIn, tmp_path: Path) -> None:
     source.write_text('{"id": "e1", "input": "one two"}\n{"id": "e2", "input": ["a", "bc"]}\n')
     assert run_cli("batch", str(source), "-o", str(out), "--model", "up/small", input="").returncode == 0
     assert [row["embeddings"] for row in rows(out)] == [[vector("one two")], [vector("a"), vector("bc")]]
+    assert [row["cost_usd"] for row in rows(out)] == [2 / 1e6, 2 / 1e6]  # priced when the call returned
     source.write_text('{"prompt": "Name a fruit.", "temperature": 0, "max_tokens": 8}\n'
                       '{"messages": [{"role": "user", "content": "Name a fruit."}], "temperature": 0, '
                       '"max_tokens": 8}\n')
@@ -127,3 +130,17 @@ def test_embeddings_and_a_local_chat_model(up: StandIn, tmp_path: Path) -> None:
                              input="").stdout)
     assert [(row["id"], row["text"]) for row in sorted(rows(local), key=lambda row: row["line"])] == [
         (1, ran["text"]), (2, ran["text"])]
+
+
+def test_a_terminal_sees_the_progress_bar(up: StandIn, tmp_path: Path) -> None:
+    import pexpect
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_lines(source, 10, {4: "oops"})
+    child = pexpect.spawn(sys.executable, ["-m", "corral", "batch", str(source), "-o", str(out), "-m", "up/small"],
+                          env={**os.environ, "COLUMNS": "120"}, encoding="utf-8", timeout=120, dimensions=(24, 120))
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.before or ""
+    assert child.exitstatus == 1 and "10/10" in screen and "failed 1" in screen, screen
+    assert "/s" in screen and "ETA" in screen and "10 of 10 results written" in screen

@@ -164,7 +164,13 @@ async def run_all(runtime: Runtime, model: str, items: list[Item], concurrency: 
 
     with progress:
         writer.bar = (progress, progress.add_task("batch", total=len(items), failed=0, rate="-"))
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
+        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(items)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:  # a write that failed, or Ctrl-C: no call goes on once the batch stops
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
 
 
 async def answer(runtime: Runtime, model: str, item: Item) -> dict[str, Any]:

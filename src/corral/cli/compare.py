@@ -86,7 +86,7 @@ def show(rows: list[Compared]) -> None:
     results = [row.to_json() for row in rows]
     for data in results:
         target = f"\n→ {data['target']}" if data["target"] and data["target"] != data["model"] else ""
-        table.add_column(f"{data['model']}{target}", overflow="fold")
+        table.add_column(data["model"].replace("/", "/\n", 1) + target, overflow="fold")  # provider/ upstream
     table.add_row("answer", *(_answer(data) for data in results))
     for label, key in ROWS:
         table.add_row(label, *(cell(data, key) for data in results))

@@ -8,6 +8,7 @@ runs each model K times and reports the median of every figure; the answer shown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -101,6 +102,7 @@ async def compare(runtime: Runtime, names: Sequence[str], request: ChatRequest,
                   options: CompareOptions = CompareOptions()) -> list[Compared]:
     """Every model's row, in the order given."""
     rows = [Compared(name, local=runtime.router.chain(name) is None) for name in names]
+    _build_clients(runtime, [row.model for row in rows if not row.local])
     local = [row for row in rows if row.local]
     remote = [row for row in rows if not row.local]
 
@@ -112,6 +114,18 @@ async def compare(runtime: Runtime, names: Sequence[str], request: ChatRequest,
     await asyncio.gather(*(_measure(runtime, row, request, options) for row in (*remote, *together)),
                          *([] if options.concurrent else [in_turn()]))
     return rows
+
+
+def _build_clients(runtime: Runtime, names: Sequence[str]) -> None:
+    """Each remote target's client built before anything is timed (its library imported, its
+    connection pool made), so a first call's time is the upstream's and the wire's. A client that
+    cannot be built fails in its run, where the row shows the error."""
+    for name in names:
+        planned = runtime.router.chain(name)
+        for target in planned[0] if planned is not None else ():
+            if target.provider is not None:
+                with contextlib.suppress(CorralError):
+                    runtime.providers.get(target.provider)
 
 
 async def _measure(runtime: Runtime, row: Compared, request: ChatRequest, options: CompareOptions) -> None:

@@ -22,10 +22,11 @@ back-off without waiting for it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random as random_module
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -168,8 +169,11 @@ class Router:
                     continue
                 raise
             attempts.served_by = call.trace.target = target.ref
-            async for chunk in self._committed(task, target, (stream, first, started), call):
-                yield chunk
+            # closed here, not whenever it is collected: a caller that stops early (one result taken, a
+            # client gone) ends the upstream call and gets the call logged and priced before it goes on
+            async with contextlib.aclosing(self._committed(task, target, (stream, first, started), call)) as rest:
+                async for chunk in rest:
+                    yield chunk
             return
         raise ChainFailedError(f"no target of {name} could answer: " + "; ".join(errors or attempts.notes),
                                "try again later, or add another target to the alias")
@@ -227,7 +231,7 @@ class Router:
         return max(step, retry_after or 0.0)
 
     async def _committed(self, task: Task, target: Target, opened: tuple[AsyncIterator[Any], Any, float],
-                         call: CallInfo) -> AsyncIterator[Any]:
+                         call: CallInfo) -> AsyncGenerator[Any, None]:
         """The rest of a stream its caller has started reading (``opened``: the stream, its first
         chunk, when the attempt began), within a remote target's total time; remote calls are logged
         here (local ones by the dispatcher)."""
