@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import sys
 import tempfile
@@ -60,6 +61,8 @@ def cmd_batch(args: argparse.Namespace, ctx: Context) -> int:
     if args.dry_run:
         return report_dry_run(items)
     out = Path(args.output)
+    if out.exists() and out.resolve() == source.resolve():
+        raise UsageError("OUT is the input file", "write the results to another file")
     answered = resume(out)
     todo = [item for item in items if item.error is not None or item.id not in answered]  # errors: written again
     sys.stderr.write(f"{len(items)} lines: {len(items) - len(todo)} already answered in {out}, {len(todo)} to run\n")
@@ -72,8 +75,9 @@ def cmd_batch(args: argparse.Namespace, ctx: Context) -> int:
             sys.stderr.write(f"\ninterrupted: {counts.summary(out)}; run the same command again to finish\n")
             return 130
         except OSError as exc:
-            raise OutputError(f"could not write {out}: {exc.strerror or exc}", f"{counts.summary(out)} and are "
-                              "kept; free space and run the same command again") from None
+            fix = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "check the path"
+            raise OutputError(f"could not write {out}: {exc.strerror or exc}",
+                              f"{counts.summary(out)} and are kept; {fix} and run the same command again") from None
     sys.stderr.write(counts.summary(out) + "\n")
     return 1 if counts.failed else 0
 
