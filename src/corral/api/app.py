@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from corral.api import admin, errors, hf, openai, rerank
+from corral.api import admin, compare, errors, hf, manage, openai, rerank
 from corral.api.guard import Guard, ServerState
 from corral.runtime.runtime import Runtime
 
@@ -41,11 +41,14 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
 
     app = FastAPI(title="corral", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime, app.state.server = runtime, state
+    app.state.background = set()  # work a client started and may leave before it ends (a pull)
     errors.install(app)
     app.include_router(openai.router)
     app.include_router(rerank.router)
     app.include_router(hf.router)
     app.include_router(admin.router)
+    app.include_router(manage.router)
+    app.include_router(compare.router)
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):
         hosts.append(options.host)

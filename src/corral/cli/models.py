@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -144,35 +143,15 @@ def _list_remote(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
-    entry = ctx.store.get(args.name)
-    if entry is None and args.name in SYSTEM_MODELS:
-        raise ModelNotFoundError(f"{args.name} is built in, not registered: it is listed while the {args.name} "
-                                 "program is installed")
-    if entry is None:
-        raise ModelNotFoundError(f"no model named {args.name!r} is registered", "see `corral list`")
-    ctx.store.remove(entry.name)
-    print(f"removed {entry.name}")
-    if args.delete_files:
-        if not entry.owned:
-            print(f"left its files in place: {entry.path} was not downloaded by corral")
-        elif entry.source_kind == "package":  # a model corral joined from parts, under its data folder
-            shutil.rmtree(entry.path, ignore_errors=True)
-            print(f"deleted {entry.path}")
-        else:
-            removed = _delete_hf_snapshot(entry.path)
-            print(f"deleted {removed}" if removed else "its files were already gone")
+    from corral.models.removal import remove_model
+
+    removed = remove_model(ctx.store, args.name, delete_files=args.delete_files)
+    print(f"removed {removed.name}")
+    if removed.deleted:
+        print(f"deleted {removed.deleted}")
+    if removed.note:
+        print(removed.note)
     return 0
-
-
-def _delete_hf_snapshot(snapshot: Path) -> str | None:
-    """Delete a downloaded repo's cache folder (models--org--name), which holds only that repo."""
-    repo_dir = snapshot.parent.parent
-    if snapshot.parent.name != "snapshots" or not repo_dir.name.startswith("models--"):
-        return None
-    if not repo_dir.exists():
-        return None
-    shutil.rmtree(repo_dir)
-    return str(repo_dir)
 
 
 def _inspect_target(text: str, ctx: Context) -> tuple[str, Path]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from corral.runtime.runtime import Runtime
 
 MIN_MODELS, MAX_MODELS = 2, 6
+OnText = Callable[[int, str], None]  # (the model's index, a piece of its answer)
+OnPiece = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -99,19 +102,23 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 async def compare(runtime: Runtime, names: Sequence[str], request: ChatRequest,
-                  options: CompareOptions = CompareOptions()) -> list[Compared]:
-    """Every model's row, in the order given."""
+                  options: CompareOptions = CompareOptions(), on_text: OnText | None = None) -> list[Compared]:
+    """Every model's row, in the order given. ``on_text(index, text)``: each piece of each model's
+    first answer as it arrives (the web UI streams the panels)."""
     rows = [Compared(name, local=runtime.router.chain(name) is None) for name in names]
     _build_clients(runtime, [row.model for row in rows if not row.local])
     local = [row for row in rows if row.local]
     remote = [row for row in rows if not row.local]
 
+    def emit(row: Compared) -> OnPiece | None:
+        return None if on_text is None else functools.partial(on_text, rows.index(row))
+
     async def in_turn() -> None:
         for row in local:
-            await _measure(runtime, row, request, options)
+            await _measure(runtime, row, request, options, emit(row))
 
     together = local if options.concurrent else []
-    await asyncio.gather(*(_measure(runtime, row, request, options) for row in (*remote, *together)),
+    await asyncio.gather(*(_measure(runtime, row, request, options, emit(row)) for row in (*remote, *together)),
                          *([] if options.concurrent else [in_turn()]))
     return rows
 
@@ -128,7 +135,8 @@ def _build_clients(runtime: Runtime, names: Sequence[str]) -> None:
                     runtime.providers.get(target.provider)
 
 
-async def _measure(runtime: Runtime, row: Compared, request: ChatRequest, options: CompareOptions) -> None:
+async def _measure(runtime: Runtime, row: Compared, request: ChatRequest, options: CompareOptions,
+                   emit: OnPiece | None) -> None:
     try:
         if row.local:
             loaded = {m.name for m in runtime.registry.models.values()}
@@ -136,13 +144,13 @@ async def _measure(runtime: Runtime, row: Compared, request: ChatRequest, option
             status = await runtime.load(row.model)
             row.load_s = None if status.name in loaded else time.perf_counter() - started
             row.memory_bytes = status.measured_bytes
-        for _ in range(options.repeat):
-            row.runs.append(await _run(runtime, row.model, request, options.door))
+        for i in range(options.repeat):
+            row.runs.append(await _run(runtime, row.model, request, options.door, emit if i == 0 else None))
     except CorralError as exc:
         row.error = exc
 
 
-async def _run(runtime: Runtime, name: str, request: ChatRequest, door: Door) -> Run:
+async def _run(runtime: Runtime, name: str, request: ChatRequest, door: Door, emit: OnPiece | None) -> Run:
     call = CallInfo(door, "compare", prompt=request.messages[-1].content if request.messages else None)
     text: list[str] = []
     finish, usage, first = None, Usage(), None
@@ -152,6 +160,8 @@ async def _run(runtime: Runtime, name: str, request: ChatRequest, door: Door) ->
             if chunk.text and first is None:
                 first = time.perf_counter() - started
             text.append(chunk.text)
+            if emit is not None and chunk.text:
+                emit(chunk.text)
             finish = chunk.finish_reason or finish
             usage = chunk.usage or usage
     total = time.perf_counter() - started

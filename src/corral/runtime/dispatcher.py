@@ -40,6 +40,7 @@ class Door(StrEnum):
     RESPONSES = "responses"
     SIDECAR = "sidecar"
     CLI = "cli"
+    ADMIN = "admin"  # corral's own admin API (the web UI's compare)
 
 
 @dataclass

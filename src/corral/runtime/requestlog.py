@@ -152,6 +152,33 @@ def latest(path: Path, limit: int = 20) -> list[dict[str, Any]]:
     return _query(path, "SELECT * FROM requests ORDER BY id DESC LIMIT ?", (limit,))
 
 
+def page(path: Path, *, model: str | None = None, status: str | None = None, door: str | None = None,
+         before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest rows first, filtered: ``model`` (the name asked for or the target that served),
+    ``status`` ("ok": below 400, "error": 400 and above, or one code), ``door``; ``before``: rows
+    older than that id (the next page)."""
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if model:
+        where.append("(model = ? OR target = ?)")
+        params += [model, model]
+    if status == "ok":
+        where.append("status < 400")
+    elif status == "error":
+        where.append("status >= 400")
+    elif status:
+        where.append("status = ?")
+        params.append(int(status))
+    if door:
+        where.append("door = ?")
+        params.append(door)
+    if before is not None:
+        where.append("id < ?")
+        params.append(before)
+    return _query(path, f"SELECT * FROM requests WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                  (*params, limit))
+
+
 def usage(path: Path, since: float | None = None) -> list[dict[str, Any]]:
     """Calls and tokens per model and door (since ``since``, unix seconds), busiest first."""
     return _query(path, """SELECT model, door, COUNT(*) AS requests, SUM(status >= 400) AS errors,

@@ -167,12 +167,12 @@ class Runtime:
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-    async def compare(self, names: Sequence[str], request: ChatRequest,
-                      options: CompareOptions | None = None) -> list[Compared]:
+    async def compare(self, names: Sequence[str], request: ChatRequest, options: CompareOptions | None = None,
+                      on_text: Callable[[int, str], None] | None = None) -> list[Compared]:
         """One chat request on each model, measured alike (:mod:`corral.runtime.compare`)."""
         from corral.runtime.compare import CompareOptions, compare
 
-        return await compare(self, names, request, options or CompareOptions())
+        return await compare(self, names, request, options or CompareOptions(), on_text)
 
     # --- models -------------------------------------------------------------------------------
 
