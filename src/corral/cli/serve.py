@@ -67,7 +67,8 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     draining = DrainingServer(config, state, server.grace, runtime.metrics)
     budget = runtime.registry.budget_bytes
     sys.stderr.write(f"corral serving on http://{server.host}:{server.port} "
-                     f"({'API key required' if server.api_keys else 'no API key'}; budget {budget / 1e9:.2f} GB)\n")
+                     f"({'API key required' if server.api_keys else 'no API key'}; budget {budget / 1e9:.2f} GB)\n"
+                     f"web UI: http://{server.host}:{server.port}/ui/\n")
     sys.stderr.flush()
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop: Config alone does not set it
         runner.run(draining.serve())

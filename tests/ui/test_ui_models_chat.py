@@ -1,0 +1,134 @@
+"""The web UI in a real browser (Debian's chromium through Playwright) against a real `corral serve`:
+the shell and its CSP; the Models page (state changes with Load / Unload, pull shows progress and the
+model appears); Chat (streams an answer with its figures, Stop ends the generation on the server:
+the request log shows the call cancelled, 499); a model answer holding HTML and script renders as
+text (no dialog, no request). No console error on any page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+from tests.fixtures.tiny_models import build_causal_lm
+from tests.gateway.standin_openai import StandIn
+from tests.hub_server import FakeHub
+from tests.server.conftest import Server
+from tests.ui.browser import browser, watch
+
+pytestmark = pytest.mark.timeout(300)
+EVIL = "<img src=x onerror=alert(1)> and <script>alert(2)</script> done"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
+    with FakeHub(build_causal_lm("llama", tmp_path_factory.mktemp("llama")).path, repo_id="org/tiny-llama") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def evil() -> Iterator[StandIn]:
+    with StandIn("evil", reply=EVIL) as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub, evil: StandIn) -> Iterator[Server]:
+    config = f'[providers.evil]\ntype = "openai"\nbase_url = "{evil.url}"\n[aliases]\nodd = "evil/small"\n'
+    online = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
+    server = Server(tmp_path_factory.mktemp("ui"), "--models", "smollm2", "--threads", "2", config=config, env=online)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def context(srv: Server) -> Iterator[Any]:
+    with browser() as ctx:
+        yield ctx
+
+
+def test_the_shell_is_served_with_a_strict_csp(srv: Server) -> None:
+    with srv.client() as c:
+        page = c.get("/ui/")
+        assert page.status_code == 200 and "<nav" in page.text
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "default-src 'self'" in csp and "unsafe-inline" not in csp
+        assert c.get("/ui").status_code == 308
+        assert c.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
+        for bad in ("/ui/../pyproject.toml", "/ui/%2e%2e/api/app.py", "/ui/.hidden", "/ui/nope.js", "/ui/pages/"):
+            assert c.get(bad).status_code == 404, bad
+
+
+def test_models_page_load_unload_and_pull(context: Any, srv: Server) -> None:
+    page = context.new_page()
+    seen = watch(page)
+    page.goto(f"{srv.url}/ui/")
+    row = page.locator("tr[data-model='smollm2']")
+    assert row.locator(".state").inner_text().startswith("loaded")
+    assert [a.inner_text() for a in page.get_by_role("navigation").get_by_role("link").all()] == [
+        "Models", "Chat", "Compare", "Playground", "Usage"]
+    seen.shot("models")
+    row.get_by_role("button", name="Unload smollm2").click()
+    expect(row.locator(".state")).to_have_text("not loaded")
+    assert httpx.get(f"{srv.url}/api/ps").json()["models"] == []
+    row.get_by_role("button", name="Load smollm2").click()
+    expect(row.locator(".state")).to_have_text(re.compile("^loaded"))
+    page.get_by_label("Pull a model").fill("hf:org/tiny-llama")
+    page.get_by_role("button", name="Pull").click()
+    page.wait_for_selector("tr[data-model='org/tiny-llama']")
+    expect(page.get_by_role("status").first).to_have_text("pulled org/tiny-llama")
+    progress = page.locator("progress")
+    assert progress.get_attribute("max") != "1" and progress.evaluate("p => p.value === p.max")
+    seen.shot("models-pulled")
+    assert seen.errors == [] and seen.dialogs == []
+
+
+def test_chat_streams_and_stop_cancels_on_the_server(context: Any, srv: Server) -> None:
+    page = context.new_page()
+    seen = watch(page)
+    page.goto(f"{srv.url}/ui/#/chat?model=smollm2")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_label("Max tokens").fill("12")
+    page.get_by_label("Temperature").fill("0")
+    page.get_by_label("Message").fill("Name a fruit.")
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator(".message.assistant .metrics")
+    answer.wait_for()
+    assert "tokens/s" in answer.inner_text() and "in /" in answer.inner_text()
+    assert page.locator(".message.assistant .content").inner_text().strip()
+    seen.shot("chat")
+    page.get_by_label("Max tokens").fill("2000")
+    page.get_by_label("Message").fill("Write a very long story about a dragon.")
+    page.get_by_label("Message").press("Enter")
+    expect(page.locator(".message.assistant .content").nth(1)).not_to_be_empty()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.get_by_role("status")).to_have_text("stopped")
+    rows: list[dict[str, Any]] = []
+    for _ in range(100):  # the server notices the closed connection, then logs the call
+        rows = httpx.get(f"{srv.url}/api/logs", params={"model": "smollm2", "limit": 1}).json()["rows"]
+        if rows and rows[0]["status"] == 499:
+            break
+        page.wait_for_timeout(100)
+    assert rows[0]["status"] == 499 and rows[0]["completion_tokens"] < 2000
+    page.reload()  # the conversation is kept in the browser
+    expect(page.locator(".message.user")).to_have_count(2)
+    assert seen.errors == [] and seen.dialogs == []
+
+
+def test_html_in_an_answer_is_text(context: Any, srv: Server) -> None:
+    page = context.new_page()
+    seen = watch(page)
+    page.goto(f"{srv.url}/ui/#/chat?model=odd")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_label("Message").fill("say something odd")
+    page.get_by_role("button", name="Send").click()
+    page.locator(".message.assistant .metrics").wait_for()
+    content = page.locator(".message.assistant .content")
+    assert content.inner_text().strip() == EVIL
+    assert content.locator("img").count() == 0 and content.locator("script").count() == 0
+    page.wait_for_timeout(300)
+    assert seen.dialogs == [] and not [u for u in seen.requests if u.rstrip("/").endswith("/x")]
+    assert seen.errors == []
