@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
@@ -31,6 +31,22 @@ class CompareMessage(BaseModel):
     content: str
 
 
+class PanelSettings(BaseModel):
+    """One model's own settings, over the shared ones."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+
+class VoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: list[str]
+    winner: str  # one of the models, or "tie"
+
+
 class CompareBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: list[str]
@@ -42,6 +58,15 @@ class CompareBody(BaseModel):
     stop: list[str] = Field(default_factory=list)
     concurrent: bool = False
     repeat: int = Field(default=1, ge=1, le=20)
+    panels: list[PanelSettings] | None = None  # one per model: its own settings
+
+    def request_for(self, panel: PanelSettings | None) -> ChatRequest:
+        own = panel or PanelSettings()
+        sampling = Sampling(max_tokens=own.max_tokens or self.max_tokens,
+                            temperature=self.temperature if own.temperature is None else own.temperature,
+                            top_p=self.top_p if own.top_p is None else own.top_p,
+                            seed=self.seed if own.seed is None else own.seed, stop=tuple(self.stop)).check(str)
+        return ChatRequest(tuple(Message(m.role, m.content) for m in self.messages), sampling=sampling)
 
 
 @router.post("/api/compare")
@@ -51,9 +76,10 @@ async def compare(body: CompareBody, request: Request) -> StreamingResponse:
     rt = runtime_of(request)
     for name in body.models:
         await check_chat(rt, name)
-    sampling = Sampling(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                        stop=tuple(body.stop)).check(str)
-    chat = ChatRequest(tuple(Message(m.role, m.content) for m in body.messages), sampling=sampling)
+    if body.panels is not None and len(body.panels) != len(body.models):
+        raise UsageError(f"panels gives settings for {len(body.panels)} models; give one per model "
+                         f"({len(body.models)})")
+    chat = [body.request_for(body.panels[i] if body.panels else None) for i in range(len(body.models))]
     options = CompareOptions(concurrent=body.concurrent, repeat=body.repeat, door=Door.ADMIN)
     return StreamingResponse(_lines(rt, body.models, chat, options), media_type="application/x-ndjson")
 
@@ -66,7 +92,8 @@ async def check_chat(rt: Runtime, name: str) -> None:
     task_check(Task.CHAT, rt.engines)(entry)
 
 
-async def _lines(rt: Runtime, names: list[str], chat: ChatRequest, options: CompareOptions) -> AsyncIterator[bytes]:
+async def _lines(rt: Runtime, names: list[str], chat: list[ChatRequest],
+                 options: CompareOptions) -> AsyncIterator[bytes]:
     pieces = asyncio.Queue[tuple[int, str]]()
     work = asyncio.create_task(rt.compare(names, chat, options, lambda i, text: pieces.put_nowait((i, text))))
     try:
@@ -83,3 +110,21 @@ async def _lines(rt: Runtime, names: list[str], chat: ChatRequest, options: Comp
         yield b'{"done":true}\n'
     finally:
         work.cancel()  # the client left: the answers still running stop
+
+
+@router.post("/api/votes")
+async def vote(body: VoteBody, request: Request) -> dict[str, int]:
+    """A blind comparison's verdict: the winner among the models compared, or "tie"."""
+    from corral.runtime.votes import record
+
+    rt = runtime_of(request)
+    return {"id": await asyncio.to_thread(record, rt.settings.data_dir / "votes.db", body.models, body.winner)}
+
+
+@router.get("/api/votes")
+async def votes(request: Request) -> dict[str, Any]:
+    """The win table of every vote so far."""
+    from corral.runtime.votes import win_table
+
+    rt = runtime_of(request)
+    return {"table": await asyncio.to_thread(win_table, rt.settings.data_dir / "votes.db")}

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -101,25 +101,29 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-async def compare(runtime: Runtime, names: Sequence[str], request: ChatRequest,
+async def compare(runtime: Runtime, names: Sequence[str], request: ChatRequest | Sequence[ChatRequest],
                   options: CompareOptions = CompareOptions(), on_text: OnText | None = None) -> list[Compared]:
-    """Every model's row, in the order given. ``on_text(index, text)``: each piece of each model's
-    first answer as it arrives (the web UI streams the panels)."""
+    """Every model's row, in the order given. ``request``: one for all, or one per model (its own
+    settings). ``on_text(index, text)``: each piece of each model's first answer as it arrives (the
+    web UI streams the panels)."""
+    asked = [request] * len(names) if isinstance(request, ChatRequest) else list(request)
+    if len(asked) != len(names):
+        raise ValueError("one request per model, or one for all")
     rows = [Compared(name, local=runtime.router.chain(name) is None) for name in names]
     _build_clients(runtime, [row.model for row in rows if not row.local])
-    local = [row for row in rows if row.local]
-    remote = [row for row in rows if not row.local]
+    local = [i for i, row in enumerate(rows) if row.local]
+    remote = [i for i, row in enumerate(rows) if not row.local]
 
-    def emit(row: Compared) -> OnPiece | None:
-        return None if on_text is None else functools.partial(on_text, rows.index(row))
+    def measure(i: int) -> Coroutine[Any, Any, None]:
+        emit = None if on_text is None else functools.partial(on_text, i)
+        return _measure(runtime, rows[i], asked[i], options, emit)
 
     async def in_turn() -> None:
-        for row in local:
-            await _measure(runtime, row, request, options, emit(row))
+        for i in local:
+            await measure(i)
 
     together = local if options.concurrent else []
-    await asyncio.gather(*(_measure(runtime, row, request, options, emit(row)) for row in (*remote, *together)),
-                         *([] if options.concurrent else [in_turn()]))
+    await asyncio.gather(*(measure(i) for i in (*remote, *together)), *([] if options.concurrent else [in_turn()]))
     return rows
 
 

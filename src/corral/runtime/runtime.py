@@ -167,7 +167,8 @@ class Runtime:
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-    async def compare(self, names: Sequence[str], request: ChatRequest, options: CompareOptions | None = None,
+    async def compare(self, names: Sequence[str], request: ChatRequest | Sequence[ChatRequest],
+                      options: CompareOptions | None = None,
                       on_text: Callable[[int, str], None] | None = None) -> list[Compared]:
         """One chat request on each model, measured alike (:mod:`corral.runtime.compare`)."""
         from corral.runtime.compare import CompareOptions, compare

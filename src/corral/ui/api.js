@@ -28,7 +28,7 @@ export async function request(method, path, body, options = {}) {
     if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(path, init);
     if (response.status === 401) { await askKey(); continue; }
-    if (!response.ok) {
+    if (!response.ok && !(options.accept || []).includes(response.status)) {
       let message = `${response.status} ${response.statusText}`;
       try { const data = await response.json(); message = data.error?.message || message; } catch { /* not JSON */ }
       throw new ApiError(response.status, message);
