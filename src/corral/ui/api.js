@@ -23,9 +23,10 @@ async function askKey() {
 
 export async function request(method, path, body, options = {}) {
   for (let attempt = 0; attempt < 3; attempt++) {
-    const init = { method, headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }),
-                   signal: options.signal };
-    if (body !== undefined) init.body = JSON.stringify(body);
+    const type = options.raw ? options.raw.type || "application/octet-stream" : body === undefined ? null : "application/json";
+    const init = { method, headers: headers(type ? { "Content-Type": type } : {}), signal: options.signal };
+    if (options.raw) init.body = options.raw;  // a file, sent as it is
+    else if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(path, init);
     if (response.status === 401) { await askKey(); continue; }
     if (!response.ok && !(options.accept || []).includes(response.status)) {
