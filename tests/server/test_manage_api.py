@@ -143,3 +143,19 @@ def test_compare_streams_panels_then_figures(srv: Server) -> None:
         assert c.post("/api/compare", json={**body, "models": ["smollm2", "nope"]}).status_code == 404
         rows = c.get("/api/logs", params={"door": "admin"}).json()["rows"]
         assert {r["route"] for r in rows} == {"compare"} and len(rows) >= 2
+
+
+def test_a_streamed_answer_ends_with_its_target_and_cost(srv: Server) -> None:
+    from openai import OpenAI
+
+    body = {"model": "fast", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    with srv.client() as c:
+        events = [json.loads(line[5:]) for line in c.post("/v1/chat/completions", json=body).text.splitlines()
+                  if line.startswith("data:") and "[DONE]" not in line]
+    assert events[-1]["usage"]["completion_tokens"] == 3
+    assert events[-1]["x_corral"] == {"target": "up/small", "cost_usd": 0.0, "price_source": "unknown"}
+    client = OpenAI(base_url=f"{srv.url}/v1", api_key="none")  # the official client reads it unchanged
+    stream = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                            stream_options={"include_usage": True})
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "remote words here"

@@ -97,7 +97,7 @@ def test_chat_streams_and_stop_cancels_on_the_server(context: Any, srv: Server) 
     page.get_by_role("button", name="Send").click()
     answer = page.locator(".message.assistant .metrics")
     answer.wait_for()
-    assert "tokens/s" in answer.inner_text() and "in /" in answer.inner_text()
+    assert "tokens/s" in answer.inner_text() and "in /" in answer.inner_text() and "$" in answer.inner_text()
     assert page.locator(".message.assistant .content").inner_text().strip()
     seen.shot("chat")
     page.get_by_label("Max tokens").fill("2000")
@@ -128,6 +128,7 @@ def test_html_in_an_answer_is_text(context: Any, srv: Server) -> None:
     page.locator(".message.assistant .metrics").wait_for()
     content = page.locator(".message.assistant .content")
     assert content.inner_text().strip() == EVIL
+    assert "served by evil/small" in page.locator(".message.assistant .metrics").inner_text()
     assert content.locator("img").count() == 0 and content.locator("script").count() == 0
     page.wait_for_timeout(300)
     assert seen.dialogs == [] and not [u for u in seen.requests if u.rstrip("/").endswith("/x")]

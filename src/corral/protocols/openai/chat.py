@@ -6,6 +6,7 @@ notifications), and :class:`ChatFold` folds such chunks back into one ``chat.com
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -25,7 +26,7 @@ from corral.toolcalls import ParsedCall, calls_schema, maybe_call, parse_calls, 
 from corral.wire import acollect, primed, usage_json
 
 if TYPE_CHECKING:
-    from corral.runtime.dispatcher import CallInfo
+    from corral.runtime.dispatcher import CallInfo, Trace
     from corral.runtime.runtime import Runtime
 
 UNBOUNDED = 1 << 30  # no max_tokens: the engine caps by the context left
@@ -236,6 +237,7 @@ class ChatRun:
     streams: list[AsyncIterator[TextChunk]]
     head: dict[str, Any]
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    trace: Trace | None = None  # who served the call and what it cost, once it has ended
 
     async def response(self) -> dict[str, Any]:
         results = await asyncio.gather(*(self.prepared.collect(s) for s in self.streams))
@@ -243,8 +245,18 @@ class ChatRun:
         return {**self.head, "object": "chat.completion", "choices": [r.choice(i) for i, r in enumerate(results)],
                 "usage": usage_json(usage)}
 
-    def chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
-        return self.prepared.stream_chunks(self.streams, self.head, include_usage, self.pumps)
+    async def chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
+        """The stream's chunks; the usage chunk of a one-choice answer also carries ``x_corral``: the
+        target that served it and its cost (known by then: every stream has ended), for clients that
+        want them (the web UI) and ignored by the rest."""
+        async with contextlib.aclosing(self.prepared.stream_chunks(self.streams, self.head, include_usage,
+                                                                   self.pumps)) as chunks:
+            async for chunk in chunks:
+                trace = self.trace
+                if "usage" in chunk and not chunk["choices"] and len(self.streams) == 1 and trace is not None:
+                    chunk = {**chunk, "x_corral": {"target": trace.target, "cost_usd": trace.cost_usd,
+                                                   "price_source": trace.price_source}}
+                yield chunk
 
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait (``timeout`` seconds at most: an engine stuck in a native call must not hold up a
@@ -268,7 +280,7 @@ async def start_chat(runtime: Runtime, body: ChatCompletionBody, call: CallInfo)
     streams[0] = await primed(streams[0])
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model,
             "system_fingerprint": "corral"}
-    return ChatRun(prepared, streams, head)
+    return ChatRun(prepared, streams, head, trace=call.trace)
 
 
 class ChatFold:

@@ -65,7 +65,7 @@ export async function render(view, params) {
     controller = new AbortController();
     send.disabled = true; stop.disabled = false;
     status.textContent = "answering…";
-    let answer = "", usage = null, first = null, frame = 0;
+    let answer = "", usage = null, first = null, frame = 0, served = null;
     const started = performance.now();
     const paint = () => { frame = 0; content.replaceChildren(...renderMarkdown(answer)); };
     try {
@@ -77,6 +77,7 @@ export async function render(view, params) {
           if (!frame) frame = requestAnimationFrame(paint);  // one DOM update per frame, not per token
         }
         if (chunk.usage) usage = chunk.usage;
+        if (chunk.x_corral) served = chunk.x_corral;
       }
       status.textContent = "";
     } catch (error) {
@@ -88,7 +89,9 @@ export async function render(view, params) {
     const out = usage?.completion_tokens ?? 0;
     const rate = first !== null && out > 1 && ended > first ? ((out - 1) / ((ended - first) / 1000)).toFixed(1) : "-";
     const metrics = `time to first token ${first === null ? "-" : Math.round(first - started) + " ms"} · ${rate} tokens/s · ` +
-      `${usage ? `${usage.prompt_tokens} in / ${out} out` : "tokens unknown"}`;
+      `${usage ? `${usage.prompt_tokens} in / ${out} out` : "tokens unknown"}` +
+      (served?.cost_usd != null ? ` · $${served.cost_usd.toFixed(6)}` : "") +
+      (served?.target && served.target !== model.value ? ` · served by ${served.target}` : "");
     node.append(el("div", { class: "metrics", text: metrics }));
     history.push({ role: "assistant", content: answer, metrics });
     keep();
