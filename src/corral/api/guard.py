@@ -17,6 +17,12 @@ from corral.errors import CorralError
 
 Scope = dict[str, Any]
 OPEN_PATHS = frozenset({"/health", "/ready"})  # probes answer without a key
+
+
+def is_open(path: str) -> bool:
+    """Paths served without a key: the probes, and the web UI's static files (a browser cannot send
+    a key when it opens a page; the page asks for one and sends it with every API call)."""
+    return path in OPEN_PATHS or path == "/ui" or path.startswith("/ui/")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -79,7 +85,7 @@ class Guard:
             if origin_host not in self.allowed:
                 await self._reply(send, 403, f"origin {origin!r} is not allowed; add its host with --allowed-host")
                 return
-        if self.keys and path not in OPEN_PATHS and not self._authorized(headers.get("authorization", "")):
+        if self.keys and not is_open(path) and not self._authorized(headers.get("authorization", "")):
             await self._reply(send, 401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
                               extra=[(b"www-authenticate", b"Bearer")])
             return
