@@ -159,3 +159,15 @@ def test_a_streamed_answer_ends_with_its_target_and_cost(srv: Server) -> None:
     stream = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}], stream=True,
                                             stream_options={"include_usage": True})
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "remote words here"
+
+
+def test_an_image_to_a_loaded_text_model_is_refused(srv: Server) -> None:
+    """The request's checks apply to a model already loaded too (they once ran only before a load)."""
+    image = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLv"
+             "AAAAAElFTkSuQmCC")
+    content = [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": "what is this?"}]
+    with srv.client() as c:
+        assert by_name(c)["smollm2"]["state"] == "loaded"
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": content}]}
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and "does not read images" in r.json()["error"]["message"]

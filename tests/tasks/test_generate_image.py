@@ -157,6 +157,7 @@ def test_doors_and_bad_input(sd: Path, tmp_path: Path, monkeypatch: pytest.Monke
     srv = Server(tmp_path / "served", "--log-level", "debug", "--max-images", "4", register={"sd": sd})
     try:
         _openai(srv)
+        _progress_lines(srv)
         _disconnect_stops_the_loop(srv)
         _hugging_face(srv, monkeypatch)
     finally:
@@ -195,6 +196,22 @@ def _openai(srv: Any) -> None:
     ok = httpx.post(f"{srv.url}/v1/images/generations", json={"model": "sd", "prompt": "a cat", "size": "16x16",
                                                                "steps": 1}, timeout=120)
     assert ok.status_code == 200 and _decode(ok.json()["data"][0]["b64_json"]).size == (16, 16)  # still serving
+
+
+def _progress_lines(srv: Any) -> None:
+    """The web UI's route: each step as an NDJSON line, then OpenAI's answer; errors as a line."""
+    import json
+
+    body = {"model": "sd", "prompt": "a red bicycle", "size": "32x24", "seed": 1, "steps": 3}
+    lines = [json.loads(x) for x in httpx.post(f"{srv.url}/api/images/generations", json=body,
+                                               timeout=120).text.splitlines()]
+    steps = [(x["step"], x["steps"]) for x in lines if x["status"] == "step"]
+    total = steps[-1][1]  # the scheduler's own count for 3 requested steps (PNDM adds a warm-up step)
+    assert total >= 3 and steps == [(i, total) for i in range(1, total + 1)]
+    done = lines[-1]
+    assert done["status"] == "done" and done["seed"] == 1 and _decode(done["data"][0]["b64_json"]).size == (32, 24)
+    bad = httpx.post(f"{srv.url}/api/images/generations", json={**body, "size": "33x32"}, timeout=120).text
+    assert json.loads(bad.splitlines()[-1])["error"]["status"] == 422
 
 
 def _decode(b64: str | None) -> Any:

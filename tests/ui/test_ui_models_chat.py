@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 from tests.fixtures.tiny_models import build_causal_lm
+from tests.fixtures.tiny_vlm import build_llava
 from tests.gateway.standin_openai import StandIn
 from tests.hub_server import FakeHub
 from tests.server.conftest import Server
@@ -39,7 +40,9 @@ def evil() -> Iterator[StandIn]:
 def srv(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub, evil: StandIn) -> Iterator[Server]:
     config = f'[providers.evil]\ntype = "openai"\nbase_url = "{evil.url}"\n[aliases]\nodd = "evil/small"\n'
     online = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
-    server = Server(tmp_path_factory.mktemp("ui"), "--models", "smollm2", "--threads", "2", config=config, env=online)
+    llava = build_llava(tmp_path_factory.mktemp("llava") / "llava").path
+    server = Server(tmp_path_factory.mktemp("ui"), "--models", "smollm2", "--threads", "2", config=config, env=online,
+                    register={"llava": llava})
     yield server
     server.stop()
 
@@ -132,4 +135,57 @@ def test_html_in_an_answer_is_text(context: Any, srv: Server) -> None:
     assert content.locator("img").count() == 0 and content.locator("script").count() == 0
     page.wait_for_timeout(300)
     assert seen.dialogs == [] and not [u for u in seen.requests if u.rstrip("/").endswith("/x")]
+    assert seen.errors == []
+
+
+def test_chat_with_an_attached_image(context: Any, srv: Server, tmp_path: Any) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(picture)
+    page = context.new_page()
+    seen = watch(page)
+    page.goto(f"{srv.url}/ui/#/chat?model=smollm2")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_label("Attach images (image-text models)").set_input_files(str(picture))
+    page.get_by_label("Message").fill("What colour is this?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_contain_text("does not read images")  # the image reached the server
+    page.goto(f"{srv.url}/ui/#/chat?model=llava")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_label("Max tokens").fill("4")
+    page.get_by_label("Attach images (image-text models)").set_input_files(str(picture))
+    page.get_by_label("Message").fill("What colour is this?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message.assistant .metrics")).to_contain_text("tokens/s")
+    assert page.locator(".message.user img.attached").count() == 1
+    assert page.get_by_role("status").inner_text() == ""
+    rows = httpx.get(f"{srv.url}/api/logs", params={"model": "llava", "limit": 1}).json()["rows"]
+    assert rows[0]["status"] == 200 and rows[0]["task"] == "chat"
+    seen.shot("chat-image")
+    assert [e for e in seen.errors if "400" not in e] == []  # the refused call is the only error logged
+
+
+def test_tool_calls_are_shown(context: Any, srv: Server) -> None:
+    import json
+
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    page = context.new_page()
+    seen = watch(page)
+    page.goto(f"{srv.url}/ui/#/chat?model=smollm2")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_text("Tools", exact=True).click()
+    page.get_by_label("Tools (JSON, OpenAI's shape)").fill("[not json")
+    page.get_by_label("Message").fill("Weather in Paris?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("the tools are not valid JSON")
+    page.get_by_label("Tools (JSON, OpenAI's shape)").fill(json.dumps([weather]))
+    page.get_by_label("Require a tool call").check()
+    page.get_by_label("Temperature").fill("0")
+    page.get_by_label("Max tokens").fill("60")
+    page.get_by_role("button", name="Send").click()
+    call = page.locator(".message.assistant pre.tool-call")
+    expect(call).to_contain_text("tool call: get_weather(")
+    assert json.loads(call.inner_text().split("get_weather(", 1)[1].rstrip(")"))["city"]
     assert seen.errors == []

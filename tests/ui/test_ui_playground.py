@@ -2,7 +2,8 @@
 result of the right kind: a similarity matrix (embeddings), a ranked list (rerank), labels as bars
 (text, zero-shot, image and audio classification), entities highlighted (NER), an answer (QA,
 translation, summarisation, captioning, transcription), boxes drawn on the image (detection), masks
-over it (segmentation), an audio element with a duration (text-to-speech), an image (image generation). No
+over it (segmentation), an audio element with a duration (text-to-speech), an image after every diffusion step
+was shown (image generation), a video from a job whose progress was shown (video generation). No
 console error."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 from tests.fixtures.tiny_av_classifiers import build_ast
+from tests.fixtures.tiny_diffusion import build_text_to_video
 from tests.fixtures.tiny_media import build_captioner, build_detr, build_segformer, build_stable_diffusion, build_vit
 from tests.fixtures.tiny_models import (
     build_bart,
@@ -52,7 +54,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     builders = {"cls": build_bert_classifier, "nli": build_nli_classifier, "ner": build_token_classifier,
                 "qa": build_question_answering, "vit": build_vit, "detr": build_detr, "seg": build_segformer,
                 "cap": build_captioner, "asr": build_whisper_asr, "tts": build_vits, "ast": build_ast,
-                "marian": build_marian, "ce": build_crossencoder, "sd": build_stable_diffusion}
+                "marian": build_marian, "ce": build_crossencoder, "sd": build_stable_diffusion,
+                "t2v": build_text_to_video}
     register = {name: build(root / name).path for name, build in builders.items()}
     register["sum"] = build_bart(root / "sum", pipeline_tag="summarization").path
     server = Server(tmp_path_factory.mktemp("pg"), "--threads", "2", "--models", "minilm", register=register)
@@ -126,8 +129,16 @@ def test_media_tasks(page: Any, srv: Server, media: dict[str, Path]) -> None:
     duration = "a => new Promise(r => a.readyState >= 1 ? r(a.duration) : a.onloadedmetadata = () => r(a.duration))"
     assert audio.evaluate(duration) > 0
     page.shot("playground-speech")
-    result = run(p, srv, "sd", "generate_image", {"Prompt": "a red square"})
+    result = run(p, srv, "sd", "generate_image", {"Prompt": "a red square", "Steps": "3"})
     image = result.locator("img")
     expect(image).to_have_count(1)
     assert image.evaluate("i => i.decode().then(() => i.naturalWidth)") > 0
+    bar = p.get_by_label("Progress")
+    steps = int(bar.get_attribute("max") or 0)
+    assert steps >= 3 and bar.evaluate("b => b.value") == steps  # every step was streamed (PNDM adds one)
+    result = run(p, srv, "t2v", "generate_video", {"Prompt": "a red square", "Steps": "2", "Frames": "4"})
+    video = result.locator("video")
+    expect(video).to_have_count(1)
+    assert video.get_attribute("src").startswith("blob:") and bar.evaluate("b => b.value") == 100
+    page.shot("playground-video")
     assert page.errors == []

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from corral.api import admin, compare, errors, hf, manage, openai, rerank, ui
+from corral.api import admin, compare, errors, hf, manage, openai, progress, rerank, ui
 from corral.api.guard import Guard, ServerState
 from corral.runtime.runtime import Runtime
 
@@ -49,6 +49,7 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     app.include_router(admin.router)
     app.include_router(manage.router)
     app.include_router(compare.router)
+    app.include_router(progress.router)
     app.include_router(ui.router)
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import StreamingResponse
 
 from corral.api.common import runtime_of
+from corral.api.progress import drain
 from corral.errors import UsageError
 from corral.runtime.compare import MAX_MODELS, MIN_MODELS, CompareOptions
 from corral.runtime.dispatcher import Door, task_check
@@ -97,14 +98,8 @@ async def _lines(rt: Runtime, names: list[str], chat: list[ChatRequest],
     pieces = asyncio.Queue[tuple[int, str]]()
     work = asyncio.create_task(rt.compare(names, chat, options, lambda i, text: pieces.put_nowait((i, text))))
     try:
-        while not work.done() or not pieces.empty():
-            getter = asyncio.ensure_future(pieces.get())
-            await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                panel, text = getter.result()
-                yield orjson.dumps({"panel": panel, "text": text}) + b"\n"
-            else:
-                getter.cancel()
+        async for panel, text in drain(work, pieces):
+            yield orjson.dumps({"panel": panel, "text": text}) + b"\n"
         for panel, row in enumerate(work.result()):
             yield orjson.dumps({"panel": panel, "result": row.to_json()}) + b"\n"
         yield b'{"done":true}\n'

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.responses import StreamingResponse
 
 from corral.api.common import runtime_of
+from corral.api.progress import drain, error_line
 from corral.errors import BadReferenceError, CorralError, ModelNotFoundError, UsageError
 from corral.models.refs import check_name, parse_ref
 from corral.runtime.runtime import Runtime
@@ -78,18 +79,12 @@ async def _pull_lines(rt: Runtime, reference: str, state: Any) -> AsyncIterator[
     background.add(task)
     task.add_done_callback(background.discard)
     yield orjson.dumps({"status": "pulling", "reference": reference}) + b"\n"
-    while not task.done() or not events.empty():
-        getter = asyncio.ensure_future(events.get())
-        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            yield orjson.dumps(getter.result()) + b"\n"
-        else:
-            getter.cancel()
+    async for line in drain(task, events):
+        yield orjson.dumps(line) + b"\n"
     try:
         entry = task.result()
     except CorralError as exc:
-        yield orjson.dumps({"status": "error", "error": {"message": exc.message, "hint": exc.hint,
-                                                         "status": exc.http_status}}) + b"\n"
+        yield error_line(exc)
         return
     yield orjson.dumps({"status": "success", "model": entry.name}) + b"\n"
 

@@ -111,6 +111,8 @@ class Registry:
         canonical = self._names.get(name)
         loaded = self.models.get(canonical) if canonical else None
         if loaded is not None:  # the hot path: no manifest lookup for a model already loaded
+            if check is not None:  # the request's own checks (images to a model that reads none) still apply
+                check(loaded.entry)
             loaded.last_used = self.clock()
             return loaded
         entry = await self.resolve(name)

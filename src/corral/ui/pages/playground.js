@@ -2,7 +2,7 @@
 // kind: a similarity matrix, a ranked list, labels as bars, entities highlighted, boxes on the image,
 // masks over it, an audio player, text. Calls the same routes a script would: /v1/embeddings,
 // /v1/rerank, and the Hugging Face task API (POST /models/NAME/pipeline/TASK: JSON, or the file).
-import { el, json, request } from "../api.js";
+import { el, json, ndjson, request } from "../api.js";
 
 const HF = { classify_text: "text-classification", classify_tokens: "token-classification", answer_question: "question-answering",
   translate: "translation", summarize: "summarization", classify_image: "image-classification", detect_objects: "object-detection",
@@ -63,11 +63,38 @@ const FORMS = {
   translate: () => ({ text: field("pg-text", "Text", el("textarea", { rows: 3 })), source: field("pg-source", "Source language", el("input")), target: field("pg-target", "Target language", el("input")) }),
   summarize: () => ({ text: field("pg-text", "Text", el("textarea", { rows: 5 })) }),
   speak: () => ({ text: field("pg-text", "Text", el("textarea", { rows: 3 })) }),
-  generate_image: () => ({ text: field("pg-text", "Prompt", el("textarea", { rows: 2 })) }),
+  generate_image: () => ({ text: field("pg-text", "Prompt", el("textarea", { rows: 2 })), steps: field("pg-steps", "Steps", el("input", { type: "number", min: "1", value: "20" })) }),
+  generate_video: () => ({ text: field("pg-text", "Prompt", el("textarea", { rows: 2 })), steps: field("pg-steps", "Steps", el("input", { type: "number", min: "1", value: "20" })),
+                           frames: field("pg-frames", "Frames", el("input", { type: "number", min: "1", value: "8" })) }),
   detect_objects: () => ({ threshold: field("pg-threshold", "Threshold", el("input", { type: "number", step: "0.05", min: "0", max: "1", value: "0.5" })) }),
 };
 
-async function run(task, model, inputs) {
+async function generateImage(model, prompt, steps, progress) {  // each diffusion step, then the image
+  let done = null;
+  for await (const line of ndjson("POST", "/api/images/generations", { model, prompt, steps })) {
+    if (line.status === "step") { progress.max = line.steps; progress.value = line.step; }
+    else if (line.status === "error") throw new Error(line.error.message);
+    else if (line.status === "done") done = line;
+  }
+  progress.value = progress.max;
+  return el("img", { src: `data:image/png;base64,${done.data[0].b64_json}`, alt: "generated image", class: "result-image" });
+}
+
+async function generateVideo(model, prompt, steps, frames, progress) {  // a /v1/videos job, polled for its progress
+  let job = await json("POST", "/v1/videos", { model, prompt, steps, frames });
+  progress.max = 100;
+  while (job.status === "queued" || job.status === "in_progress") {
+    await new Promise((r) => setTimeout(r, 300));
+    job = await json("GET", `/v1/videos/${job.id}`);
+    progress.value = job.progress || 0;
+  }
+  if (job.status !== "completed") throw new Error(job.error?.message || `the video job ${job.status}`);
+  progress.value = 100;
+  const blob = await (await request("GET", `/v1/videos/${job.id}/content`)).blob();
+  return el("video", { controls: true, src: URL.createObjectURL(blob), class: "result-video" });
+}
+
+async function run(task, model, inputs, progress) {
   const value = (k) => inputs[k]?.querySelector("input, textarea")?.value ?? "";
   const file = inputs.file?.querySelector("input").files[0];
   if (FILES[task] && !file) throw new Error("choose a file first");
@@ -114,11 +141,12 @@ async function run(task, model, inputs) {
     const first = Array.isArray(data) ? data[0] : data;
     return el("p", { class: "answer", text: first.translation_text ?? first.summary_text ?? "" });
   }
-  if (task === "speak" || task === "generate_image") {
+  if (task === "speak") {
     const blob = await (await hf(model, task, { inputs: value("text") })).blob();
-    const url = URL.createObjectURL(blob);
-    return task === "speak" ? el("audio", { controls: true, src: url, class: "result-audio" }) : el("img", { src: url, alt: "generated image", class: "result-image" });
+    return el("audio", { controls: true, src: URL.createObjectURL(blob), class: "result-audio" });
   }
+  if (task === "generate_image") return generateImage(model, value("text"), Number(value("steps")), progress);
+  if (task === "generate_video") return generateVideo(model, value("text"), Number(value("steps")), Number(value("frames")), progress);
   const parameters = task === "detect_objects" ? { threshold: Number(value("threshold")) } : {};
   const response = await hf(model, task, { inputs: await base64(file), parameters });  // the file, base64 in JSON
   const data = await response.json();
@@ -175,11 +203,12 @@ export async function render(view, params) {
     const inputs = FORMS[task.value] ? FORMS[task.value]() : {};
     if (FILES[task.value]) inputs.file = field("pg-file", "File", el("input", { type: "file", accept: FILES[task.value] }));
     const go = el("button", { type: "submit", class: "primary", text: "Run" });
-    form.replaceChildren(...Object.values(inputs), go);
+    const progress = el("progress", { max: 1, value: 0, hidden: !task.value.startsWith("generate_"), "aria-label": "Progress" });
+    form.replaceChildren(...Object.values(inputs), go, progress);
     form.onsubmit = async (event) => {
       event.preventDefault();
-      go.disabled = true; status.textContent = "running…"; result.replaceChildren();
-      try { result.replaceChildren(await run(task.value, model.value, inputs)); status.textContent = "done"; }
+      go.disabled = true; status.textContent = "running…"; result.replaceChildren(); progress.value = 0;
+      try { result.replaceChildren(await run(task.value, model.value, inputs, progress)); status.textContent = "done"; }
       catch (error) { status.textContent = `failed: ${error.message}`; }
       go.disabled = false;
     };
