@@ -1,6 +1,7 @@
 """A real browser for the web UI's tests: Playwright for Python driving Debian's chromium (headless,
-no sandbox, no GPU; no browser is downloaded). Every console error, page error and dialog is
-recorded, so a test can assert there were none; screenshots go to test-artifacts/ui/."""
+no sandbox, no GPU; no browser is downloaded; ``microphone``: chromium's fake capture device, a
+tone). Every console error, page error and dialog is recorded, so a test can assert there were
+none; screenshots go to test-artifacts/ui/."""
 
 from __future__ import annotations
 
@@ -30,12 +31,14 @@ class Watched:
 
 
 @contextmanager
-def browser(width: int = 1280, height: int = 800) -> Iterator[Any]:
+def browser(width: int = 1280, height: int = 800, *, microphone: bool = False) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     chromium = need_program("chromium")
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        fake = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"] if microphone else []
+        launched = p.chromium.launch(executable_path=chromium,
+                                     args=["--headless", "--no-sandbox", "--disable-gpu", *fake])
         try:
             yield launched.new_context(viewport={"width": width, "height": height})
         finally:

@@ -8,6 +8,7 @@ console error."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from playwright.sync_api import expect
-from tests.fixtures.tiny_av_classifiers import build_ast
+from tests.fixtures.tiny_av_classifiers import build_ast, build_videomae
 from tests.fixtures.tiny_diffusion import build_text_to_video
 from tests.fixtures.tiny_media import build_captioner, build_detr, build_segformer, build_stable_diffusion, build_vit
 from tests.fixtures.tiny_models import (
@@ -45,7 +46,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(root / "picture.png")
     t = np.arange(16000) / 16000
     soundfile.write(root / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
-    return {"image": root / "picture.png", "audio": root / "tone.wav"}
+    from corral.video import encode_mp4
+
+    frames = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(8)]
+    (root / "clip.mp4").write_bytes(encode_mp4(frames, 8))
+    return {"image": root / "picture.png", "audio": root / "tone.wav", "video": root / "clip.mp4"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 "qa": build_question_answering, "vit": build_vit, "detr": build_detr, "seg": build_segformer,
                 "cap": build_captioner, "asr": build_whisper_asr, "tts": build_vits, "ast": build_ast,
                 "marian": build_marian, "ce": build_crossencoder, "sd": build_stable_diffusion,
-                "t2v": build_text_to_video}
+                "t2v": build_text_to_video, "vmae": build_videomae}
     register = {name: build(root / name).path for name, build in builders.items()}
     register["sum"] = build_bart(root / "sum", pipeline_tag="summarization").path
     server = Server(tmp_path_factory.mktemp("pg"), "--threads", "2", "--models", "minilm", register=register)
@@ -65,7 +70,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def page(srv: Server) -> Iterator[Any]:
-    with browser() as ctx:
+    with browser(microphone=True) as ctx:  # chromium's fake microphone: a tone
         yield watch(ctx.new_page())
 
 
@@ -122,6 +127,8 @@ def test_media_tasks(page: Any, srv: Server, media: dict[str, Path]) -> None:
     expect(result.locator("p.answer")).to_be_attached()
     result = run(p, srv, "ast", "classify_audio", {}, media["audio"])
     assert result.locator("ul.labels li").count() >= 1
+    result = run(p, srv, "vmae", "classify_video", {}, media["video"])
+    assert result.locator("ul.labels li").count() >= 1
     result = run(p, srv, "tts", "speak", {"Text": "hello there"})
     audio = result.locator("audio")
     expect(audio).to_have_count(1)
@@ -141,4 +148,20 @@ def test_media_tasks(page: Any, srv: Server, media: dict[str, Path]) -> None:
     expect(video).to_have_count(1)
     assert video.get_attribute("src").startswith("blob:") and bar.evaluate("b => b.value") == 100
     page.shot("playground-video")
+    assert page.errors == []
+
+
+def test_transcribing_from_the_microphone(page: Any, srv: Server) -> None:
+    p = page.page
+    p.goto(f"{srv.url}/ui/#/playground?model=asr")
+    p.get_by_label("Task").select_option("transcribe")
+    p.get_by_role("button", name="Record").click()
+    expect(p.get_by_text("recording…")).to_be_visible()
+    p.wait_for_timeout(1200)
+    p.get_by_role("button", name="Stop recording").click()
+    expect(p.get_by_text(re.compile(r"recorded \d"))).to_be_visible()
+    assert p.get_by_label("File").evaluate("i => i.files[0].name") == "recording.webm"
+    p.get_by_role("button", name="Run").click()
+    expect(p.get_by_role("status")).to_have_text("done", timeout=120_000)
+    expect(p.locator(".result p.answer")).to_be_attached()  # the recording decoded and transcribed on the server
     assert page.errors == []

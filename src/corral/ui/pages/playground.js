@@ -177,6 +177,35 @@ async function run(task, model, inputs, progress) {
   return bars(labelsOf(data));  // image, audio and video classification
 }
 
+function recorder(fileInput) {  // the microphone, recorded into the file input (then Run sends it)
+  const button = el("button", { type: "button", text: "Record" });
+  const said = el("span", { class: "muted", "aria-live": "polite" });
+  let recording = null;
+  button.addEventListener("click", async () => {
+    if (recording) { recording.stop(); return; }
+    let stream;
+    try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); }
+    catch (error) { said.textContent = `no microphone: ${error.message}`; return; }
+    const parts = [];
+    recording = new MediaRecorder(stream);
+    recording.ondataavailable = (e) => parts.push(e.data);
+    recording.onstop = () => {
+      stream.getTracks().forEach((t) => t.stop());
+      const blob = new Blob(parts, { type: recording.mimeType || "audio/webm" });
+      const files = new DataTransfer();
+      files.items.add(new File([blob], "recording.webm", { type: blob.type }));
+      fileInput.files = files.files;
+      said.textContent = `recorded ${(blob.size / 1024).toFixed(1)} KB`;
+      button.textContent = "Record";
+      recording = null;
+    };
+    recording.start();
+    button.textContent = "Stop recording";
+    said.textContent = "recording…";
+  });
+  return el("div", { class: "row" }, button, said);
+}
+
 export async function render(view, params) {
   const rows = (await json("GET", "/api/models")).models.filter((m) => m.kind === "model");
   const model = el("select", { id: "pg-model" }, rows.map((m) => el("option", { value: m.name, text: m.name })));
@@ -202,6 +231,7 @@ export async function render(view, params) {
     }
     const inputs = FORMS[task.value] ? FORMS[task.value]() : {};
     if (FILES[task.value]) inputs.file = field("pg-file", "File", el("input", { type: "file", accept: FILES[task.value] }));
+    if (task.value === "transcribe" && navigator.mediaDevices?.getUserMedia) inputs.record = recorder(inputs.file.querySelector("input"));
     const go = el("button", { type: "submit", class: "primary", text: "Run" });
     const progress = el("progress", { max: 1, value: 0, hidden: !task.value.startsWith("generate_"), "aria-label": "Progress" });
     form.replaceChildren(...Object.values(inputs), go, progress);
