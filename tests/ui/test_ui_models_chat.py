@@ -22,6 +22,7 @@ from tests.ui.browser import browser, watch
 
 pytestmark = pytest.mark.timeout(300)
 EVIL = "<img src=x onerror=alert(1)> and <script>alert(2)</script> done"
+MARKDOWN = "Here is **bold** and `code`:\n\n- one\n- two\n\n```python\nprint('hi')\n```\n"
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,16 @@ def evil() -> Iterator[StandIn]:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub, evil: StandIn) -> Iterator[Server]:
-    config = f'[providers.evil]\ntype = "openai"\nbase_url = "{evil.url}"\n[aliases]\nodd = "evil/small"\n'
+def coder() -> Iterator[StandIn]:
+    with StandIn("coder", reply=MARKDOWN) as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub, evil: StandIn, coder: StandIn) -> Iterator[Server]:
+    config = (f'[providers.evil]\ntype = "openai"\nbase_url = "{evil.url}"\n'
+              f'[providers.coder]\ntype = "openai"\nbase_url = "{coder.url}"\n'
+              '[aliases]\nodd = "evil/small"\nwriter = "coder/small"\n')
     online = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
     llava = build_llava(tmp_path_factory.mktemp("llava") / "llava").path
     server = Server(tmp_path_factory.mktemp("ui"), "--models", "smollm2", "--threads", "2", config=config, env=online,
@@ -188,4 +197,22 @@ def test_tool_calls_are_shown(context: Any, srv: Server) -> None:
     call = page.locator(".message.assistant pre.tool-call")
     expect(call).to_contain_text("tool call: get_weather(")
     assert json.loads(call.inner_text().split("get_weather(", 1)[1].rstrip(")"))["city"]
+    assert seen.errors == []
+
+
+def test_markdown_and_copying_code(context: Any, srv: Server) -> None:
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=srv.url)
+    page = context.new_page()
+    seen = watch(page)
+    page.goto(f"{srv.url}/ui/#/chat?model=writer")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_label("Message").fill("show me code")
+    page.get_by_role("button", name="Send").click()
+    content = page.locator(".message.assistant .content")
+    expect(content.locator("pre code")).to_have_text("print('hi')")
+    assert content.locator("strong").inner_text() == "bold" and content.locator("p code").inner_text() == "code"
+    assert content.locator("li").all_inner_texts() == ["one", "two"]
+    content.get_by_role("button", name="Copy code").click()
+    expect(content.get_by_role("button", name="Copy code")).to_have_text("Copied")
+    assert page.evaluate("() => navigator.clipboard.readText()") == "print('hi')"
     assert seen.errors == []
