@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,13 @@ def need_program(name: str) -> str:
     if os.environ.get("CORRAL_REQUIRE_SYSTEM") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def llama_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A hub-shaped server on 127.0.0.1 serving a tiny Llama as org/tiny-llama (tests/hub_server.py)."""
+    from tests.fixtures.tiny_models import build_causal_lm
+    from tests.hub_server import FakeHub
+
+    with FakeHub(build_causal_lm("llama", tmp_path_factory.mktemp("llama")).path, repo_id="org/tiny-llama") as hub:
+        yield hub

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.fixtures.tiny_models import build_causal_lm
 from tests.gateway.standin_openai import StandIn
 from tests.hub_server import FakeHub
 from tests.server.conftest import Server
@@ -23,9 +22,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
-    with FakeHub(build_causal_lm("llama", tmp_path_factory.mktemp("llama")).path, repo_id="org/tiny-llama") as fake:
-        yield fake
+def hub(llama_hub: FakeHub) -> FakeHub:
+    return llama_hub
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 from tests.gateway.standin_openai import StandIn
 from tests.server.conftest import Server
-from tests.ui.browser import browser, watch
+from tests.ui.browser import watch
 
 pytestmark = pytest.mark.timeout(300)
 NUMBER = re.compile(r"\d")
@@ -36,12 +36,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory, ups: tuple[StandIn, StandIn]) 
                     config=config + '[aliases]\nboth = ["a/small", "b/small"]\n')
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def context(srv: Server) -> Iterator[Any]:
-    with browser() as ctx:
-        yield ctx
 
 
 def figures(panel: Any) -> dict[str, str]:

@@ -13,12 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import expect
-from tests.fixtures.tiny_models import build_causal_lm
 from tests.fixtures.tiny_vlm import build_llava
 from tests.gateway.standin_openai import StandIn
 from tests.hub_server import FakeHub
 from tests.server.conftest import Server
-from tests.ui.browser import browser, watch
+from tests.ui.browser import watch
 
 pytestmark = pytest.mark.timeout(300)
 EVIL = "<img src=x onerror=alert(1)> and <script>alert(2)</script> done"
@@ -26,9 +25,8 @@ MARKDOWN = "Here is **bold** and `code`:\n\n- one\n- two\n\n```python\nprint('hi
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
-    with FakeHub(build_causal_lm("llama", tmp_path_factory.mktemp("llama")).path, repo_id="org/tiny-llama") as fake:
-        yield fake
+def hub(llama_hub: FakeHub) -> FakeHub:
+    return llama_hub
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +54,15 @@ def srv(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub, evil: StandIn, c
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def context(srv: Server) -> Iterator[Any]:
-    with browser() as ctx:
-        yield ctx
+def open_chat(page: Any, srv: Server, model: str) -> None:
+    """The chat page for ``model``, with the conversation kept in the browser cleared."""
+    page.goto(f"{srv.url}/ui/#/chat?model={model}")
+    page.get_by_role("button", name="New chat").click()
+
+
+def send(page: Any, text: str) -> None:
+    page.get_by_label("Message").fill(text)
+    page.get_by_role("button", name="Send").click()
 
 
 def test_the_shell_is_served_with_a_strict_csp(srv: Server) -> None:
@@ -101,12 +104,10 @@ def test_models_page_load_unload_and_pull(context: Any, srv: Server) -> None:
 def test_chat_streams_and_stop_cancels_on_the_server(context: Any, srv: Server) -> None:
     page = context.new_page()
     seen = watch(page)
-    page.goto(f"{srv.url}/ui/#/chat?model=smollm2")
-    page.get_by_role("button", name="New chat").click()
+    open_chat(page, srv, "smollm2")
     page.get_by_label("Max tokens").fill("12")
     page.get_by_label("Temperature").fill("0")
-    page.get_by_label("Message").fill("Name a fruit.")
-    page.get_by_role("button", name="Send").click()
+    send(page, "Name a fruit.")
     answer = page.locator(".message.assistant .metrics")
     answer.wait_for()
     assert "tokens/s" in answer.inner_text() and "in /" in answer.inner_text() and "$" in answer.inner_text()
@@ -133,10 +134,8 @@ def test_chat_streams_and_stop_cancels_on_the_server(context: Any, srv: Server) 
 def test_html_in_an_answer_is_text(context: Any, srv: Server) -> None:
     page = context.new_page()
     seen = watch(page)
-    page.goto(f"{srv.url}/ui/#/chat?model=odd")
-    page.get_by_role("button", name="New chat").click()
-    page.get_by_label("Message").fill("say something odd")
-    page.get_by_role("button", name="Send").click()
+    open_chat(page, srv, "odd")
+    send(page, "say something odd")
     page.locator(".message.assistant .metrics").wait_for()
     content = page.locator(".message.assistant .content")
     assert content.inner_text().strip() == EVIL
@@ -154,18 +153,14 @@ def test_chat_with_an_attached_image(context: Any, srv: Server, tmp_path: Any) -
     Image.new("RGB", (32, 32), (200, 30, 30)).save(picture)
     page = context.new_page()
     seen = watch(page)
-    page.goto(f"{srv.url}/ui/#/chat?model=smollm2")
-    page.get_by_role("button", name="New chat").click()
+    open_chat(page, srv, "smollm2")
     page.get_by_label("Attach images (image-text models)").set_input_files(str(picture))
-    page.get_by_label("Message").fill("What colour is this?")
-    page.get_by_role("button", name="Send").click()
+    send(page, "What colour is this?")
     expect(page.get_by_role("status")).to_contain_text("does not read images")  # the image reached the server
-    page.goto(f"{srv.url}/ui/#/chat?model=llava")
-    page.get_by_role("button", name="New chat").click()
+    open_chat(page, srv, "llava")
     page.get_by_label("Max tokens").fill("4")
     page.get_by_label("Attach images (image-text models)").set_input_files(str(picture))
-    page.get_by_label("Message").fill("What colour is this?")
-    page.get_by_role("button", name="Send").click()
+    send(page, "What colour is this?")
     expect(page.locator(".message.assistant .metrics")).to_contain_text("tokens/s")
     assert page.locator(".message.user img.attached").count() == 1
     assert page.get_by_role("status").inner_text() == ""
@@ -182,12 +177,10 @@ def test_tool_calls_are_shown(context: Any, srv: Server) -> None:
                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
     page = context.new_page()
     seen = watch(page)
-    page.goto(f"{srv.url}/ui/#/chat?model=smollm2")
-    page.get_by_role("button", name="New chat").click()
+    open_chat(page, srv, "smollm2")
     page.get_by_text("Tools", exact=True).click()
     page.get_by_label("Tools (JSON, OpenAI's shape)").fill("[not json")
-    page.get_by_label("Message").fill("Weather in Paris?")
-    page.get_by_role("button", name="Send").click()
+    send(page, "Weather in Paris?")
     expect(page.get_by_role("status")).to_have_text("the tools are not valid JSON")
     page.get_by_label("Tools (JSON, OpenAI's shape)").fill(json.dumps([weather]))
     page.get_by_label("Require a tool call").check()
@@ -204,10 +197,8 @@ def test_markdown_and_copying_code(context: Any, srv: Server) -> None:
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=srv.url)
     page = context.new_page()
     seen = watch(page)
-    page.goto(f"{srv.url}/ui/#/chat?model=writer")
-    page.get_by_role("button", name="New chat").click()
-    page.get_by_label("Message").fill("show me code")
-    page.get_by_role("button", name="Send").click()
+    open_chat(page, srv, "writer")
+    send(page, "show me code")
     content = page.locator(".message.assistant .content")
     expect(content.locator("pre code")).to_have_text("print('hi')")
     assert content.locator("strong").inner_text() == "bold" and content.locator("p code").inner_text() == "code"

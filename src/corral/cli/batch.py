@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +18,7 @@ from typing import IO, Any
 from corral.batchfile import Item, done_ids, error_json, read_items
 from corral.cli.context import Context, add_load_flags, cli_runtime
 from corral.errors import CorralError, UsageError
+from corral.files import write_atomically
 from corral.models.store import Entry
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.loader import entry_task
@@ -111,16 +110,7 @@ def resume(out: Path) -> set[str | int]:
     others too (errors to redo, a last line cut short)."""
     answered, rewrite = done_ids(out)
     if rewrite:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.writelines(answered.values())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(out, answered.values(), suffix=".tmp")
     return set(answered)
 
 

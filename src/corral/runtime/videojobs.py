@@ -6,15 +6,14 @@ marked failed when the next one opens the file."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from corral.files import write_atomically
 from corral.migrations import Step, migrate
 
 MIGRATIONS: tuple[Step, ...] = (
@@ -128,18 +127,7 @@ class VideoJobStore:
 
     def write_content(self, job_id: str, data: bytes) -> Path:
         """The MP4 written whole, or not at all: a temporary file in the same folder, synced, renamed."""
-        target = self.content_path(job_id)
-        fd, temp = tempfile.mkstemp(prefix=f".{job_id}-", suffix=".part", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_atomically(self.content_path(job_id), [data])
 
     def remove(self, job_id: str) -> None:
         """The job's row and file."""
