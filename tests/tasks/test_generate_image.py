@@ -210,8 +210,11 @@ def _progress_lines(srv: Any) -> None:
     assert total >= 3 and steps == [(i, total) for i in range(1, total + 1)]
     done = lines[-1]
     assert done["status"] == "done" and done["seed"] == 1 and _decode(done["data"][0]["b64_json"]).size == (32, 24)
-    bad = httpx.post(f"{srv.url}/api/images/generations", json={**body, "size": "33x32"}, timeout=120).text
-    assert json.loads(bad.splitlines()[-1])["error"]["status"] == 422
+    bad = httpx.post(f"{srv.url}/api/images/generations", json={**body, "n": 5}, timeout=120)
+    assert bad.status_code == 422 and "from 1 to 4 images" in bad.json()["error"]["message"]  # before any stream
+    for change, status in (({"model": "nope"}, 404), ({"size": "33x32"}, 422)):  # found out once it began
+        late = httpx.post(f"{srv.url}/api/images/generations", json={**body, **change}, timeout=120).text
+        assert json.loads(late.splitlines()[-1])["error"]["status"] == status
 
 
 def _decode(b64: str | None) -> Any:

@@ -14,7 +14,7 @@ from starlette.responses import StreamingResponse
 
 from corral.api.common import call_info, runtime_of
 from corral.errors import CorralError
-from corral.protocols.openai.images import ImageGenerationBody, create_images
+from corral.protocols.openai.images import ImageGenerationBody, create_images, image_request_of
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.runtime.runtime import Runtime
 
@@ -42,8 +42,10 @@ def error_line(exc: CorralError) -> bytes:
 @router.post(ROUTE)
 async def images(body: ImageGenerationBody, request: Request) -> StreamingResponse:
     """NDJSON: ``{"status": "step", "step", "steps"}`` per diffusion step, then ``{"status": "done",
-    ...ImagesResponse}`` or ``{"status": "error", "error"}``. A client that leaves stops the loop."""
+    ...ImagesResponse}`` or ``{"status": "error", "error"}`` (a failure once generation began; a bad
+    body is its 4xx before). A client that leaves stops the loop."""
     call = call_info(request, Door.ADMIN, ROUTE, prompt=body.prompt)
+    image_request_of(runtime_of(request), body)  # a bad count, step number or size format: its 4xx now
     return StreamingResponse(_image_lines(runtime_of(request), body, call), media_type="application/x-ndjson")
 
 

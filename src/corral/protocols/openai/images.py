@@ -57,18 +57,24 @@ class ImageGenerationBody(BaseModel):
 async def create_images(runtime: Runtime, body: ImageGenerationBody, call: CallInfo,
                         on_progress: OnProgress | None = None) -> dict[str, Any]:
     """OpenAI's ImagesResponse for ``body``."""
+    request = image_request_of(runtime, body)
+    result: GenerateImageResult = await generate(runtime, Task.GENERATE_IMAGE, body.model, request, call,
+                                                 on_progress)
+    return await images_response(result, body.output_format or "png")
+
+
+def image_request_of(runtime: Runtime, body: ImageGenerationBody) -> Any:
+    """The generate_image request ``body`` asks for, checked against the server's limits (4xx errors
+    before any model is touched)."""
     if body.response_format == "url":
         raise UnsupportedParameter("response_format url is not available: corral does not host image files",
                                    "use response_format b64_json (the default)")
     if body.stream:
         raise UnsupportedParameter("corral does not stream partial images", "leave out stream")
     width, height = parse_size(body.size)
-    request = image_request(Limits.of(runtime.settings.runtime), body.prompt, width=width, height=height,
-                            n=body.n, steps=body.steps, guidance=body.guidance, seed=body.seed,
-                            negative_prompt=body.negative_prompt)
-    result: GenerateImageResult = await generate(runtime, Task.GENERATE_IMAGE, body.model, request, call,
-                                                 on_progress)
-    return await images_response(result, body.output_format or "png")
+    return image_request(Limits.of(runtime.settings.runtime), body.prompt, width=width, height=height,
+                         n=body.n, steps=body.steps, guidance=body.guidance, seed=body.seed,
+                         negative_prompt=body.negative_prompt)
 
 
 async def images_response(result: GenerateImageResult, output_format: str = "png") -> dict[str, Any]:
