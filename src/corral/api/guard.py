@@ -17,13 +17,13 @@ from corral.errors import CorralError
 
 Scope = dict[str, Any]
 OPEN_PATHS = frozenset({"/health", "/ready"})  # probes answer without a key
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def is_open(path: str) -> bool:
     """Paths served without a key: the probes, and the web UI's static files (a browser cannot send
     a key when it opens a page; the page asks for one and sends it with every API call)."""
     return path in OPEN_PATHS or path == "/ui" or path.startswith("/ui/")
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass

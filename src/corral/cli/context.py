@@ -78,8 +78,7 @@ def load_options(args: argparse.Namespace, ctx: Context) -> LoadOptions:
 NO_BUDGET = 2**62  # the CLI loads what it is asked to: no memory budget, one model at a time
 
 
-def cli_runtime(args: argparse.Namespace, ctx: Context, *, parallel: int = 1, max_loaded: int = 1,
-                record_memory: bool = False) -> SyncRuntime:
+def cli_runtime(args: argparse.Namespace, ctx: Context, *, parallel: int = 1, max_loaded: int = 1) -> SyncRuntime:
     """The runtime a CLI command runs its calls through (logged with door ``cli``): ``parallel``
     sequences per batching model, ``max_loaded`` models at once."""
     from corral.runtime.runtime import RuntimeOptions, build_runtime
@@ -87,5 +86,5 @@ def cli_runtime(args: argparse.Namespace, ctx: Context, *, parallel: int = 1, ma
 
     load = replace(load_options(args, ctx), parallel=max(1, parallel))
     options = RuntimeOptions(load=load, budget_bytes=NO_BUDGET, max_loaded=max_loaded, keep_alive=-1,
-                             allow_paths=True, record_memory=record_memory)
+                             allow_paths=True, record_memory=False)
     return SyncRuntime(build_runtime(ctx.settings, ctx.store, options))
