@@ -18,6 +18,7 @@ from corral.api.common import runtime_of
 from corral.api.progress import drain, error_line
 from corral.errors import BadReferenceError, CorralError, ModelNotFoundError, UsageError
 from corral.models.refs import check_name, parse_ref
+from corral.models.store import Entry
 from corral.runtime.runtime import Runtime
 
 router = APIRouter()
@@ -89,15 +90,21 @@ async def _pull_lines(rt: Runtime, reference: str, state: Any) -> AsyncIterator[
     yield orjson.dumps({"status": "success", "model": entry.name}) + b"\n"
 
 
+def registered(rt: Runtime, name: str) -> Entry:
+    """The registered model ``name`` (a valid name, never a path), or a 404."""
+    entry = rt.store.get(check_name(name))
+    if entry is None:
+        raise ModelNotFoundError(f"no model named {name!r} is registered", "see GET /api/models")
+    return entry
+
+
 @router.delete("/api/models/{name:path}")
 async def delete(name: str, request: Request, delete_files: bool = False) -> dict[str, Any]:
     """Unload (if loaded) and unregister; ``delete_files``: also the files corral downloaded."""
     from corral.models.removal import remove_model
 
-    check_name(name)
     rt = runtime_of(request)
-    if rt.store.get(name) is None:
-        raise ModelNotFoundError(f"no model named {name!r} is registered", "see GET /api/models")
+    registered(rt, name)
     await rt.unload(name)
     removed = await asyncio.to_thread(remove_model, rt.store, name, delete_files=delete_files)
     return removed.to_json()
@@ -110,10 +117,7 @@ async def inspect(name: str, request: Request) -> dict[str, Any]:
     from corral.models.inspect import inspect_path
     from corral.protocols.routes import routes_for
 
-    check_name(name)
-    entry = runtime_of(request).store.get(name)
-    if entry is None:
-        raise ModelNotFoundError(f"no model named {name!r} is registered", "see GET /api/models")
+    entry = registered(runtime_of(request), name)
     info = await asyncio.to_thread(inspect_path, entry.path)
     return {"name": entry.name, **info.to_dict(), "routes": routes_for(info.tasks, tasks_served(info.engine,
                                                                                                info.tasks))}

@@ -149,7 +149,7 @@ def _query(path: Path, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]
 
 def latest(path: Path, limit: int = 20) -> list[dict[str, Any]]:
     """The newest rows first; an absent log is an empty one."""
-    return _query(path, "SELECT * FROM requests ORDER BY id DESC LIMIT ?", (limit,))
+    return page(path, limit=limit)
 
 
 def page(path: Path, *, model: str | None = None, status: str | None = None, door: str | None = None,

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
-from corral.engines.remote.base import RemoteError, status_error
+from corral.engines.remote.base import RemoteError, status_error, transport_failure
 from corral.targets import ProviderSettings
 from corral.tasks import (
     ChatRequest,
@@ -147,11 +147,9 @@ class OpenAICompatible:
 
     def failure(self, exc: httpx.HTTPError) -> RemoteError:
         """The retryable RemoteError for a timeout (504) or a connection lost or refused (503)."""
-        if isinstance(exc, httpx.TimeoutException):
-            return RemoteError(f"provider {self.name} did not answer in time", "try again later", status=504,
-                               retryable=True)
-        return RemoteError(f"provider {self.name} cannot be reached ({type(exc).__name__})",
-                           "check its base_url and that it is up", status=503, retryable=True)
+        return transport_failure(self.name, exc, httpx.TimeoutException, httpx.HTTPError) or RemoteError(
+            f"provider {self.name} failed: {type(exc).__name__}", status=502, retryable=True)  # not reached: every
+        # httpx.HTTPError is a timeout or a transport error
 
 
 def _error_text(event: dict[str, Any]) -> str:
