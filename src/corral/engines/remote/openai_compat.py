@@ -146,10 +146,10 @@ class OpenAICompatible:
         return data
 
     def failure(self, exc: httpx.HTTPError) -> RemoteError:
-        """The retryable RemoteError for a timeout (504) or a connection lost or refused (503)."""
-        return transport_failure(self.name, exc, httpx.TimeoutException, httpx.HTTPError) or RemoteError(
-            f"provider {self.name} failed: {type(exc).__name__}", status=502, retryable=True)  # not reached: every
-        # httpx.HTTPError is a timeout or a transport error
+        """The retryable RemoteError for a timeout (504) or a connection lost or refused (503): every
+        httpx.HTTPError is one or the other, so the last line is a guard, not a path."""
+        lost = transport_failure(self.name, exc, httpx.TimeoutException, httpx.HTTPError)
+        return lost or RemoteError(f"provider {self.name} failed: {type(exc).__name__}", status=502, retryable=True)
 
 
 def _error_text(event: dict[str, Any]) -> str:
