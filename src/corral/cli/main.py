@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import batch, compare, config, generate, health, models, query, serve, sidecar, usage
+    from corral.cli import batch, compare, config, export, generate, health, models, query, serve, sidecar, usage
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.register(sub)
     serve.register(sub)
     sidecar.register(sub)
+    export.register(sub)
     config.register(sub)
     usage.register(sub)
     health.register(sub)
