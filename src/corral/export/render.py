@@ -81,6 +81,7 @@ def context(plan: ExportPlan) -> dict[str, Any]:
         "date": datetime.date.today().isoformat(), "source_text": entry.source,
         "exported_path": str(entry.path), "image_path": plan.image_path if source.kind != "package" else None,
         "package": (source.package, source.file) if source.kind == "package" else None,
+        "bundled": _bundled(plan),
         "trust_remote_code": plan.trust.trust_remote_code, "allow_pickle": plan.trust.allow_pickle,
         "dtype": entry.info.dtype, "context": min(entry.info.context_length or 4096, 4096),
         "routes": [r for r, _ in routes_for(plan)], "route_help": routes_for(plan),
@@ -105,6 +106,13 @@ def _hub_files(plan: ExportPlan) -> list[str] | None:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
+def _bundled(plan: ExportPlan) -> str | None:
+    """The model's path in the export folder, for a copied model."""
+    if plan.source.kind != "copy":
+        return None
+    return "model" if plan.entry.path.is_dir() else f"model/{plan.entry.path.name}"
+
+
 def _in_image(plan: ExportPlan) -> str:
     source = plan.source
     return {"hf": f"fetched at build time from hf:{source.repo} at commit {source.commit}",
@@ -116,7 +124,10 @@ def _in_image(plan: ExportPlan) -> str:
 def _default_path(plan: ExportPlan) -> str:
     if plan.source.kind == "package":
         return f"the model inside the installed package {plan.source.distribution}"
-    return f"`{plan.image_path}` in the image, else where the model was at export"
+    where = markdown_text(plan.image_path)
+    if plan.source.kind == "copy":
+        return f"{where} in the image, else the copy in model/ beside serve.py"
+    return f"{where} in the image, else where the model was at export"
 
 
 def requirements_text(plan: ExportPlan, pins: tuple[Pin, ...], cuda: bool) -> str:
