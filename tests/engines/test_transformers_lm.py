@@ -154,6 +154,17 @@ def test_pickle_opt_in_reaches_the_library(tmp_path: Path) -> None:
         refused.load()
 
 
+def test_the_pickle_opt_in_still_loads_safetensors(tmp_path: Path) -> None:
+    """Allowing pickle must not skip the safetensors weights (use_safetensors=False would: the library then
+    looks only for pickle files)."""
+    model = build_causal_lm("gpt2", tmp_path / "m")
+    info = inspect_path(model.path)
+    handler = handler_class("transformers")(model.path, info, LoadOptions(device="cpu", trust=Trust(allow_pickle=True)))
+    handler.load()
+    text, _ = collect(handler.complete(CompletionRequest("hello", sampling=greedy(4))))
+    assert isinstance(text, str)
+
+
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["ok", "n", "color"],
           "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 9},
                          "color": {"enum": ["red", "green"]}}}

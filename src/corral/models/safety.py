@@ -28,3 +28,10 @@ def check_trust(name: str, info: ModelInfo, trust: Trust) -> None:
             "pipeline parts from outside diffusers and transformers), "
             "which corral does not run by default; refused",
             "read that code first; if you trust it, pass --trust-remote-code")
+
+
+def safetensors_rule(trust: Trust) -> bool | None:
+    """The ``use_safetensors`` value for transformers / diffusers / sentence-transformers loads: True (only
+    safetensors) unless pickle is allowed, then None (safetensors where present, else the pickle files).
+    ``False`` would be wrong: it makes the libraries skip safetensors files altogether."""
+    return None if trust.allow_pickle else True

@@ -29,6 +29,7 @@ from corral.media_tasks import (
     Progress,
 )
 from corral.models.inspect import DIFFUSERS_LIBRARIES
+from corral.models.safety import safetensors_rule
 from corral.task_types import Usage
 
 SEED_RANGE = 2**31  # a seed drawn for a request that gave none
@@ -64,7 +65,7 @@ class DiffusersHandler(Handler):
         self.device = pick_torch_device(self.options.device)
         trust = self.options.trust
         pipeline = diffusers.DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-            str(self.path), use_safetensors=not trust.allow_pickle, local_files_only=True,
+            str(self.path), use_safetensors=safetensors_rule(trust), local_files_only=True,
             trust_remote_code=trust.trust_remote_code,
             dtype=pipes.load_dtype(self.options.dtype, self.device, self.info.dtype))
         pipeline.to(self.device)

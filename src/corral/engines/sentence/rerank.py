@@ -15,6 +15,7 @@ from typing import Any
 
 from corral.engines.resident import touch_weights
 from corral.engines.sentence.common import SentenceHandler
+from corral.models.safety import safetensors_rule
 from corral.tasks import RerankRequest, RerankResult, Usage
 
 BATCH = 32  # pairs per forward pass inside one predict
@@ -24,7 +25,7 @@ class CrossEncoderHandler(SentenceHandler):
     library_class = "CrossEncoder"
 
     def load(self) -> None:
-        self.model = self.open_model(use_safetensors=not self.options.trust.allow_pickle)
+        self.model = self.open_model(use_safetensors=safetensors_rule(self.options.trust))
         self.model.eval()
         touch_weights(self.model)  # mapped weights count at load (see resident.py)
         self.max_length = _max_length(self.model)

@@ -12,6 +12,7 @@ from corral.devices import pick_torch_device, torch_dtype
 from corral.engines.base import Handler
 from corral.engines.resident import touch_weights
 from corral.engines.table import EngineSpec
+from corral.models.safety import safetensors_rule
 
 
 class TorchTaskHandler(Handler):
@@ -72,7 +73,7 @@ def load_weights(handler: Handler, auto_class: Any) -> tuple[Any, str]:
     device = pick_torch_device(handler.options.device)
     trust = handler.options.trust
     model = auto_class.from_pretrained(
-        str(handler.path), trust_remote_code=trust.trust_remote_code, use_safetensors=not trust.allow_pickle,
+        str(handler.path), trust_remote_code=trust.trust_remote_code, use_safetensors=safetensors_rule(trust),
         dtype=torch_dtype(handler.options.dtype, device, handler.info.dtype))
     model.to(device)
     model.eval()

@@ -23,6 +23,7 @@ from typing import Any
 from corral.devices import torch_dtype
 from corral.engines.base import Handler
 from corral.errors import InvalidModelFileError
+from corral.models.safety import safetensors_rule
 
 VOCODER_DIR = "vocoder"
 SPEAKERS_DIR = "speakers"
@@ -77,7 +78,7 @@ def load_vocoder(handler: Handler, folder: Path, device: str) -> Any:
             f"in {folder}")
     trust = handler.options.trust
     vocoder: Any = transformers.SpeechT5HifiGan.from_pretrained(
-        str(folder), use_safetensors=not trust.allow_pickle,
+        str(folder), use_safetensors=safetensors_rule(trust),
         dtype=torch_dtype(handler.options.dtype, device, handler.info.dtype))
     vocoder.to(device)
     vocoder.eval()
