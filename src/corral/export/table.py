@@ -24,7 +24,8 @@ class ExportSpec:
     task_roots: tuple[tuple[Task, tuple[str, ...]], ...] = ()
 
 
-AUDIO_IN = ("soundfile", "soxr")
+AUDIO_IN = ("soundfile", "soxr")  # decoding and resampling a request's audio
+AUDIO_OUT = ("numpy", "soundfile", "soxr")  # encoding speech (FLAC, MP3, Opus) and 24 kHz PCM
 TORCH_CUDA = {"torch": ""}
 
 EXPORTS: dict[str, ExportSpec] = {
@@ -33,13 +34,14 @@ EXPORTS: dict[str, ExportSpec] = {
                                         cuda=TORCH_CUDA),
     "transformers": ExportSpec(
         "transformers", ("transformers", "torch", "numpy", "pillow", "sentencepiece"), torch=True, cuda=TORCH_CUDA,
-        task_roots=((Task.TRANSCRIBE, AUDIO_IN), (Task.CLASSIFY_AUDIO, AUDIO_IN), (Task.SPEAK, ("soundfile",)),
-                    (Task.CLASSIFY_VIDEO, ("av",)))),
+        task_roots=((Task.TRANSCRIBE, AUDIO_IN), (Task.CLASSIFY_AUDIO, AUDIO_IN), (Task.SPEAK, AUDIO_OUT),
+                    (Task.CLASSIFY_VIDEO, ("av",)),
+                    (Task.DESCRIBE_IMAGE, ("jinja2",)))),  # an image-text chat model's template renderer
     "diffusers": ExportSpec("diffusers", ("diffusers", "transformers", "torch", "pillow", "av"), torch=True,
                             cuda=TORCH_CUDA),
     "spacy": ExportSpec("spacy", ("spacy",)),
     "faster_whisper": ExportSpec("whisper", ("faster-whisper", "numpy", *AUDIO_IN), cuda={"ctranslate2": ""}),
     "pocketsphinx": ExportSpec("sphinx", ("pocketsphinx", "numpy", *AUDIO_IN)),
-    "piper": ExportSpec("piper", ("piper-tts", "onnxruntime", "numpy"), cuda={"onnxruntime": "onnxruntime-gpu"}),
-    "espeak": ExportSpec("espeak", (), apt=("espeak-ng",)),
+    "piper": ExportSpec("piper", ("piper-tts", "onnxruntime", *AUDIO_OUT), cuda={"onnxruntime": "onnxruntime-gpu"}),
+    "espeak": ExportSpec("espeak", AUDIO_OUT, apt=("espeak-ng",)),
 }
