@@ -197,7 +197,10 @@ def test_openai_images_as_corral(exports: dict[str, Export]) -> None:
     one = client.images.generate(model="sd", prompt=str(IMAGES["prompt"]), size="16x24",
                                  extra_body={"seed": 7, "steps": 2, "guidance": 6.5, "negative_prompt": "green"})
     assert one.data is not None and one.data[0].b64_json is not None
-    np.testing.assert_array_equal(pixels(base64.b64decode(one.data[0].b64_json)), made[0])  # n = 1: seed 7
+    # n = 1 with seed 7 is the first image of n = 2, up to a pixel level: a batch of one and of two may take
+    # different CPU kernels (seen once under load)
+    alone = pixels(base64.b64decode(one.data[0].b64_json)).astype(int)
+    assert np.abs(alone - made[0].astype(int)).max() <= 2
 
     refused_as_corral(item.post(OFF_GRID, route="/v1/images/generations"), item.corral["off_grid"])
     assert "multiples of 8" in item.corral["off_grid"].message
