@@ -9,11 +9,14 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from tests.conftest import run_cli
+
+K = TypeVar("K")
 
 
 def export(model: str, out: Path, *flags: str) -> dict[str, Any]:
@@ -111,3 +114,35 @@ def resolves(folder: Path) -> None:
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
             assert got.get(name.lower().replace("_", "-")) == version, f"{line} resolved to {got.get(name.lower())}"
+
+
+def start_servers(folders: Mapping[K, Path], *flags: str) -> dict[K, Exported]:
+    """Each export's server, started side by side; all stopped if one fails to start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, len(folders))) as pool:
+        starting = {key: pool.submit(Exported, folder, sys.executable, *flags) for key, folder in folders.items()}
+    servers, failed = {}, []
+    for key, future in starting.items():
+        try:
+            servers[key] = future.result()
+        except RuntimeError as exc:
+            failed.append(f"{key}: {exc}")
+    if failed:
+        for server in servers.values():
+            server.stop()
+        raise RuntimeError("; ".join(failed))
+    return servers
+
+
+def warm_servers(folders: Mapping[K, Path]) -> tuple[dict[K, Exported], dict[K, subprocess.CompletedProcess[str]]]:
+    """Each export's server started with ``--warmup`` (the selftest's input run through the loaded model
+    before it serves: the code ``--selftest`` runs, in one process instead of two), and each selftest's
+    outcome read from its log ("selftest ok ..." on stderr)."""
+    servers = start_servers(folders, "--warmup")
+    done = {}
+    for key, server in servers.items():
+        log = server.log.read_text()
+        line = next((x for x in log.splitlines() if x.startswith("selftest ok")), "")
+        done[key] = subprocess.CompletedProcess(server.proc.args, 0 if line else 1, line, log)
+    return servers, done

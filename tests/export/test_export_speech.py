@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,12 @@ import httpx
 import numpy as np
 import pytest
 from tests.conftest import need_program
-from tests.export.helpers import Exported, check_files, clean_env, export
+from tests.export.helpers import (
+    Exported,
+    check_files,
+    export,
+    warm_servers,
+)
 from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_av_classifiers import build_ast, build_wav2vec2_classifier, chord_wav
 from tests.fixtures.tiny_speech import build_ctc, build_whisper_asr, heard, speak_to
@@ -91,8 +95,8 @@ def speech(espeak: str, tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 @pytest.fixture(scope="module")
 def exports(espeak: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Export]]:
-    """Every model built, exported (one corral home), selftested and served; the selftests run side by side,
-    then the servers start side by side."""
+    """Every model built, exported (one corral home), and served: the servers start side by side, each
+    running the selftest's input first (--warmup)."""
     root = tmp_path_factory.mktemp("speech-exports")
     refs = {key: str(build(root / "models" / key).path) for key, build in TINY.items()}
     with pytest.MonkeyPatch.context() as env:
@@ -103,15 +107,7 @@ def exports(espeak: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     folders = {key: root / "out" / key for key in results}
     # corral in-process runs the joined Whisper base from the export's copy (not joined again per test)
     refs.update(REAL, whisper_base=str(folders["whisper_base"] / "model"))
-    running = {key: subprocess.Popen([sys.executable, "serve.py", "--selftest"], cwd=folder, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
-               for key, folder in folders.items()}
-    selftests = {}
-    for key, proc in running.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        selftests[key] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    with ThreadPoolExecutor(len(folders)) as pool:
-        servers = dict(zip(folders, pool.map(Exported, folders.values()), strict=True))
+    servers, selftests = warm_servers(folders)
     try:
         yield {key: Export(key, results[key]["model"], refs[key], folders[key], results[key], selftests[key],
                            servers[key]) for key in folders}

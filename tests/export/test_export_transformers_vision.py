@@ -15,16 +15,19 @@ import base64
 import io
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.export.helpers import Exported, check_files, clean_env, export
+from tests.export.helpers import (
+    Exported,
+    check_files,
+    export,
+    warm_servers,
+)
 from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_av_classifiers import build_videomae, colour_mp4
 from tests.fixtures.tiny_media import build_captioner, build_detr, build_segformer, build_vit
@@ -104,27 +107,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Expo
         env.setenv("HF_HOME", str(root / "hf-home"))
         results = {name: export(str(model), root / "out" / name) for name, model in models.items()}
     folders = {name: root / "out" / name for name in models}
-    running = {name: subprocess.Popen([sys.executable, "serve.py", "--selftest"], cwd=folder, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
-               for name, folder in folders.items()}
-    selftests = {}
-    for name, proc in running.items():
-        try:
-            stdout, stderr = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate()
-        selftests[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    with ThreadPoolExecutor(len(folders)) as pool:
-        starting = {name: pool.submit(Exported, folder) for name, folder in folders.items()}
-    servers, failed = {}, []
-    for name, future in starting.items():
-        try:
-            servers[name] = future.result()
-        except RuntimeError as exc:
-            failed.append(f"{name}: {exc}")
+    servers, selftests = warm_servers(folders)
     try:
-        assert not failed, failed
         yield {name: Export(name, models[name], folders[name], results[name], selftests[name], servers[name])
                for name in models}
     finally:

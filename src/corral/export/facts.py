@@ -13,15 +13,10 @@ _LICENSE = re.compile(r"^license:\s*['\"]?([A-Za-z0-9.+_-]{1,64})['\"]?\s*$", re
 
 
 def _card_licence(folder: Path) -> str | None:
-    card = folder / "README.md"
-    if not card.is_file():
-        return None
-    with card.open("r", encoding="utf-8", errors="replace") as fh:
-        head = fh.read(64 * 1024)
-    if not head.startswith("---"):
-        return None
-    end = head.find("\n---", 3)
-    match = _LICENSE.search(head[: end if end > 0 else len(head)])
+    from corral.models.inspect import card_front_matter
+
+    front = card_front_matter(folder)
+    match = _LICENSE.search(front) if front else None
     return match.group(1) if match else None
 
 

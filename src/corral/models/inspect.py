@@ -142,7 +142,8 @@ def _weights_facts(info: ModelInfo, files: list[Path], root: Path) -> None:
         info.notes.append("no weight files found")
 
 
-def _readme_pipeline_tag(root: Path) -> str | None:
+def card_front_matter(root: Path) -> str | None:
+    """The YAML front matter of the folder's model card (README.md), read with a bound; None without one."""
     readme = root / "README.md"
     if not readme.is_file():
         return None
@@ -151,7 +152,12 @@ def _readme_pipeline_tag(root: Path) -> str | None:
     if not head.startswith("---"):
         return None
     end = head.find("\n---", 3)
-    match = _PIPELINE_TAG.search(head[: end if end > 0 else len(head)])
+    return head[: end if end > 0 else len(head)]
+
+
+def _readme_pipeline_tag(root: Path) -> str | None:
+    front = card_front_matter(root)
+    match = _PIPELINE_TAG.search(front) if front else None
     return match.group(1) if match else None
 
 
