@@ -74,3 +74,21 @@ def test_chromium_renders_a_page(tmp_path: Path) -> None:
     done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/p",
                            "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert '<p id="x">42</p>' in done.stdout, done.stderr[-2000:]
+
+
+def test_the_wheel_ships_the_ui_and_the_export_templates(tmp_path: Path) -> None:
+    """A non-editable install has the files that are no Python modules: the web UI and the templates
+    `corral export` renders."""
+    import shutil
+    import sys
+    import zipfile
+
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "test-artifacts", "*.egg-info", "__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "--wheel-dir", str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    names = set(zipfile.ZipFile(next((tmp_path / "dist").glob("corral-*.whl"))).namelist())
+    templates = {f"corral/export/templates/{p.name}" for p in (ROOT / "src/corral/export/templates").glob("*.j2")}
+    assert templates and templates <= names, sorted(templates - names)
+    assert {"corral/ui/index.html", "corral/ui/app.js", "corral/ui/pages/chat.js"} <= names
