@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -146,3 +147,22 @@ def warm_servers(folders: Mapping[K, Path]) -> tuple[dict[K, Exported], dict[K, 
         line = next((x for x in log.splitlines() if x.startswith("selftest ok")), "")
         done[key] = subprocess.CompletedProcess(server.proc.args, 0 if line else 1, line, log)
     return servers, done
+
+
+@dataclass
+class Export:
+    """One model's export, running: what `corral export --json` said, its selftest, its server, and (where a
+    test gathers them first) corral's own answers to the requests the test sends."""
+
+    name: str
+    model: Path  # the model's folder
+    out: Path  # the export
+    result: dict[str, Any]  # `corral export --json`
+    selftest: subprocess.CompletedProcess[str]
+    server: Exported
+    corral: dict[str, Any] = field(default_factory=dict)  # corral's answers, by request
+
+    def post(self, body: Any = None, *, route: str | None = None, content: bytes | None = None,
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        with self.server.client() as http:
+            return http.post(route or f"/models/{self.name}", json=body, content=content, headers=headers)

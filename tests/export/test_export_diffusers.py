@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.export.helpers import (
-    Exported,
+    Export,
     check_files,
     export,
     warm_servers,
@@ -53,22 +51,6 @@ OFF_GRID: dict[str, Any] = {"prompt": "a cat", "size": "20x16", "steps": 1, "see
 TOO_MANY: dict[str, Any] = {"prompt": "a cat", "n": 9, "steps": 1}
 VIDEO_OFF_GRID: dict[str, Any] = {"inputs": "a cat", "parameters": {"width": 16, "height": 12,
                                                                     "num_inference_steps": 1}}
-
-
-@dataclass
-class Export:
-    name: str
-    model: Path  # the model's folder
-    out: Path  # the export
-    result: dict[str, Any]  # `corral export --json`
-    selftest: subprocess.CompletedProcess[str]
-    server: Exported
-    corral: dict[str, Any] = field(default_factory=dict)  # corral's answers, by request
-
-    def post(self, body: Any = None, *, route: str | None = None, content: bytes | None = None,
-             headers: dict[str, str] | None = None) -> httpx.Response:
-        with self.server.client() as http:
-            return http.post(route or f"/models/{self.name}", json=body, content=content, headers=headers)
 
 
 def corral_answers(name: str, model: Path) -> dict[str, Any]:

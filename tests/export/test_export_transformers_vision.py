@@ -14,16 +14,14 @@ import asyncio
 import base64
 import io
 import json
-import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.export.helpers import (
-    Exported,
+    Export,
     check_files,
     export,
     warm_servers,
@@ -47,21 +45,6 @@ TASKS = {"vit": ["classify_image"], "detr": ["detect_objects"], "segformer": ["s
          "llava": ["describe_image", "chat"], "idefics3": ["describe_image", "chat"], "videomae": ["classify_video"]}
 PNG = {"Content-Type": "image/png"}
 NOT_AN_IMAGE = b"this is plain text, not an image"
-
-
-@dataclass
-class Export:
-    name: str
-    model: Path  # the model's folder
-    out: Path  # the export
-    result: dict[str, Any]  # `corral export --json`
-    selftest: subprocess.CompletedProcess[str]
-    server: Exported
-
-    def post(self, body: Any = None, *, content: bytes | None = None, headers: dict[str, str] | None = None,
-             route: str | None = None) -> httpx.Response:
-        with self.server.client() as http:
-            return http.post(route or f"/models/{self.name}", json=body, content=content, headers=headers)
 
 
 def png(width: int = 48, height: int = 40, colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:

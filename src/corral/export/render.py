@@ -9,6 +9,7 @@ Dockerfiles hold no model value but fixed paths. A hostile name cannot inject co
 from __future__ import annotations
 
 import datetime
+import glob
 import os
 import re
 import shlex
@@ -75,6 +76,7 @@ def context(plan: ExportPlan) -> dict[str, Any]:
     entry, source = plan.entry, plan.source
     python_version = ".".join(map(str, sys.version_info[:3]))
     local_model = "model" + (f"/{source.file}" if source.kind == "hf" and source.file else "")
+    routes = routes_for(plan)
     return {
         "name": entry.name, "tasks": list(plan.tasks), "info": entry.info, "spec": plan.spec, "source": source,
         "template": plan.spec.template, "trust": plan.trust, "corral_version": __version__,
@@ -84,7 +86,7 @@ def context(plan: ExportPlan) -> dict[str, Any]:
         "bundled": _bundled(plan),
         "trust_remote_code": plan.trust.trust_remote_code, "allow_pickle": plan.trust.allow_pickle,
         "dtype": entry.info.dtype, "context": min(entry.info.context_length or 4096, 4096),
-        "routes": [r for r, _ in routes_for(plan)], "route_help": routes_for(plan),
+        "routes": [r for r, _ in routes], "route_help": routes,
         "image": image_name(entry.name), "image_model": IMAGE_MODEL, "base_image": BASE_IMAGE.format(
             version=python_version), "python_version": python_version, "torch_cpu_index": TORCH_CPU_INDEX,
         "torch_version": _version(plan.pins, "torch"), "uv_image": UV_IMAGE, "cuda": plan.cuda_pins is not None,
@@ -148,15 +150,9 @@ def _copy_model(plan: ExportPlan, folder: Path) -> None:
         shutil.copytree(source, target, symlinks=False)
         return
     target.mkdir()
-    for path in source.parent.glob(f"{glob_escape(source.name)}*"):  # the file and its companions (x.onnx.json)
+    for path in source.parent.glob(f"{glob.escape(source.name)}*"):  # the file and its companions (x.onnx.json)
         if path.is_file():
             shutil.copy2(path, target / path.name)
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
 
 
 def render_into(plan: ExportPlan, folder: Path) -> list[str]:
