@@ -134,7 +134,25 @@ class RuntimeSettings(_Section):
                                     flag="--allow-media-network")
 
 
-SECTIONS: dict[str, type[_Section]] = {"server": ServerSettings, "runtime": RuntimeSettings}
+class RaySettings(_Section):
+    """``corral serve --ray``: where the replicas run and how many: ``[ray]`` in the config file."""
+
+    address: str | None = setting(None, "join this Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start "
+                                  "a local one)", env="CORRAL_RAY_ADDRESS", flag="--ray-address")
+    replicas: str = setting("1", "replicas: N, or MIN-MAX to autoscale between them (default 1)",
+                            env="CORRAL_RAY_REPLICAS", pattern=r"^\s*\d+\s*(-\s*\d+\s*)?$")
+    replica_cpus: float = setting(1.0, "CPUs Ray reserves for each replica, fractions allowed (default 1)",
+                                  env="CORRAL_REPLICA_CPUS", ge=0)
+    replica_gpus: float = setting(0.0, "GPUs Ray reserves for each replica, fractions allowed (default 0)",
+                                  env="CORRAL_REPLICA_GPUS", ge=0)
+    cpus: int | None = setting(None, "CPUs a local Ray cluster may use (default: what the replicas reserve, at "
+                               "least 1)", env="CORRAL_RAY_CPUS", flag="--ray-cpus", ge=1)
+    target_requests: float = setting(2.0, "with a MIN-MAX range: requests in flight per replica the autoscaler "
+                                     "aims for (default 2)", env="CORRAL_RAY_TARGET_REQUESTS",
+                                     flag="--ray-target-requests", gt=0)
+
+
+SECTIONS: dict[str, type[_Section]] = {"server": ServerSettings, "runtime": RuntimeSettings, "ray": RaySettings}
 
 
 class Settings(BaseModel):
@@ -146,6 +164,7 @@ class Settings(BaseModel):
     default_device: str | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
     providers: dict[Annotated[str, AfterValidator(check_provider_name)], ProviderSettings] = Field(
         default_factory=dict)  # remote targets
     local_cost_per_hour: float = Field(0.0, ge=0, description="$ per hour this machine costs: prices local calls "

@@ -12,7 +12,7 @@ def test_help_imports_no_heavy_library() -> None:
     code = ("import sys; from corral.cli.main import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'transformers', 'llama_cpp', 'sentence_transformers', "
-            "'huggingface_hub', 'spacy') if m in sys.modules]\nprint('HEAVY', heavy)")
+            "'huggingface_hub', 'spacy', 'ray') if m in sys.modules]\nprint('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pull" in out and "inspect" in out and "chat" in out
     assert "HEAVY []" in out

@@ -23,7 +23,10 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> Response:
     state = request.app.state.server
     if state.ready and not state.draining:
-        return JSONResponse({"status": "ready"})
+        waiting = await state.peers() if state.peers is not None else None
+        if waiting is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "starting", "waiting_for": waiting}, status_code=503)
     return JSONResponse({"status": "draining" if state.draining else "starting"}, status_code=503)
 
 

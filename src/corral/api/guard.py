@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,9 @@ class ServerState:
     in_flight: int = 0
     ready: bool = False
     extra_allowed: set[str] = field(default_factory=set)
+    # beside this process, what else must be up before /ready says so (None: nothing); returns why
+    # not, or None when all is up. `corral serve --ray`: every replica of the deployment.
+    peers: Callable[[], Awaitable[str | None]] | None = None
 
 
 def host_name(value: str) -> str:

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import batch, compare, config, export, generate, health, models, query, serve, sidecar, usage
+    from corral.cli import batch, compare, config, export, generate, health, models, query, scale, serve, sidecar, usage
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.register(sub)
     compare.register(sub)
     serve.register(sub)
+    scale.register(sub)
     sidecar.register(sub)
     export.register(sub)
     config.register(sub)

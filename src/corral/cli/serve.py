@@ -33,6 +33,10 @@ def register(sub: Any) -> None:
                                    "config file ([server], [runtime]); flags win, then the environment, then the file.")
     add_setting_flags(p, "server", "runtime")
     add_load_flags(p)
+    p.add_argument("--ray", action="store_true",
+                   help="serve as a Ray Serve deployment: replicas on a Ray cluster behind Serve's HTTP proxy "
+                        "(needs corral[ray]; the options below)")
+    add_setting_flags(p.add_argument_group("with --ray"), "ray")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("logs", help="the latest requests the server handled")
@@ -53,6 +57,10 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError(
             f"refusing to serve on {server.host} without an API key: anyone who can reach it could use it",
             "pass --api-key KEY (or CORRAL_API_KEYS), or --allow-insecure if the network is trusted")
+    if args.ray:
+        from corral.cli.scale import serve_on_ray
+
+        return serve_on_ray(args, ctx)
     level = logging.getLevelName(server.log_level.upper())
     logging.basicConfig(stream=sys.stderr, level=max(level, logging.WARNING),  # other libraries: warnings
                         format="corral: %(levelname)s %(name)s: %(message)s")
