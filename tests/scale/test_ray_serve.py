@@ -176,6 +176,13 @@ def test_a_model_not_preloaded_loads_on_the_replica_that_serves_it(ray_server: R
 def test_a_killed_replica_is_replaced(ray_server: RayServer) -> None:
     victim = ray_server.status()["replicas"][0]
     os.kill(victim["pid"], signal.SIGKILL)
+    waiting = None
+    deadline = time.monotonic() + 60
+    while waiting is None and time.monotonic() < deadline:  # reloading the model takes seconds: /ready says so
+        ready = httpx.get(f"{ray_server.url}/ready", timeout=30)
+        waiting = ready.json().get("waiting_for") if ready.status_code == 503 else None
+        time.sleep(0.1)
+    assert waiting is not None and ("deployment corral" in waiting or "application" in waiting), waiting
     deadline = time.monotonic() + 120
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -215,7 +222,8 @@ def test_a_replica_that_cannot_start_fails_the_command_cleanly(tmp_path: Path, s
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_CONFIG": str(tmp_path / "config.toml")}
     unknown = subprocess.run([sys.executable, "-m", "corral", "serve", "--ray", "--models", "nosuch"], env=env,
                              capture_output=True, text=True, timeout=120)
-    assert unknown.returncode != 0 and "no model, alias or file named 'nosuch'" in unknown.stderr  # checked before Ray starts
+    # checked before Ray starts
+    assert unknown.returncode != 0 and "no model, alias or file named 'nosuch'" in unknown.stderr
     broken = tmp_path / "broken.gguf"  # registered, then truncated: only the replica's load finds out
     broken.write_bytes(smollm2_path.read_bytes())
     subprocess.run([sys.executable, "-m", "corral", "pull", str(broken), "--name", "broken"], env=env, check=True,

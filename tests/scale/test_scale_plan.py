@@ -67,3 +67,19 @@ def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch,
     assert "Ray Serve is not installed" in err and "corral[ray]" in err
     assert main(["ray", "status"]) == 2
     assert "corral[ray]" in capsys.readouterr().err
+
+
+def test_ready_waits_for_every_replica_of_every_deployment() -> None:
+    from types import SimpleNamespace as NS
+
+    from corral.scale.replica import waiting_reason  # imports ray.serve: the dev extra has it
+
+    def app(status: str, deployment: str, **replicas: int) -> NS:
+        return NS(status=status, deployments={"corral": NS(status=deployment, replica_states=replicas)})
+
+    assert waiting_reason(app("RUNNING", "HEALTHY", RUNNING=3)) is None
+    assert waiting_reason(None) == "the application is not deployed yet"
+    assert waiting_reason(app("DEPLOYING", "UPDATING", RUNNING=2, STARTING=1)) == "the application is deploying"
+    assert waiting_reason(app("RUNNING", "UNHEALTHY", RUNNING=2, STARTING=1)) == "deployment corral: 1 starting"
+    assert waiting_reason(app("RUNNING", "HEALTHY", RUNNING=3, STOPPING=1)) == "deployment corral: 1 stopping"
+    assert waiting_reason(app("RUNNING", "UPSCALING", RUNNING=3)) == "deployment corral: upscaling"

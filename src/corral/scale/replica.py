@@ -42,14 +42,18 @@ def name_of(state: Any) -> str:
 
 
 def deployment_waiting(app_name: str) -> str | None:
-    """Why the deployment is not fully up (None when every replica of every deployment of
-    ``app_name`` is running), from Serve's public status."""
-    status = serve.status().applications.get(app_name)
-    if status is None:
+    """Why the deployment is not fully up (None when it is), from Serve's public status."""
+    return waiting_reason(serve.status().applications.get(app_name))
+
+
+def waiting_reason(app: Any) -> str | None:
+    """None when every replica of every deployment of ``app`` (an ``ApplicationStatusOverview``, or
+    None when not deployed) is running; else what is still missing."""
+    if app is None:
         return "the application is not deployed yet"
-    if name_of(status.status) != "RUNNING":
-        return f"the application is {name_of(status.status).lower()}"
-    for name, deployment in status.deployments.items():
+    if name_of(app.status) != "RUNNING":
+        return f"the application is {name_of(app.status).lower()}"
+    for name, deployment in app.deployments.items():
         waiting = {name_of(state).lower(): count for state, count in deployment.replica_states.items()
                    if name_of(state) != "RUNNING" and count}
         if name_of(deployment.status) != "HEALTHY" or waiting:
