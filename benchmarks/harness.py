@@ -135,8 +135,9 @@ BUSY = 0.25  # cores of CPU other processes may use during a measurement before 
 
 class CpuMeter:
     """CPU the rest of the machine used while we measured: busy time from /proc/stat minus the time of this
-    process and the server's. The servers and the clients share these cores, so anything else running (other
-    people's tests on a shared machine) slows both; the figure is printed with every measurement."""
+    process and the server's (with its descendants). The servers and the clients share these cores, so anything
+    else running (other people's tests on a shared machine) slows both; the figure is printed with every
+    measurement."""
 
     def __init__(self, server_pid: int | None) -> None:
         self.server_pid = server_pid
@@ -151,10 +152,15 @@ class CpuMeter:
     def _own(self) -> float:
         t = os.times()
         own = t.user + t.system
-        if self.server_pid is not None:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
-                own += (int(stat[11]) + int(stat[12])) / self.tick  # utime, stime
+        if self.server_pid is not None:  # the server and what it started (a Ray cluster's replicas)
+            import psutil
+
+            with contextlib.suppress(psutil.Error):
+                server = psutil.Process(self.server_pid)
+                for proc in (server, *server.children(recursive=True)):
+                    with contextlib.suppress(psutil.Error):
+                        times = proc.cpu_times()
+                        own += times.user + times.system
         return own
 
     def __enter__(self) -> CpuMeter:

@@ -31,14 +31,19 @@ KEY = "ray-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
+def ray_tmpdir() -> str:
+    """Ray's sockets live under its temp folder: a short path (AF_UNIX), and one of the test's own so
+    that address auto (`corral ray status`, `--ray-address auto`) finds the test's cluster and no other."""
+    return tempfile.mkdtemp(prefix="cr", dir="/tmp")
+
+
 class RayServer:
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, ray_tmp: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home / "serve.log"
-        # Ray's sockets live under its temp folder: a short path (AF_UNIX), and one of this test's own
-        # so `corral ray status` (address auto) finds this cluster and no other
-        self.ray_tmp = tempfile.mkdtemp(prefix="cr", dir="/tmp")
+        home.mkdir(parents=True, exist_ok=True)
+        self.ray_tmp = ray_tmp or ray_tmpdir()
         self.env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_CONFIG": str(home / "config.toml"),
                     "HF_HOME": str(home / "hf"), "RAY_TMPDIR": self.ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
         self.proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", "--ray", "--port", str(self.port),
@@ -240,3 +245,47 @@ def test_a_replica_that_cannot_start_fails_the_command_cleanly(tmp_path: Path, s
     assert "error: the replicas did not start" in log and "broken" in log
     _, alive = psutil.wait_procs(list(seen), timeout=30)
     assert len(seen) > 3 and alive == []
+
+
+def test_joins_an_existing_cluster_and_leaves_it_running(tmp_path: Path) -> None:
+    ray_tmp = ray_tmpdir()
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
+    head_log = tmp_path / "head.log"
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port",
+                             str(free_port()), "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=head_log.open("w"), stderr=subprocess.STDOUT)
+    cluster: list[psutil.Process] = []
+    server: RayServer | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in head_log.read_text() and time.monotonic() < deadline:
+            assert head.poll() is None, head_log.read_text()
+            time.sleep(0.5)
+        server = RayServer(tmp_path / "home", "--ray-address", "auto", "--replicas", "2", "--replica-cpus", "0.5",
+                           ray_tmp=ray_tmp)
+        server.wait_ready()
+        r = httpx.post(f"{server.url}/v1/embeddings", timeout=120, json={"model": "minilm", "input": "joined"})
+        assert r.status_code == 200 and r.headers["x-corral-replica"]
+        cluster = psutil.Process(head.pid).children(recursive=True)
+        names = " ".join(p.name() for p in cluster)
+        assert "ServeReplica" in names and "ServeController" in names  # the replicas run in the joined cluster
+        assert len(server.status()["replicas"]) == 2
+        assert server.stop() == 0
+        after = server.status()  # the cluster is still there to ask
+        assert after["application"] is None and after["replicas"] == []
+        assert head.poll() is None
+        left = " ".join(p.name() for p in psutil.Process(head.pid).children(recursive=True))
+        assert "ServeReplica" not in left and "ServeController" not in left and "Registry" not in left
+    finally:
+        if server is not None:
+            server.stop()  # at once when the test has stopped it already
+        cluster = [*cluster, *psutil.Process(head.pid).children(recursive=True)] if head.poll() is None else cluster
+        head.send_signal(signal.SIGINT)  # `ray start --block` stops its cluster on Ctrl-C
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        _, alive = psutil.wait_procs(cluster, timeout=30)
+        for p in alive:
+            p.kill()
+    assert alive == []

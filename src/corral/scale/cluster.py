@@ -73,15 +73,18 @@ class Deployment:
     """A running `corral serve --ray`: what :meth:`stop` takes down."""
 
     started_cluster: bool
+    started_serve: bool = False  # Serve was not running on the cluster before
+    deployed: bool = False  # the application was (being) deployed: stop deletes it, and only then
     registry: Any = None
 
     def stop(self) -> None:
         ray = import_ray()
         serve = ray.serve
         try:
-            serve.delete(APP_NAME)  # replicas finish what they serve (the grace period); the proxy stays meanwhile
-            if self.started_cluster:
-                serve.shutdown()
+            if self.deployed:  # replicas finish what they serve (the grace period); the proxy stays meanwhile
+                serve.delete(APP_NAME)
+            if self.started_cluster or (self.started_serve and not serve.status().applications):
+                serve.shutdown()  # the controller and proxies corral started, unless others deployed on them
             if self.registry is not None:
                 ray.kill(self.registry)
         finally:
@@ -99,9 +102,11 @@ def deploy(plan: ScalePlan, spec: ReplicaSpec) -> Deployment:
     started = connect(plan.address, plan.local_cpus)
     deployment = Deployment(started_cluster=started)
     try:
-        if not started and APP_NAME in serve.status().applications:
+        before = serve.status()  # empty when Serve is not running there yet
+        if APP_NAME in before.applications:
             raise ClusterError(f"this Ray cluster already runs a corral application ({APP_NAME!r})",
                                "stop that `corral serve --ray` first, or use another cluster")
+        deployment.started_serve = not (before.proxies or before.applications)
         logging.getLogger("ray.serve").setLevel(logging.WARNING)  # not a line per deploy step
         serve.start(http_options={"host": server.host, "port": server.port},
                     logging_config={"log_level": "WARNING", "enable_access_log": False})
@@ -110,6 +115,7 @@ def deploy(plan: ScalePlan, spec: ReplicaSpec) -> Deployment:
 
         replica: Any = serve.deployment(Replica)
         app = replica.options(**plan.deployment_options()).bind(spec)
+        deployment.deployed = True
         try:
             serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": "WARNING",
                                                                              "enable_access_log": False})
