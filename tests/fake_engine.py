@@ -16,7 +16,8 @@ mocked or patched; only the weights are fake.
 - With ``hold`` every token after the first waits for :attr:`FakeHandler.release` (a
   ``threading.Event`` the test sets), so a test can keep a request in flight for as long as it
   needs, without sleeping. ``delay`` adds a per-token pause for tests that need a long stream. ``noisy`` writes to fd 1
-  on every token (a ``print`` and a raw ``os.write``), as a chatty native library would.
+  on every token (a ``print`` and a raw ``os.write``), as a chatty native library would. ``fail_after``
+  raises RuntimeError once that many tokens are out.
 - Every generation is recorded (:class:`FakeGeneration`): tokens produced, whether it ended or
   was closed early; :meth:`FakeHandler.wait_until` lets a test wait for a state, with a timeout.
 """
@@ -60,6 +61,7 @@ class FakeConfig:
     delay: float = 0.0  # seconds per token
     repeat: bool = False  # cycle the words until max_tokens or the context runs out
     noisy: bool = False  # every token also print()s and os.write()s to fd 1, as chatty native libraries do
+    fail_after: int | None = None  # raise RuntimeError after this many tokens, as a crashing engine would
 
 
 @dataclass
@@ -133,6 +135,8 @@ class FakeHandler(Handler):
                     self._note(functools.partial(setattr, record, "waiting", False))
                 if self.config.delay:
                     time.sleep(self.config.delay)
+                if self.config.fail_after is not None and i >= self.config.fail_after:
+                    raise RuntimeError(f"the fake engine failed after {i} tokens")
                 if self.config.noisy:
                     print(f"noise from the engine, token {i}", flush=True)
                     os.write(1, b'{"partial": "raw write without a newline')

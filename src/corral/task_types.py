@@ -40,6 +40,7 @@ class Sampling:
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_k: int | None = None  # None: the engine's default; 0: no top-k cut
 
     def check(self, name: Callable[[str], str] = str) -> Sampling:
         """Itself, or a UsageError naming the field that is out of range (``name`` spells the
@@ -52,6 +53,8 @@ class Sampling:
             raise UsageError(f"{name('temperature')} must be between 0 and 2")
         if not 0 < self.top_p <= 1:
             raise UsageError(f"{name('top_p')} must be in (0, 1]")
+        if self.top_k is not None and self.top_k < 0:
+            raise UsageError(f"{name('top_k')} must be 0 (no cut) or more")
         return self
 
 

@@ -59,7 +59,18 @@ async def health_targets(request: Request, deep: bool = False) -> Response:
 
 @router.get("/api/ps")
 async def ps(request: Request) -> dict[str, Any]:
-    return runtime_of(request).status().to_json()
+    """The loaded models: corral's fields, and Ollama's beside them (``ollama.Client.ps()`` reads
+    this route too)."""
+    from corral.protocols.ollama.models import ps_fields
+
+    rt = runtime_of(request)
+    status = rt.status().to_json()
+    on_gpu = str(rt.options.load.device or "").startswith("cuda")
+    for model in status["models"]:
+        loaded = rt.registry.models.get(model["name"])
+        extra = ps_fields(loaded.entry if loaded is not None else None, model, on_gpu)
+        model.update({k: v for k, v in extra.items() if k not in model})
+    return status
 
 
 @router.post("/api/models/{name:path}/load")

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from corral.api import admin, compare, errors, hf, manage, openai, progress, rerank, ui
+from corral.api import admin, compare, errors, hf, manage, ollama, ollama_admin, openai, progress, rerank, ui
 from corral.api.guard import Guard, ServerState
 from corral.runtime.runtime import Runtime
 
@@ -51,6 +51,8 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     app.include_router(compare.router)
     app.include_router(progress.router)
     app.include_router(ui.router)
+    app.include_router(ollama.router)
+    app.include_router(ollama_admin.router)
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):
         hosts.append(options.host)

@@ -1,4 +1,5 @@
-"""OpenAI's error object for every failure, with the right HTTP status; never a stack trace."""
+"""Every failure as the error object of the API the route belongs to (OpenAI's by default; Ollama's
+``{"error": "..."}`` on Ollama's routes), with the right HTTP status; never a stack trace."""
 
 from __future__ import annotations
 
@@ -25,22 +26,38 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
                       "code": code}}
 
 
-def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
+# Ollama's routes answer errors as Ollama does, so its clients show the message
+OLLAMA_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/tags", "/api/show",
+                          "/api/pull", "/api/delete", "/api/copy", "/api/version"})
+
+
+def error_body_for(path: str, status: int, message: str, *, param: str | None = None,
+                   code: str | None = None) -> dict[str, Any]:
+    """The error object of the API ``path`` belongs to."""
+    if path in OLLAMA_PATHS:
+        return {"error": message}
+    return error_body(status, message, param=param, code=code)
+
+
+def error_response(status: int, message: str, *, path: str = "", param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param=param, code=code), status_code=status, headers=headers)
+    if path in OLLAMA_PATHS and status == 422:
+        status = 400  # Ollama answers every invalid request 400
+    return JSONResponse(error_body_for(path, status, message, param=param, code=code), status_code=status,
+                        headers=headers)
 
 
-def corral_error_response(exc: CorralError) -> JSONResponse:
+def corral_error_response(exc: CorralError, path: str = "") -> JSONResponse:
     message = exc.message + (f" ({exc.hint})" if exc.hint else "")
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, BusyError) else None
-    return error_response(exc.http_status, message, param=getattr(exc, "param", None),
+    return error_response(exc.http_status, message, path=path, param=getattr(exc, "param", None),
                           code=type(exc).__name__, headers=headers)
 
 
 def install(app: FastAPI) -> None:
     async def on_corral(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, CorralError)
-        return corral_error_response(exc)
+        return corral_error_response(exc, request.url.path)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -48,18 +65,20 @@ def install(app: FastAPI) -> None:
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
         param = ".".join(loc) or None
         msg = str(first.get("msg", "invalid value"))
+        path = request.url.path
         if first.get("type") == "json_invalid":
-            return error_response(400, f"the request body is not valid JSON: {msg}", code="invalid_json")
-        return error_response(400, f"invalid parameter {param}: {msg}" if param else msg, param=param,
+            return error_response(400, f"the request body is not valid JSON: {msg}", path=path, code="invalid_json")
+        return error_response(400, f"invalid parameter {param}: {msg}" if param else msg, path=path, param=param,
                               code="invalid_parameter")
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, str(exc.detail), path=request.url.path)
 
     async def on_any(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
+        return error_response(500, f"internal error: {type(exc).__name__}", path=request.url.path,
+                              code="internal_error")
 
     app.add_exception_handler(CorralError, on_corral)
     app.add_exception_handler(RequestValidationError, on_validation)

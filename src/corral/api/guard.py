@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from corral.api.errors import error_body
+from corral.api.errors import error_body_for
 from corral.errors import CorralError
 
 Scope = dict[str, Any]
-OPEN_PATHS = frozenset({"/health", "/ready"})  # probes answer without a key
+OPEN_PATHS = frozenset({"/health", "/ready", "/"})  # probes answer without a key ("/": Ollama's "is running")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -80,24 +80,25 @@ class Guard:
         path = scope.get("path", "")
         host = host_name(headers.get("host", ""))
         if not self.any_host and host not in self.allowed:
-            await self._reply(send, 403, f"host {host!r} is not allowed; add it with --allowed-host")
+            await self._reply(send, path, 403, f"host {host!r} is not allowed; add it with --allowed-host")
             return
         origin = headers.get("origin")
         if origin and not self.any_host:
             origin_host = (urlsplit(origin).hostname or "").lower()
             if origin_host not in self.allowed:
-                await self._reply(send, 403, f"origin {origin!r} is not allowed; add its host with --allowed-host")
+                await self._reply(send, path, 403,
+                                  f"origin {origin!r} is not allowed; add its host with --allowed-host")
                 return
         if self.keys and not is_open(path) and not self._authorized(headers.get("authorization", "")):
-            await self._reply(send, 401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
+            await self._reply(send, path, 401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
                               extra=[(b"www-authenticate", b"Bearer")])
             return
         if self.state.draining and path not in OPEN_PATHS and path != "/metrics":
-            await self._reply(send, 503, "the server is shutting down", extra=[(b"retry-after", b"5")])
+            await self._reply(send, path, 503, "the server is shutting down", extra=[(b"retry-after", b"5")])
             return
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
-            await self._reply(send, 413, f"the request body is {length} bytes; the limit is {self.max_body}")
+            await self._reply(send, path, 413, f"the request body is {length} bytes; the limit is {self.max_body}")
             return
         self.state.in_flight += 1
         try:
@@ -113,8 +114,9 @@ class Guard:
         return any(hmac.compare_digest(given, key) for key in self.keys)
 
     @staticmethod
-    async def _reply(send: Any, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        body = json.dumps(error_body(status, message)).encode()
+    async def _reply(send: Any, path: str, status: int, message: str,
+                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        body = json.dumps(error_body_for(path, status, message)).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()), *(extra or [])]})

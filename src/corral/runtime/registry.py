@@ -35,6 +35,7 @@ class LoadedModel:
     last_used: float
     in_flight: int = 0
     serving: ServingState | None = None  # the dispatcher's queue and batchers for this model
+    keep_alive: float | None = None  # this model's own keep-alive (a request set it); None: the registry's
 
     @property
     def name(self) -> str:
@@ -202,15 +203,18 @@ class Registry:
             await self._evict(model, "unloaded")
             return True
 
+    def keep_of(self, model: LoadedModel) -> float:
+        """How long ``model`` stays loaded after its last use (negative: forever)."""
+        return self.keep_alive if model.keep_alive is None else model.keep_alive
+
     async def reap_idle(self) -> list[str]:
-        """Unload models idle for longer than keep_alive (negative keep_alive: never)."""
-        if self.keep_alive < 0:
-            return []
+        """Unload models idle for longer than their keep-alive (negative: never)."""
         now = self.clock()
         gone = []
         async with self._lock:
             for model in list(self.models.values()):
-                if model.in_flight == 0 and now - model.last_used >= self.keep_alive:
+                keep = self.keep_of(model)
+                if keep >= 0 and model.in_flight == 0 and now - model.last_used >= keep:
                     await self._evict(model, "unloaded")
                     gone.append(model.name)
         return gone

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from corral.config import Settings
 from corral.engines.base import LoadOptions
 from corral.engines.table import ENGINES, EngineSpec
+from corral.errors import BusyError
 from corral.models.resolve import Resolver
 from corral.models.store import Entry, Store
 from corral.remote_media import RemoteMedia
@@ -196,8 +197,19 @@ class Runtime:
     async def unload(self, name: str) -> bool:
         return await self.registry.unload(name)
 
+    async def keep_loaded(self, name: str, seconds: float) -> None:
+        """Keep the loaded model ``name`` for ``seconds`` after its last use from now on (negative:
+        until unloaded; 0: unload as soon as it is idle, which is now when nothing is in flight)."""
+        model = self.registry.models.get(name)
+        if model is None:
+            return
+        model.keep_alive = -1.0 if seconds < 0 else seconds
+        if seconds == 0 and model.in_flight == 0:
+            with contextlib.suppress(BusyError):
+                await self.registry.unload(name)
+
     def describe(self, model: LoadedModel) -> ModelStatus:
-        now, keep = self.clock(), self.registry.keep_alive
+        now, keep = self.clock(), self.registry.keep_of(model)
         idle = now - model.last_used
         return ModelStatus(
             model.name, model.entry.info.engine, model.entry.info.format, model.measured_bytes,

@@ -15,6 +15,7 @@ from typing import Any
 
 from corral.devices import wants_gpu
 from corral.engines.base import Handler
+from corral.engines.llama.sampling import TOP_K
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
 from corral.errors import UnsupportedTaskError, UsageError
 from corral.tasks import (
@@ -154,6 +155,7 @@ class LlamaCppHandler(Handler):
         def pieces() -> Iterator[str]:
             stream = self._single.create_completion(
                 tokens, max_tokens=max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+                top_k=TOP_K if sampling.top_k is None else sampling.top_k,
                 seed=sampling.seed, stream=True, stopping_criteria=StoppingCriteriaList([count]), grammar=grammar)
             try:
                 for chunk in stream:

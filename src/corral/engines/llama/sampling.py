@@ -40,7 +40,7 @@ class SamplerChain:
             self._add(llama_cpp.llama_sampler_init_greedy())
         else:
             seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF
-            self._add(llama_cpp.llama_sampler_init_top_k(TOP_K))
+            self._add(llama_cpp.llama_sampler_init_top_k(TOP_K if sampling.top_k is None else sampling.top_k))
             self._add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
             self._add(llama_cpp.llama_sampler_init_min_p(MIN_P, 1))
             self._add(llama_cpp.llama_sampler_init_temp(sampling.temperature))

@@ -119,6 +119,8 @@ def options(request: Generation) -> dict[str, Any]:
                            "top_p": sampling.top_p}
     if sampling.seed is not None:
         out["seed"] = sampling.seed
+    if sampling.top_k is not None:
+        out["top_k"] = sampling.top_k
     if sampling.stop:
         out["stop"] = list(sampling.stop)
     return out

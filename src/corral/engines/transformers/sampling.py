@@ -42,6 +42,7 @@ class RequestSampler:
         self.greedy = sampling.temperature <= 0
         self.temperature = max(sampling.temperature, 1e-5)
         self.top_p = sampling.top_p
+        self.top_k = TOP_K if sampling.top_k is None else sampling.top_k  # 0: no cut
         self.logprobs = logprobs
         self.records: list[TokenRecord] = []
         self.generator: Any = None
@@ -85,7 +86,7 @@ class RequestSampler:
         import torch
 
         scaled = row / self.temperature
-        k = min(TOP_K, scaled.shape[-1])
+        k = min(self.top_k or scaled.shape[-1], scaled.shape[-1])
         kth = torch.topk(scaled, k).values[-1]
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
         probs = torch.softmax(scaled, dim=-1)

@@ -121,6 +121,7 @@ class _GenerationBody(_Body):
     stream_options: StreamOptions | None = None
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)  # not OpenAI's: vLLM's, Ollama's and Anthropic's
     user: str | None = None
 
     _stop = field_validator("stop")(classmethod(lambda cls, v: _check_stop(v)))
