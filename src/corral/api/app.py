@@ -9,7 +9,20 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from corral.api import admin, compare, errors, hf, manage, ollama, ollama_admin, openai, progress, rerank, ui
+from corral.api import (
+    admin,
+    anthropic,
+    compare,
+    errors,
+    hf,
+    manage,
+    ollama,
+    ollama_admin,
+    openai,
+    progress,
+    rerank,
+    ui,
+)
 from corral.api.guard import Guard, ServerState
 from corral.runtime.runtime import Runtime
 
@@ -53,6 +66,7 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     app.include_router(ui.router)
     app.include_router(ollama.router)
     app.include_router(ollama_admin.router)
+    app.include_router(anthropic.router)
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):
         hosts.append(options.host)

@@ -1,5 +1,6 @@
 """Every failure as the error object of the API the route belongs to (OpenAI's by default; Ollama's
-``{"error": "..."}`` on Ollama's routes), with the right HTTP status; never a stack trace."""
+``{"error": "..."}`` on Ollama's routes; Anthropic's ``{"type": "error", "error": {type, message}}``
+on the Messages routes), with the right HTTP status; never a stack trace."""
 
 from __future__ import annotations
 
@@ -31,18 +32,31 @@ OLLAMA_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embe
                           "/api/pull", "/api/delete", "/api/copy", "/api/version"})
 
 
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error",
+                   429: "rate_limit_error", 503: "overloaded_error", 507: "overloaded_error"}
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's error object."""
+    return {"type": "error", "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+
+
 def error_body_for(path: str, status: int, message: str, *, param: str | None = None,
                    code: str | None = None) -> dict[str, Any]:
     """The error object of the API ``path`` belongs to."""
     if path in OLLAMA_PATHS:
         return {"error": message}
+    if path in ANTHROPIC_PATHS:
+        return anthropic_error(status, message)
     return error_body(status, message, param=param, code=code)
 
 
 def error_response(status: int, message: str, *, path: str = "", param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    if path in OLLAMA_PATHS and status == 422:
-        status = 400  # Ollama answers every invalid request 400
+    if (path in OLLAMA_PATHS or path in ANTHROPIC_PATHS) and status == 422:
+        status = 400  # both answer every invalid request 400
     return JSONResponse(error_body_for(path, status, message, param=param, code=code), status_code=status,
                         headers=headers)
 

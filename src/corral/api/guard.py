@@ -1,7 +1,7 @@
 """ASGI middleware in front of every route: Host/Origin allow-list (DNS-rebinding defence),
-bearer-key auth, draining (503 while the server shuts down) and the request body limit (413: at
-once from Content-Length, else when a chunked body passes it). Pure ASGI, so streaming responses
-pass through untouched."""
+bearer-key auth (or Anthropic's ``x-api-key`` header), draining (503 while the server shuts down)
+and the request body limit (413: at once from Content-Length, else when a chunked body passes it).
+Pure ASGI, so streaming responses pass through untouched."""
 
 from __future__ import annotations
 
@@ -89,9 +89,10 @@ class Guard:
                 await self._reply(send, path, 403,
                                   f"origin {origin!r} is not allowed; add its host with --allowed-host")
                 return
-        if self.keys and not is_open(path) and not self._authorized(headers.get("authorization", "")):
-            await self._reply(send, path, 401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
-                              extra=[(b"www-authenticate", b"Bearer")])
+        if self.keys and not is_open(path) and not self._authorized(headers.get("authorization", ""),
+                                                                     headers.get("x-api-key", "")):
+            await self._reply(send, path, 401, "missing or invalid API key; send 'Authorization: Bearer <key>' "
+                              "(or 'x-api-key: <key>')", extra=[(b"www-authenticate", b"Bearer")])
             return
         if self.state.draining and path not in OPEN_PATHS and path != "/metrics":
             await self._reply(send, path, 503, "the server is shutting down", extra=[(b"retry-after", b"5")])
@@ -106,12 +107,13 @@ class Guard:
         finally:
             self.state.in_flight -= 1
 
-    def _authorized(self, header: str) -> bool:
+    def _authorized(self, header: str, api_key: str = "") -> bool:
+        """A bearer key, or Anthropic's ``x-api-key`` header, equal to one of the keys (constant time)."""
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        given = token.strip() if scheme.lower() == "bearer" and token else api_key.strip()
+        if not given:
             return False
-        given = token.strip().encode()
-        return any(hmac.compare_digest(given, key) for key in self.keys)
+        return any(hmac.compare_digest(given.encode(), key) for key in self.keys)
 
     @staticmethod
     async def _reply(send: Any, path: str, status: int, message: str,
