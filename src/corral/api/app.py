@@ -21,6 +21,7 @@ from corral.api import (
     openai,
     progress,
     rerank,
+    responses,
     ui,
 )
 from corral.api.guard import Guard, ServerState
@@ -67,6 +68,7 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     app.include_router(ollama.router)
     app.include_router(ollama_admin.router)
     app.include_router(anthropic.router)
+    app.include_router(responses.router)
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):
         hosts.append(options.host)
