@@ -95,6 +95,10 @@ class ServerSettings(_Section):
                               env="CORRAL_GRACE", ge=-1)
     max_body: Size = setting(64 * 1024 * 1024, "refuse a request body larger than this with 413 (default 64MB)",
                              env="CORRAL_MAX_BODY", ge=1024)
+    store_responses: bool = setting(False, "keep /v1/responses answers (with their prompts) in the data folder, so "
+                                    "previous_response_id works", env="CORRAL_STORE_RESPONSES")
+    response_retention: Duration = setting(30 * 86400.0, "with --store-responses: delete kept responses after this "
+                                           "long (default 720h; -1: never)", env="CORRAL_RESPONSE_RETENTION")
     log_level: str = setting("warning", "what the server logs to stderr: error, warning (default), info, or debug "
                              "(also a line per diffusion step)", env="CORRAL_LOG_LEVEL",
                              pattern="^(error|warning|info|debug)$")

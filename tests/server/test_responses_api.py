@@ -84,7 +84,42 @@ def test_errors(client: OpenAI) -> None:
         client.responses.create(model="nosuch", input="x")
     with pytest.raises(openai.APIStatusError) as kept:
         client.responses.create(model="smollm2", input="x", previous_response_id="resp_123")
-    assert "keeps no responses" in str(kept.value) and kept.value.status_code in (400, 422)
+    assert "keeps no responses" in str(kept.value) and "--store-responses" in str(kept.value)
+    assert kept.value.status_code == 422
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="smollm2", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
     assert client.responses.create(model="smollm2", input="x", max_output_tokens=2).output_text
+
+
+def test_stored_responses_continue_a_conversation(make_server: type[Server]) -> None:
+    srv = make_server("--models", "smollm2", "--threads", "2", "--store-responses")
+    client = OpenAI(base_url=f"{srv.url}/v1", api_key="unused")
+    first = client.responses.create(model="smollm2", input="My name is Ada.", max_output_tokens=8, temperature=0)
+    assert first.store is True and first.usage
+    later = client.responses.create(model="smollm2", input="What is my name?", previous_response_id=first.id,
+                                    max_output_tokens=8, temperature=0)
+    alone = client.responses.create(model="smollm2", input="What is my name?", max_output_tokens=8, temperature=0,
+                                    store=False)
+    assert later.previous_response_id == first.id and later.usage and alone.usage
+    # the earlier turn and its answer went in with the new input
+    assert later.usage.input_tokens >= alone.usage.input_tokens + first.usage.output_tokens
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(alone.id)  # store=False: not kept
+    streamed = list(client.responses.create(model="smollm2", input="Hi", max_output_tokens=4, stream=True))
+    kept_id = streamed[-1].response.id  # type: ignore[union-attr]
+    assert client.responses.retrieve(kept_id).output_text == streamed[-1].response.output_text  # type: ignore[union-attr]
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="smollm2", input="x", previous_response_id=first.id)
+    assert (srv.home / "responses.db").is_file()
+
+
+def test_retention_and_nothing_kept_without_the_flag(make_server: type[Server], srv: Server) -> None:
+    short = make_server("--models", "smollm2", "--threads", "2", "--store-responses", "--response-retention", "0")
+    client = OpenAI(base_url=f"{short.url}/v1", api_key="unused")
+    gone = client.responses.create(model="smollm2", input="Hi", max_output_tokens=2)
+    with pytest.raises(openai.NotFoundError) as expired:
+        client.responses.create(model="smollm2", input="x", previous_response_id=gone.id)
+    assert "retention" in str(expired.value)
+    assert not (srv.home / "responses.db").exists()  # the module's server runs without the flag

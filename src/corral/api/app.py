@@ -37,6 +37,16 @@ class ServeOptions:
     max_body: int = 64 * 1024 * 1024
 
 
+def _response_store(runtime: Runtime) -> Any:
+    """The kept /v1/responses answers, when the server was started with --store-responses."""
+    server = runtime.settings.server
+    if not server.store_responses:
+        return None
+    from corral.runtime.stored_responses import ResponseStore
+
+    return ResponseStore(runtime.settings.data_dir, server.response_retention)
+
+
 def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> Any:
     """The HTTP door over ``runtime``: its lifespan is the runtime's ``async with``."""
 
@@ -46,12 +56,15 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
             from corral.protocols.openai.videos import VideoJobs
 
             app.state.videos = VideoJobs(runtime)  # text-to-video jobs: rows and files under the data folder
+            app.state.responses = _response_store(runtime)
             state.ready = True
             try:
                 yield
             finally:
                 state.ready = False
                 await app.state.videos.close()
+                if app.state.responses is not None:
+                    app.state.responses.close()
 
     app = FastAPI(title="corral", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime, app.state.server = runtime, state

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from corral.errors import CorralError, UsageError
+from corral.errors import CorralError
 from corral.protocols.openai.schemas import ChatCompletionBody
 from corral.protocols.responses.schemas import (
     FunctionCallItem,
@@ -41,8 +41,10 @@ def _message(item: MessageItem) -> dict[str, Any]:
                                       for p in item.content]}
 
 
-def _messages(body: ResponsesBody) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [{"role": "system", "content": body.instructions}] if body.instructions else []
+def conversation(body: ResponsesBody, previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The conversation as chat messages, without the instructions: a stored earlier one
+    (``previous``), then this request's input."""
+    out: list[dict[str, Any]] = list(previous or [])
     if isinstance(body.input, str):
         return [*out, {"role": "user", "content": body.input}]
     for item in body.input:
@@ -60,12 +62,11 @@ def _messages(body: ResponsesBody) -> list[dict[str, Any]]:
     return out
 
 
-def chat_body(body: ResponsesBody) -> ChatCompletionBody:
-    """The Responses body as the OpenAI chat corral runs. No response is stored, so a
-    ``previous_response_id`` has nothing to continue from."""
-    if body.previous_response_id:
-        raise UsageError("previous_response_id: this server keeps no responses",
-                         "send the whole conversation as input items (the earlier output items included)")
+def chat_body(body: ResponsesBody, messages: list[dict[str, Any]]) -> ChatCompletionBody:
+    """The Responses body as the OpenAI chat corral runs, over ``messages`` (:func:`conversation`);
+    the instructions come first (an earlier response's instructions are not carried over)."""
+    if body.instructions:
+        messages = [{"role": "system", "content": body.instructions}, *messages]
     choice: Any = body.tool_choice
     if isinstance(choice, NamedFunction):
         choice = {"type": "function", "function": {"name": choice.name}}
@@ -79,7 +80,7 @@ def chat_body(body: ResponsesBody) -> ChatCompletionBody:
                                                **({"parameters": t.parameters} if t.parameters else {})}}
              for t in body.tools or []]
     return ChatCompletionBody.model_validate({
-        "model": body.model, "messages": _messages(body), "max_tokens": body.max_output_tokens,
+        "model": body.model, "messages": messages, "max_tokens": body.max_output_tokens,
         "temperature": body.temperature, "top_p": body.top_p, "tools": tools or None,
         "tool_choice": choice if tools else None, "response_format": response_format, "stream": True,
         "stream_options": {"include_usage": True}})
@@ -90,7 +91,15 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
 
 
-def skeleton(body: ResponsesBody, response_id: str) -> dict[str, Any]:
+def turn_of(output: list[dict[str, Any]]) -> dict[str, Any]:
+    """A response's output items as the assistant turn of the conversation."""
+    text = "".join(p["text"] for item in output if item["type"] == "message" for p in item["content"])
+    calls = [{"id": i["call_id"], "type": "function", "function": {"name": i["name"], "arguments": i["arguments"]}}
+             for i in output if i["type"] == "function_call"]
+    return {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}
+
+
+def skeleton(body: ResponsesBody, response_id: str, stored: bool = False) -> dict[str, Any]:
     """The ``response`` object before any output: what the request asked for, status in progress."""
     fmt = body.text.format.model_dump(by_alias=True, exclude_none=True) if body.text and body.text.format else \
         {"type": "text"}
@@ -100,7 +109,8 @@ def skeleton(body: ResponsesBody, response_id: str) -> dict[str, Any]:
             "instructions": body.instructions, "max_output_tokens": body.max_output_tokens,
             "temperature": body.temperature, "top_p": body.top_p, "parallel_tool_calls": True,
             "tool_choice": choice or "auto", "tools": [t.model_dump(exclude_none=True) for t in body.tools or []],
-            "text": {"format": fmt}, "previous_response_id": None, "store": False, "metadata": body.metadata or {},
+            "text": {"format": fmt}, "previous_response_id": body.previous_response_id, "store": stored,
+            "metadata": body.metadata or {},
             "usage": None}
 
 
@@ -123,19 +133,20 @@ def finished(response: dict[str, Any], output: list[dict[str, Any]], reason: str
             "usage": _usage(usage["prompt_tokens"], usage["completion_tokens"])}
 
 
-def response(body: ResponsesBody, answer: dict[str, Any]) -> dict[str, Any]:
+def response(body: ResponsesBody, answer: dict[str, Any], stored: bool = False) -> dict[str, Any]:
     """A whole ``response`` from a whole ``chat.completion``."""
     choice = answer["choices"][0]
     output: list[dict[str, Any]] = []
     if choice["message"].get("content"):
         output.append(_text_item(_new("msg"), choice["message"]["content"], "completed"))
     output.extend(_call_item(c, "completed") for c in choice["message"].get("tool_calls") or ())
-    return finished(skeleton(body, _new("resp")), output, choice["finish_reason"], answer["usage"])
+    return finished(skeleton(body, _new("resp"), stored), output, choice["finish_reason"], answer["usage"])
 
 
-async def events(body: ResponsesBody, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def events(body: ResponsesBody, chunks: AsyncIterator[dict[str, Any]],
+                 stored: bool = False) -> AsyncIterator[dict[str, Any]]:
     """The Responses stream's events from a chat run's OpenAI chunks (asked with usage)."""
-    stream = _Stream(skeleton(body, _new("resp")))
+    stream = _Stream(skeleton(body, _new("resp"), stored))
     yield stream.event("response.created", response=stream.response)
     yield stream.event("response.in_progress", response=stream.response)
     reason, usage = None, {"prompt_tokens": 0, "completion_tokens": 0}
