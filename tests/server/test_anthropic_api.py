@@ -106,7 +106,8 @@ def test_errors_in_anthropics_shape(srv: Server, client: anthropic.Anthropic) ->
         bad = httpx.post(f"{srv.url}/v1/messages", headers={"x-api-key": KEY}, json=body)
         assert bad.status_code == 400 and bad.json()["type"] == "error", bad.text
         assert bad.json()["error"]["type"] == "invalid_request_error" and word in bad.json()["error"]["message"]
-    assert client.messages.create(model="smollm2", max_tokens=2, messages=ASK).content
+    assert client.messages.create(model="smollm2", max_tokens=2, messages=ASK,
+                                  extra_body={"some_future_field": 1}).content  # unknown fields are ignored
 
 
 def _png() -> str:

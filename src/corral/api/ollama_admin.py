@@ -22,7 +22,7 @@ from corral.api.progress import drain
 from corral.api.sse import ClosingStream
 from corral.errors import ConflictError, CorralError, UsageError
 from corral.models.refs import check_name
-from corral.protocols.ollama.models import show, tag_item
+from corral.protocols.ollama.models import named_item, show, tag_item
 from corral.protocols.ollama.names import corral_name
 from corral.protocols.ollama.schemas import CopyBody, ModelBody, PullBody
 from corral.runtime.runtime import Runtime
@@ -48,9 +48,15 @@ async def version() -> dict[str, str]:
 
 @router.get("/api/tags")
 async def tags(request: Request) -> dict[str, Any]:
+    """Registered models, then the config's aliases and the remote models they name (the gateway's)."""
+    from corral.models.catalog import alias_rows, remote_rows
+
     rt = runtime_of(request)
     entries = await asyncio.to_thread(rt.store.list)
-    return {"models": [tag_item(e) for e in entries]}
+    names = [row["name"] for row in alias_rows(rt.settings, rt.store, {e.name for e in entries})]
+    remote = [row["name"] for row in remote_rows(rt.settings)]
+    return {"models": [*(tag_item(e) for e in entries), *(named_item(n, "alias") for n in names),
+                       *(named_item(n, "remote") for n in remote)]}
 
 
 @router.post("/api/show")

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from corral.api.common import call_info, runtime_of, trace_headers
 from corral.api.sse import EventStream
-from corral.errors import CorralError, UsageError
+from corral.errors import CorralError
 from corral.protocols.openai.chat import start_chat
 from corral.protocols.responses.run import chat_body, conversation, events, response, turn_of
 from corral.protocols.responses.schemas import ResponsesBody
@@ -34,6 +34,12 @@ class ResponseNotFoundError(CorralError):
     http_status = 404
 
 
+class NotKeptError(CorralError):
+    """previous_response_id on a server that keeps no responses."""
+
+    http_status = 400
+
+
 def _store(request: Request) -> ResponseStore | None:
     store: ResponseStore | None = getattr(request.app.state, "responses", None)
     return store
@@ -43,8 +49,8 @@ async def _previous(store: ResponseStore | None, response_id: str | None) -> lis
     if not response_id:
         return None
     if store is None:
-        raise UsageError("previous_response_id: this server keeps no responses",
-                         "start corral serve with --store-responses, or send the whole conversation as input items")
+        raise NotKeptError("previous_response_id: this server keeps no responses",
+                           "start corral serve with --store-responses, or send the whole conversation as input items")
     messages = await asyncio.to_thread(store.messages, response_id)
     if messages is None:
         raise ResponseNotFoundError(f"no response {response_id[:100]!r} is kept here (unknown, deleted, or older "

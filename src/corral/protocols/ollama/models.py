@@ -50,6 +50,16 @@ def tag_item(entry: Entry) -> dict[str, Any]:
             "digest": digest(entry), "details": details(entry.info)}
 
 
+def named_item(name: str, kind: str) -> dict[str, Any]:
+    """A ``/api/tags`` item for a name that is no local model: an alias, or a remote model the
+    gateway routes to (``kind``); no size, a digest of the name."""
+    tagged = ollama_name(name)
+    return {"name": tagged, "model": tagged, "modified_at": _iso(time.time()), "size": 0,
+            "digest": hashlib.sha256(f"{kind}:{name}".encode()).hexdigest(),
+            "details": {"parent_model": "", "format": kind, "family": "", "families": None, "parameter_size": "",
+                        "quantization_level": ""}}
+
+
 def capabilities(info: ModelInfo) -> list[str]:
     """Ollama's capability names for what the model serves."""
     tasks, out = set(info.tasks), []
