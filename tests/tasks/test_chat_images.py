@@ -147,6 +147,20 @@ def test_openai_door_sidecar_and_refusals(llava: Path, tmp_path: Path, image_ser
             ask(client, "llava", "file:///etc/passwd")
         assert client.chat.completions.create(model="lm", messages=[{"role": "user", "content": "hi"}],
                                               max_tokens=2).choices[0].finish_reason in ("stop", "length")
+        # the same picture through Ollama's images and Anthropic's image blocks: the same answer
+        import anthropic
+        import ollama
+
+        b64 = base64.b64encode(png()).decode()
+        said = ollama.Client(host=srv.url).chat(model="llava:latest", options={"temperature": 0, "num_predict": TOKENS},
+                                                messages=[{"role": "user", "content": QUESTION, "images": [b64]}])
+        assert said.message.content == text_first
+        blocks = [{"type": "text", "text": QUESTION},
+                  {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64}}]
+        message = anthropic.Anthropic(base_url=srv.url, api_key="none").messages.create(
+            model="llava", max_tokens=TOKENS, messages=[{"role": "user", "content": blocks}],
+            extra_body={"temperature": 0})
+        assert message.content[0].text == text_first  # type: ignore[union-attr]
     finally:
         srv.stop()
     with SidecarClient(env={"CORRAL_HOME": str(tmp_path / "served"), "CORRAL_CONFIG": str(tmp_path / "none.toml"),
