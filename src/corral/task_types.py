@@ -41,6 +41,7 @@ class Sampling:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     top_k: int | None = None  # None: the engine's default; 0: no top-k cut
+    context: int | None = None  # prompt + output tokens this request may use (Ollama's num_ctx); None: the model's
 
     def check(self, name: Callable[[str], str] = str) -> Sampling:
         """Itself, or a UsageError naming the field that is out of range (``name`` spells the
@@ -53,6 +54,8 @@ class Sampling:
             raise UsageError(f"{name('temperature')} must be between 0 and 2")
         if not 0 < self.top_p <= 1:
             raise UsageError(f"{name('top_p')} must be in (0, 1]")
+        if self.context is not None and self.context < 1:
+            raise UsageError(f"{name('context')} must be at least 1")
         if self.top_k is not None and self.top_k < 0:
             raise UsageError(f"{name('top_k')} must be 0 (no cut) or more")
         return self

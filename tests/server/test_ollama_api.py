@@ -67,6 +67,19 @@ def test_chat_streamed_and_whole_with_measured_durations(client: ollama.Client) 
     assert whole.created_at and datetime.fromisoformat(whole.created_at.replace("Z", "+00:00")).tzinfo == UTC
 
 
+def test_num_ctx_bounds_prompt_and_output(client: ollama.Client) -> None:
+    messages = [{"role": "user", "content": "Tell me a long story."}]
+    free = client.chat(model="smollm2", messages=messages, options={"temperature": 0, "num_predict": 20})
+    prompt = free.prompt_eval_count or 0
+    assert prompt > 5 and free.eval_count == 20
+    bounded = client.chat(model="smollm2", messages=messages,
+                          options={"temperature": 0, "num_predict": 20, "num_ctx": prompt + 3})
+    assert bounded.eval_count == 3 and bounded.done_reason == "length"
+    with pytest.raises(ollama.ResponseError) as small:
+        client.chat(model="smollm2", messages=messages, options={"num_ctx": prompt - 1})
+    assert small.value.status_code == 400 and f"the context holds {prompt - 1}" in small.value.error
+
+
 def test_generate_templated_raw_and_json(client: ollama.Client) -> None:
     templated = client.generate(model="smollm2", prompt="Say hi.", system="You are terse.", options=GREEDY)
     assert templated.response and templated.done and templated.eval_count == 12

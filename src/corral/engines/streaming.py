@@ -9,8 +9,10 @@ from corral.errors import ContextLengthError
 from corral.tasks import TextChunk, TokenLogprob, Usage
 
 
-def tokens_to_generate(n_prompt: int, context: int, max_tokens: int) -> int:
-    """How many tokens a prompt leaves room for, capped by max_tokens; a clear error when none."""
+def tokens_to_generate(n_prompt: int, context: int, max_tokens: int, limit: int | None = None) -> int:
+    """How many tokens a prompt leaves room for, capped by max_tokens; a clear error when none.
+    ``limit``: the request's own bound on prompt + output (Ollama's ``num_ctx``), within the model's."""
+    context = context if limit is None else min(context, limit)
     room = context - n_prompt
     if room <= 0:
         raise ContextLengthError(f"the prompt is {n_prompt} tokens but the context holds {context}",

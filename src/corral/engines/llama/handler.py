@@ -114,7 +114,7 @@ class LlamaCppHandler(Handler):
 
     def _generate(self, tokens: list[int], sampling: Sampling, schema: dict[str, Any] | None = None,
                   logprobs: int | None = None) -> Iterator[TextChunk]:
-        max_tokens = tokens_to_generate(len(tokens), self.context_length, sampling.max_tokens)
+        max_tokens = tokens_to_generate(len(tokens), self.context_length, sampling.max_tokens, sampling.context)
         if self._single is not None:
             return self._generate_single(tokens, sampling, max_tokens, schema, logprobs)
         stream = self._decoder.submit(tokens, sampling, max_tokens=max_tokens,

@@ -121,6 +121,8 @@ def options(request: Generation) -> dict[str, Any]:
         out["seed"] = sampling.seed
     if sampling.top_k is not None:
         out["top_k"] = sampling.top_k
+    if sampling.context is not None:
+        out["num_ctx"] = sampling.context
     if sampling.stop:
         out["stop"] = list(sampling.stop)
     return out

@@ -121,7 +121,7 @@ class TransformersLMHandler(Handler):
         batcher = None if extra else self._live_batcher()
         # a batched sequence must also fit in the shared paged cache
         context = self.context_length if batcher is None else min(self.context_length, batcher.capacity)
-        max_tokens = tokens_to_generate(n_prompt, context, sampling.max_tokens)
+        max_tokens = tokens_to_generate(n_prompt, context, sampling.max_tokens, sampling.context)
         constraint = None if schema is None else self.constraints.json(schema)
         sampler = RequestSampler(sampling, logprobs, self.device, constraint)
         if batcher is not None:

@@ -28,7 +28,8 @@ def _sampling(options: Options | None) -> dict[str, Any]:
     """Ollama's options as OpenAI chat fields (Ollama's own defaults where the client gives none)."""
     o = options or Options()
     fields: dict[str, Any] = {"temperature": 0.8 if o.temperature is None else o.temperature,
-                              "top_p": 0.9 if o.top_p is None else o.top_p, "seed": o.seed, "top_k": o.top_k}
+                              "top_p": 0.9 if o.top_p is None else o.top_p, "seed": o.seed, "top_k": o.top_k,
+                              "context_limit": o.num_ctx}
     if o.num_predict is not None and o.num_predict not in UNTIL_CONTEXT_ENDS:
         if o.num_predict < 1:
             raise UsageError("options.num_predict must be at least 1, or -1 (until the context ends)")

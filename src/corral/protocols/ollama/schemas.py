@@ -21,7 +21,7 @@ class Options(_Body):
     seed: int | None = None
     num_predict: int | None = None  # -1: until the context ends; -2: fill the context
     stop: list[str] | None = None
-    num_ctx: int | None = Field(default=None, ge=1)  # accepted: the context is the load's (--ctx)
+    num_ctx: int | None = Field(default=None, ge=1)  # prompt + output tokens, within the load's context (--ctx)
 
 
 class FunctionCall(_Body):

@@ -222,7 +222,7 @@ def prepare_chat(body: ChatCompletionBody, images: Sequence[Any] = ()) -> Prepar
             schema = calls_schema(tools, choice)
     max_tokens = body.max_completion_tokens or body.max_tokens or UNBOUNDED
     sampling = Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                        stop=stop_tuple(body.stop), top_k=body.top_k)
+                        stop=stop_tuple(body.stop), top_k=body.top_k, context=body.context_limit)
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     request = ChatRequest(tuple(messages), sampling=sampling, json_schema=schema, logprobs=logprobs)
     return PreparedChat(request, names, body.logprobs)

@@ -73,7 +73,8 @@ async def start_completion(runtime: Runtime, body: CompletionBody, call: CallInf
         for k in range(body.n):
             seed = None if body.seed is None else body.seed + k
             sampling = Sampling(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                                seed=seed, stop=stop_tuple(body.stop), top_k=body.top_k)
+                                seed=seed, stop=stop_tuple(body.stop), top_k=body.top_k,
+                                context=body.context_limit)
             job = runtime.run(Task.COMPLETE, body.model, CompletionRequest(prompt, sampling=sampling),
                               replace(call, prompt=prompt))
             jobs.append(await primed(job) if not jobs else job)

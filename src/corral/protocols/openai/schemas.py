@@ -122,6 +122,7 @@ class _GenerationBody(_Body):
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)  # not OpenAI's: vLLM's, Ollama's and Anthropic's
+    context_limit: int | None = Field(default=None, ge=1)  # not OpenAI's: Ollama's num_ctx (prompt + output)
     user: str | None = None
 
     _stop = field_validator("stop")(classmethod(lambda cls, v: _check_stop(v)))
