@@ -63,3 +63,22 @@ def test_a_client_that_leaves_mid_stream_stops_the_engine(tmp_path: Path, corral
     assert run(scenario()) == [200, True, False]
     row = latest(corral_home / "requests.db", 1)[0]
     assert (row["door"], row["status"]) == ("anthropic", 499)
+
+
+def test_stop_sequences_and_sampling_fields(tmp_path: Path) -> None:
+    register(tmp_path, "echo")
+    words = [{"role": "user", "content": "one two three four five six"}]
+
+    async def scenario() -> list[Any]:
+        async with serving(fake_runtime()) as (app, _):
+            client = client_for(app)
+            stopped = await client.messages.create(model="echo", max_tokens=50, messages=words,
+                                                   stop_sequences=["four"])
+            capped = await client.messages.create(model="echo", max_tokens=2, messages=words,
+                                                  extra_body={"temperature": 0.5, "top_p": 0.9, "top_k": 5})
+            return [stopped, capped]
+
+    stopped, capped = run(scenario())
+    assert stopped.content[0].text == "one two three " and stopped.stop_reason == "end_turn"
+    assert capped.content[0].text == "one two" and capped.stop_reason == "max_tokens"
+    assert capped.usage.output_tokens == 2

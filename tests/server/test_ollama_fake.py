@@ -133,7 +133,7 @@ def test_bad_input_gets_ollamas_error_shape(tmp_path: Path) -> None:
                     await http.post("/api/chat", json={"model": "echo", "options": {"temperature": "hot"},
                                                        "messages": [{"role": "user", "content": "x"}]}),
                     await http.post("/api/pull", json={"model": "/etc/passwd"}),
-                    await http.post("/api/chat", json={"model": "echo", "future_field": 1,
+                    await http.post("/api/chat", json={"model": "echo", "future_field": 1, "think": True,
                                                        "messages": [{"role": "user", "content": "ok"}],
                                                        "stream": False})]
 
@@ -144,4 +144,4 @@ def test_bad_input_gets_ollamas_error_shape(tmp_path: Path) -> None:
     assert [r.status_code for r in bad] == [400, 400, 404, 400, 400, 400, 400, 400, 400]
     assert "no model named 'nosuch'" in bad[2].json()["error"]
     assert "echo" in bad[3].json()["error"] and "image" in bad[3].json()["error"]  # a text model, an image
-    assert fine.status_code == 200 and fine.json()["message"]["content"] == "ok"  # unknown fields ignored
+    assert fine.status_code == 200 and fine.json()["message"]["content"] == "ok"  # unknown fields, think: accepted
