@@ -93,3 +93,12 @@ def maybe_call(prefix: str) -> bool:
     """Could an answer that starts like this still be a tool call? (streaming holds it back)"""
     head = prefix.lstrip()
     return not head or head[0] in "{[" or "<tool_call>".startswith(head[:11]) or head.startswith("<tool_call>")
+
+
+def arguments_object(text: str) -> Any:
+    """A call's JSON arguments (OpenAI sends them as a string) as the object the Ollama and Anthropic
+    APIs carry; text that is not JSON is kept as ``{"value": text}``."""
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {"value": text}

@@ -5,14 +5,19 @@ mid-stream stops the engine (logged 499 with door anthropic)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
-from tests.fake_engine import loaded_fake
-from tests.server.test_fake_http import HOST, fake_runtime, leave_mid_stream, register, run, serving, until
+from tests.server.test_fake_http import (
+    HOST,
+    fake_runtime,
+    leaving_stops_the_engine,
+    register,
+    run,
+    serving,
+)
 
 from corral.runtime.requestlog import latest
 
@@ -48,19 +53,8 @@ def test_an_engine_failing_mid_stream_ends_with_an_error_event(tmp_path: Path) -
 
 
 def test_a_client_that_leaves_mid_stream_stops_the_engine(tmp_path: Path, corral_home: Path) -> None:
-    register(tmp_path, "echo", repeat=True, delay=0.001)
     body = {"model": "echo", "max_tokens": 10_000, "stream": True, "messages": [{"role": "user", "content": "la"}]}
-
-    async def scenario() -> list[Any]:
-        rt = fake_runtime()
-        async with serving(rt) as (app, _):
-            sent = await leave_mid_stream(app, "/v1/messages", body)
-            handler = loaded_fake(rt, "echo")
-            closed = await asyncio.to_thread(handler.wait_until, lambda: handler.generations[0].closed)
-            await until(lambda: rt.status().models[0].in_flight == 0)
-            return [sent[0]["status"], closed, handler.generations[0].ended]
-
-    assert run(scenario()) == [200, True, False]
+    assert leaving_stops_the_engine(tmp_path, "/v1/messages", body) == [200, True, False]
     row = latest(corral_home / "requests.db", 1)[0]
     assert (row["door"], row["status"]) == ("anthropic", 499)
 

@@ -257,6 +257,24 @@ async def leave_mid_stream(app: Any, path: str, body: dict[str, Any],
     return sent
 
 
+def leaving_stops_the_engine(tmp_path: Path, route: str, body: dict[str, Any]) -> list[Any]:
+    """A client leaves ``route``'s stream (``body`` asks the model "echo", registered here, for a long
+    answer) after its first piece: [the status sent, whether the engine's generation was closed,
+    whether it ran to its end]; the slot is free again when this returns."""
+    register(tmp_path, "echo", repeat=True, delay=0.001)  # 10 s to reach 10,000 tokens
+
+    async def scenario() -> list[Any]:
+        rt = fake_runtime()
+        async with serving(rt) as (app, _):
+            sent = await leave_mid_stream(app, route, body)
+            handler = loaded_fake(rt, "echo")
+            closed = await asyncio.to_thread(handler.wait_until, lambda: handler.generations[0].closed)
+            await until(lambda: rt.status().models[0].in_flight == 0)
+            return [sent[0]["status"], closed, handler.generations[0].ended]
+
+    return run(scenario())
+
+
 def streamed_la(route: str, max_tokens: int) -> dict[str, Any]:
     if route == CHAT:
         return chat_body("la", stream=True, max_tokens=max_tokens)

@@ -6,7 +6,6 @@ end; the next request works), a client that leaves mid-stream (the engine stops,
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,14 @@ from typing import Any
 import httpx
 import ollama
 import pytest
-from tests.fake_engine import loaded_fake
-from tests.server.test_fake_http import HOST, fake_runtime, leave_mid_stream, register, run, serving, until
+from tests.server.test_fake_http import (
+    HOST,
+    fake_runtime,
+    leaving_stops_the_engine,
+    register,
+    run,
+    serving,
+)
 
 from corral.runtime.requestlog import latest
 
@@ -96,20 +101,9 @@ def test_an_engine_failing_mid_stream_ends_with_an_error_line(tmp_path: Path) ->
 
 @pytest.mark.parametrize("route", ["/api/chat", "/api/generate"])
 def test_a_client_that_leaves_mid_stream_stops_the_engine(tmp_path: Path, corral_home: Path, route: str) -> None:
-    register(tmp_path, "echo", repeat=True, delay=0.001)  # 10 s to reach num_predict
     body: dict[str, Any] = {"model": "echo", "options": {"num_predict": 10_000}}
     body.update({"messages": [{"role": "user", "content": "la"}]} if route == "/api/chat" else {"prompt": "la"})
-
-    async def scenario() -> list[Any]:
-        rt = fake_runtime()
-        async with serving(rt) as (app, _):
-            sent = await leave_mid_stream(app, route, body)
-            handler = loaded_fake(rt, "echo")
-            closed = await asyncio.to_thread(handler.wait_until, lambda: handler.generations[0].closed)
-            await until(lambda: rt.status().models[0].in_flight == 0)
-            return [sent[0]["status"], closed, handler.generations[0].ended]
-
-    assert run(scenario()) == [200, True, False]
+    assert leaving_stops_the_engine(tmp_path, route, body) == [200, True, False]
     row = latest(corral_home / "requests.db", 1)[0]
     assert (row["door"], row["status"]) == ("ollama", 499)
 

@@ -5,15 +5,20 @@ works); a client that leaves mid-stream stops the engine (logged 499 with door r
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from openai import AsyncOpenAI
-from tests.fake_engine import loaded_fake
-from tests.server.test_fake_http import HOST, fake_runtime, leave_mid_stream, register, run, serving, until
+from tests.server.test_fake_http import (
+    HOST,
+    fake_runtime,
+    leaving_stops_the_engine,
+    register,
+    run,
+    serving,
+)
 
 from corral.runtime.requestlog import latest
 
@@ -41,18 +46,7 @@ def test_an_engine_failing_mid_stream_ends_with_an_error_event(tmp_path: Path) -
 
 
 def test_a_client_that_leaves_mid_stream_stops_the_engine(tmp_path: Path, corral_home: Path) -> None:
-    register(tmp_path, "echo", repeat=True, delay=0.001)
     body = {"model": "echo", "input": "la", "max_output_tokens": 10_000, "stream": True}
-
-    async def scenario() -> list[Any]:
-        rt = fake_runtime()
-        async with serving(rt) as (app, _):
-            sent = await leave_mid_stream(app, "/v1/responses", body)
-            handler = loaded_fake(rt, "echo")
-            closed = await asyncio.to_thread(handler.wait_until, lambda: handler.generations[0].closed)
-            await until(lambda: rt.status().models[0].in_flight == 0)
-            return [sent[0]["status"], closed, handler.generations[0].ended]
-
-    assert run(scenario()) == [200, True, False]
+    assert leaving_stops_the_engine(tmp_path, "/v1/responses", body) == [200, True, False]
     row = latest(corral_home / "requests.db", 1)[0]
     assert (row["door"], row["status"]) == ("responses", 499)

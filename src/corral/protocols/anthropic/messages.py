@@ -21,6 +21,7 @@ from corral.protocols.anthropic.schemas import (
     ToolUseBlock,
 )
 from corral.protocols.openai.schemas import ChatCompletionBody
+from corral.toolcalls import arguments_object
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -86,12 +87,8 @@ def chat_body(body: CountTokensBody, *, max_tokens: int, stream: bool = True) ->
 
 def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
     function = call["function"]
-    try:
-        arguments = json.loads(function["arguments"] or "{}")
-    except json.JSONDecodeError:
-        arguments = {"value": function["arguments"]}
     return {"type": "tool_use", "id": "toolu_" + call["id"].removeprefix("call_"), "name": function["name"],
-            "input": arguments}
+            "input": arguments_object(function["arguments"])}
 
 
 def message(answer: dict[str, Any], model: str) -> dict[str, Any]:

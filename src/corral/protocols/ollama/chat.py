@@ -16,6 +16,7 @@ from typing import Any
 from corral.errors import UsageError
 from corral.protocols.ollama.schemas import ChatBody, GenerateBody, Message, Options
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody
+from corral.toolcalls import arguments_object
 
 UNTIL_CONTEXT_ENDS = (-1, -2)  # num_predict values that mean "no limit": the engine caps by the context
 
@@ -126,11 +127,7 @@ class Timing:
 
 def _call(tool_call: dict[str, Any]) -> dict[str, Any]:
     function = tool_call["function"]
-    try:
-        arguments = json.loads(function["arguments"] or "{}")
-    except json.JSONDecodeError:
-        arguments = {"value": function["arguments"]}
-    return {"function": {"name": function["name"], "arguments": arguments}}
+    return {"function": {"name": function["name"], "arguments": arguments_object(function["arguments"])}}
 
 
 async def ollama_chunks(openai_chunks: AsyncIterator[dict[str, Any]], model: str, timing: Timing,
