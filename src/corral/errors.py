@@ -79,6 +79,16 @@ class UsageError(CorralError):
     exit_code = 2
 
 
+class ParameterError(UsageError):
+    """A request field out of the model's range (``param`` names it), 400 as OpenAI and vLLM answer."""
+
+    http_status = 400
+
+    def __init__(self, param: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
+
+
 class ConfigError(CorralError):
     """A setting with a bad value: in a flag, an environment variable or the config file."""
 

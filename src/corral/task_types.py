@@ -30,6 +30,9 @@ class Message:
         return tuple(p.image for p in self.parts if isinstance(p, ImagePart))
 
 
+UNBOUNDED = 1 << 30  # max_tokens a door sends when none was asked for: until the model stops or the context ends
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Decoding settings shared by chat and completion, and their defaults for every door that
@@ -42,6 +45,7 @@ class Sampling:
     stop: tuple[str, ...] = ()
     top_k: int | None = None  # None: the engine's default; 0: no top-k cut
     context: int | None = None  # prompt + output tokens this request may use (Ollama's num_ctx); None: the model's
+    asked: bool = False  # max_tokens is the caller's own (checked against the model: 400), not a door's default
 
     def check(self, name: Callable[[str], str] = str) -> Sampling:
         """Itself, or a UsageError naming the field that is out of range (``name`` spells the

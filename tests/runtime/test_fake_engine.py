@@ -262,7 +262,7 @@ def test_keep_alive_follows_the_injected_clock(tmp_path: Path) -> None:
 
 
 def test_closing_a_stream_stops_the_engine_before_the_slot_is_free(tmp_path: Path, corral_home: Path) -> None:
-    register_fake(store(), tmp_path, "echo", repeat=True, delay=0.001)  # 10 s to reach max_tokens
+    register_fake(store(), tmp_path, "echo", repeat=True, delay=0.001, context=20_000)  # 10 s to reach max_tokens
 
     async def scenario() -> list[Any]:
         async with fake_runtime() as rt:

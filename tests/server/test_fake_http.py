@@ -261,7 +261,7 @@ def leaving_stops_the_engine(tmp_path: Path, route: str, body: dict[str, Any]) -
     """A client leaves ``route``'s stream (``body`` asks the model "echo", registered here, for a long
     answer) after its first piece: [the status sent, whether the engine's generation was closed,
     whether it ran to its end]; the slot is free again when this returns."""
-    register(tmp_path, "echo", repeat=True, delay=0.001)  # 10 s to reach 10,000 tokens
+    register(tmp_path, "echo", repeat=True, delay=0.001, context=20_000)  # 10 s to reach 10,000 tokens
 
     async def scenario() -> list[Any]:
         rt = fake_runtime()
@@ -283,7 +283,7 @@ def streamed_la(route: str, max_tokens: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("route", [CHAT, "/v1/completions"])
 def test_a_client_that_leaves_mid_stream_stops_the_engine(tmp_path: Path, corral_home: Path, route: str) -> None:
-    register(tmp_path, "echo", repeat=True, delay=0.001)  # 10 s to reach max_tokens
+    register(tmp_path, "echo", repeat=True, delay=0.001, context=20_000)  # 10 s to reach max_tokens
 
     async def scenario() -> list[Any]:
         rt = fake_runtime()
@@ -305,7 +305,7 @@ def test_the_slot_is_free_only_once_the_engine_has_stopped(tmp_path: Path) -> No
     cancel scope cancels every await after a disconnect; there the engine's join must outlast repeated
     cancellation, which tests/runtime/test_stream_join.py pins (this held-engine scenario cannot show it
     without a timeout: the route's task then rightly waits for the release)."""
-    register(tmp_path, "echo", repeat=True, hold=True, delay=0.001)  # token 2 waits for the test's release
+    register(tmp_path, "echo", repeat=True, hold=True, delay=0.001, context=20_000)  # token 2 waits for the release
     route = CHAT
 
     async def scenario() -> list[bool]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.engines.base import implementation
 from corral.engines.table import ENGINES, EngineSpec, tasks_served
-from corral.errors import CorralError, UnsupportedTaskError
+from corral.errors import CorralError, ParameterError, UnsupportedTaskError
 from corral.models.store import Entry
 from corral.runtime.loader import entry_task, require_task
 from corral.runtime.registry import Check, LoadedModel, Registry
@@ -82,6 +82,7 @@ def task_check(task: Task, engines: Mapping[str, EngineSpec] = ENGINES, request:
     ``engines`` says), or a request with images to a model that reads none, before it loads."""
     def check(entry: Entry) -> None:
         entry_task(entry, task, engines=engines)
+        check_max_tokens(entry, request)
         if isinstance(request, ChatRequest) and request.images:
             served = tasks_served(entry.info.engine, entry.info.tasks, engines)
             if Task.DESCRIBE_IMAGE not in served:
@@ -89,6 +90,22 @@ def task_check(task: Task, engines: Mapping[str, EngineSpec] = ENGINES, request:
                                  + ", ".join(sorted(t.value for t in served)),
                                  "send text only, or use an image-text model (LLaVA, Qwen2-VL, SmolVLM, ...)")
     return check
+
+
+def check_max_tokens(entry: Entry, request: Any) -> None:
+    """A ``max_tokens`` the caller asked for that the model can never reach (its whole context or
+    more) is refused before the model loads, as OpenAI and vLLM do, rather than clamped silently; a
+    door's own default is capped by the context as before."""
+    sampling = getattr(request, "sampling", None)
+    context = entry.info.context_length
+    if sampling is None or not sampling.asked or not context:
+        return
+    limit = min(context, sampling.context or context)
+    if sampling.max_tokens >= limit:
+        raise ParameterError("max_tokens", f"max_tokens is {sampling.max_tokens}, but {entry.name} holds {limit} "
+                             "tokens in all, prompt and answer together",
+                             f"ask for fewer than {limit}, or leave max_tokens out: the answer then runs until the "
+                             "model stops or the context is full")
 
 
 class Tally:

@@ -16,6 +16,7 @@ from typing import Any
 from corral.errors import UsageError
 from corral.protocols.ollama.schemas import ChatBody, GenerateBody, Message, Options
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody
+from corral.task_types import UNBOUNDED
 from corral.toolcalls import arguments_object
 
 UNTIL_CONTEXT_ENDS = (-1, -2)  # num_predict values that mean "no limit": the engine caps by the context
@@ -90,7 +91,7 @@ def generate_body(body: GenerateBody, model: str) -> ChatCompletionBody:
 def completion_body(body: GenerateBody, model: str) -> CompletionBody:
     """``/api/generate`` with ``raw``: the prompt as it is, no template (OpenAI's completions)."""
     fields = _sampling(body.options)
-    fields.setdefault("max_tokens", 1 << 30)  # no num_predict: the engine caps by the context left
+    fields.setdefault("max_tokens", UNBOUNDED)  # no num_predict: the engine caps by the context left
     return CompletionBody.model_validate({"model": model, "prompt": body.prompt, "stream": True, **fields})
 
 

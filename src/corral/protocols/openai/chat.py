@@ -21,6 +21,7 @@ from corral.protocols.openai.schemas import (
     NamedToolChoice,
     stop_tuple,
 )
+from corral.task_types import UNBOUNDED
 from corral.tasks import ChatRequest, ImagePart, Message, Sampling, TextChunk, TokenLogprob, Usage
 from corral.toolcalls import ParsedCall, calls_schema, maybe_call, parse_calls, tools_prompt
 from corral.wire import acollect, primed, usage_json
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from corral.runtime.dispatcher import CallInfo, Trace
     from corral.runtime.runtime import Runtime
 
-UNBOUNDED = 1 << 30  # no max_tokens: the engine caps by the context left
 
 
 MAX_IMAGES = 16  # images one conversation may carry
@@ -222,7 +222,8 @@ def prepare_chat(body: ChatCompletionBody, images: Sequence[Any] = ()) -> Prepar
             schema = calls_schema(tools, choice)
     max_tokens = body.max_completion_tokens or body.max_tokens or UNBOUNDED
     sampling = Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                        stop=stop_tuple(body.stop), top_k=body.top_k, context=body.context_limit)
+                        stop=stop_tuple(body.stop), top_k=body.top_k, context=body.context_limit,
+                        asked=max_tokens != UNBOUNDED)
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     request = ChatRequest(tuple(messages), sampling=sampling, json_schema=schema, logprobs=logprobs)
     return PreparedChat(request, names, body.logprobs)
