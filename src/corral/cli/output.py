@@ -1,4 +1,4 @@
-"""Terminal output helpers: sizes, counts, tables, JSON, errors."""
+"""Terminal output helpers: sizes, counts, tables (control characters escaped), JSON, errors."""
 
 from __future__ import annotations
 
@@ -30,7 +30,14 @@ def human_count(n: int | None) -> str:
     return str(n)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (CR, LF, NUL, ESC, ...) written as escapes: a value that came
+    from a request (a model name) cannot break a line of a table or send terminal codes."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
