@@ -6,7 +6,6 @@ has begun."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from corral.api.common import call_info, runtime_of, trace_headers
 from corral.api.errors import anthropic_error
-from corral.api.sse import EventStream
+from corral.api.sse import EventStream, typed_event
 from corral.errors import CorralError
 from corral.protocols.anthropic.messages import chat_body, events, message
 from corral.protocols.anthropic.schemas import CountTokensBody, MessagesBody
@@ -32,13 +31,13 @@ async def _sse(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     """Each event as ``event: TYPE`` + ``data: JSON``; a failure after the start as an ``error`` event."""
     try:
         async for item in items:
-            yield f"event: {item['type']}\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
+            yield typed_event(item)
     except CorralError as exc:
         body = anthropic_error(exc.http_status, exc.message + (f" ({exc.hint})" if exc.hint else ""))
-        yield f"event: error\ndata: {json.dumps(body)}\n\n"
+        yield typed_event(body)
     except Exception as exc:
         log.exception("a Messages stream failed")
-        yield f"event: error\ndata: {json.dumps(anthropic_error(500, f'internal error: {type(exc).__name__}'))}\n\n"
+        yield typed_event(anthropic_error(500, f"internal error: {type(exc).__name__}"))
     finally:
         await items.aclose()  # type: ignore[attr-defined]
 

@@ -8,7 +8,6 @@ conversation (``runtime.stored_responses``) so ``previous_response_id`` continue
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from corral.api.common import call_info, runtime_of, trace_headers
-from corral.api.sse import EventStream
+from corral.api.sse import EventStream, typed_event
 from corral.errors import CorralError
 from corral.protocols.openai.chat import start_chat
 from corral.protocols.responses.run import chat_body, conversation, events, response, turn_of
@@ -63,12 +62,12 @@ async def _sse(items: AsyncIterator[dict[str, Any]], keep: Any) -> AsyncIterator
         async for item in items:
             if item["type"] in ("response.completed", "response.incomplete"):
                 await keep(item["response"])
-            yield f"event: {item['type']}\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
+            yield typed_event(item)
     except Exception as exc:  # not a corral error (events() turns those into response.failed)
         log.exception("a Responses stream failed")
         failure = {"type": "error", "code": "server_error", "message": f"internal error: {type(exc).__name__}",
                    "param": None, "sequence_number": 0}
-        yield f"event: error\ndata: {json.dumps(failure)}\n\n"
+        yield typed_event(failure)
     finally:
         await items.aclose()  # type: ignore[attr-defined]
 

@@ -23,6 +23,11 @@ def event(data: dict[str, Any]) -> str:
 DONE = "data: [DONE]\n\n"
 
 
+def typed_event(data: dict[str, Any]) -> str:
+    """An event named by its ``type`` (``event: TYPE``), as the Anthropic and Responses streams frame them."""
+    return f"event: {data['type']}\n{event(data)}"
+
+
 async def sse_events(chunks: AsyncIterator[dict[str, Any]], *, done: bool = True) -> AsyncIterator[str]:
     """Each chunk as an event, then ``[DONE]`` (unless not ``done``: OpenAI's speech events end
     without it); the chunks are closed however this ends. A corral error once events have gone out
