@@ -18,6 +18,7 @@ from corral.api.common import runtime_of
 from corral.api.progress import drain, error_line
 from corral.errors import BadReferenceError, CorralError, ModelNotFoundError, UsageError
 from corral.models.refs import check_name, parse_ref
+from corral.models.removal import Removed
 from corral.models.store import Entry
 from corral.runtime.runtime import Runtime
 
@@ -68,20 +69,27 @@ async def pull(body: PullBody, request: Request) -> StreamingResponse:
     return StreamingResponse(_pull_lines(rt, reference, request.app.state), media_type="application/x-ndjson")
 
 
-async def _pull_lines(rt: Runtime, reference: str, state: Any) -> AsyncIterator[bytes]:
-    loop, events = asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]]()
+def start_pull(rt: Runtime, reference: str, state: Any) -> tuple[asyncio.Task[Entry], asyncio.Queue[Any]]:
+    """The pull of ``reference`` as a background task of the app (a client that leaves does not stop
+    it: the model is registered when it ends), and the queue its progress events arrive on."""
+    loop, events = asyncio.get_running_loop(), asyncio.Queue[Any]()
 
-    def progress(p: Any) -> None:
-        line = {"status": "downloading", "repo": p.repo, "completed": p.completed, "total": p.total}
-        loop.call_soon_threadsafe(events.put_nowait, line)
+    def progress(p: Any) -> None:  # called from the download's thread
+        loop.call_soon_threadsafe(events.put_nowait, p)
 
     task = asyncio.create_task(rt.pull(reference, progress=progress))
     background: set[asyncio.Task[Any]] = state.background
     background.add(task)
     task.add_done_callback(background.discard)
+    return task, events
+
+
+async def _pull_lines(rt: Runtime, reference: str, state: Any) -> AsyncIterator[bytes]:
+    task, events = start_pull(rt, reference, state)
     yield orjson.dumps({"status": "pulling", "reference": reference}) + b"\n"
-    async for line in drain(task, events):
-        yield orjson.dumps(line) + b"\n"
+    async for p in drain(task, events):
+        yield orjson.dumps({"status": "downloading", "repo": p.repo, "completed": p.completed,
+                            "total": p.total}) + b"\n"
     try:
         entry = task.result()
     except CorralError as exc:
@@ -101,13 +109,17 @@ def registered(rt: Runtime, name: str) -> Entry:
 @router.delete("/api/models/{name:path}")
 async def delete(name: str, request: Request, delete_files: bool = False) -> dict[str, Any]:
     """Unload (if loaded) and unregister; ``delete_files``: also the files corral downloaded."""
+    removed = await unregister(runtime_of(request), name, delete_files=delete_files)
+    return removed.to_json()
+
+
+async def unregister(rt: Runtime, name: str, *, delete_files: bool = False) -> Removed:
+    """Unload (if loaded) and unregister the registered model ``name`` (a 404 otherwise)."""
     from corral.models.removal import remove_model
 
-    rt = runtime_of(request)
     registered(rt, name)
     await rt.unload(name)
-    removed = await asyncio.to_thread(remove_model, rt.store, name, delete_files=delete_files)
-    return removed.to_json()
+    return await asyncio.to_thread(remove_model, rt.store, name, delete_files=delete_files)
 
 
 @router.get("/api/models/{name:path}/inspect")

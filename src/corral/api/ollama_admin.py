@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from corral import __version__
 from corral.api.common import runtime_of
-from corral.api.manage import pull_reference, registered
+from corral.api.manage import pull_reference, registered, start_pull, unregister
 from corral.api.progress import drain
 from corral.api.sse import ClosingStream
 from corral.errors import ConflictError, CorralError, UsageError
@@ -67,12 +67,7 @@ async def show_model(body: ModelBody, request: Request) -> dict[str, Any]:
 
 @router.delete("/api/delete", response_model=None)
 async def delete(body: ModelBody, request: Request) -> Response:
-    from corral.models.removal import remove_model
-
-    rt, name = runtime_of(request), corral_name(body.model)
-    registered(rt, name)
-    await rt.unload(name)
-    await asyncio.to_thread(remove_model, rt.store, name)
+    await unregister(runtime_of(request), corral_name(body.model))
     return Response(status_code=200)
 
 
@@ -102,21 +97,12 @@ async def pull(body: PullBody, request: Request) -> Response:
 
 
 async def _pull_lines(rt: Runtime, reference: str, state: Any) -> AsyncIterator[bytes]:
-    """Ollama's pull progress. A client that leaves does not stop the download (it is registered
-    when it ends), as with the web UI's pull."""
-    loop, events = asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]]()
-
-    def progress(p: Any) -> None:
+    """Ollama's pull progress (the same background pull as the web UI's)."""
+    task, events = start_pull(rt, reference, state)
+    yield orjson.dumps({"status": "pulling manifest"}) + b"\n"
+    async for p in drain(task, events):
         digest = "sha256:" + hashlib.sha256(str(p.repo).encode()).hexdigest()
         line = {"status": f"pulling {digest[7:19]}", "digest": digest, "total": p.total, "completed": p.completed}
-        loop.call_soon_threadsafe(events.put_nowait, line)
-
-    task = asyncio.create_task(rt.pull(reference, progress=progress))
-    background: set[asyncio.Task[Any]] = state.background
-    background.add(task)
-    task.add_done_callback(background.discard)
-    yield orjson.dumps({"status": "pulling manifest"}) + b"\n"
-    async for line in drain(task, events):
         yield orjson.dumps(line) + b"\n"
     try:
         task.result()
