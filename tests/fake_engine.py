@@ -18,6 +18,10 @@ mocked or patched; only the weights are fake.
   needs, without sleeping. ``delay`` adds a per-token pause for tests that need a long stream. ``noisy`` writes to fd 1
   on every token (a ``print`` and a raw ``os.write``), as a chatty native library would. ``fail_after``
   raises RuntimeError once that many tokens are out.
+- ``fail_load`` makes loading run out of memory after the weights were allocated: ``"raise"`` raises
+  MemoryError, ``"allocate"`` asks for 1 PiB (more than any address space: the allocation itself
+  fails at once, nothing touched), ``"cuda"`` raises torch's ``OutOfMemoryError`` (a RuntimeError,
+  as a CUDA load that runs out raises it; torch imported only then).
 - Every generation is recorded (:class:`FakeGeneration`): tokens produced, whether it ended or
   was closed early; :meth:`FakeHandler.wait_until` lets a test wait for a state, with a timeout.
 """
@@ -62,6 +66,7 @@ class FakeConfig:
     repeat: bool = False  # cycle the words until max_tokens or the context runs out
     noisy: bool = False  # every token also print()s and os.write()s to fd 1, as chatty native libraries do
     fail_after: int | None = None  # raise RuntimeError after this many tokens, as a crashing engine would
+    fail_load: str | None = None  # load fails: "raise" (MemoryError), "allocate" (a real failed allocation), "cuda"
 
 
 @dataclass
@@ -85,6 +90,8 @@ class FakeHandler(Handler):
         self.max_concurrency = self.config.parallel
         size = self.info.memory.cpu_bytes if self.info.memory else 0
         self.weights = b"\x5a" * size  # written, so resident: the registry measures it
+        if self.config.fail_load is not None:
+            run_out_of_memory(self.config.fail_load)
         self.release = threading.Event()
         if not self.config.hold:
             self.release.set()
@@ -157,6 +164,17 @@ class FakeHandler(Handler):
         """Block until ``predicate`` holds (checked whenever a generation changes), or the timeout."""
         with self._changed:
             return self._changed.wait_for(predicate, timeout)
+
+
+def run_out_of_memory(how: str) -> None:
+    """Fail a load the way ``how`` says (:attr:`FakeConfig.fail_load`)."""
+    if how == "allocate":
+        bytearray(1 << 50)  # 1 PiB: past the address space, refused by the allocator before any page is touched
+    if how == "cuda":
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    raise MemoryError(f"the fake engine ran out of memory ({how})")
 
 
 def fake_vector(text: str, dim: int, normalize: bool = True) -> list[float]:

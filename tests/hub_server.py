@@ -21,27 +21,34 @@ Fault injection (set from the test, thread-safe enough for the client's worker t
   body bytes, then the connection is closed mid-body;
 * ``hub.corrupt.add(path)``: serve ``path`` with one byte flipped while advertising the hashes of the real content;
 * ``hub.files[path] = b"..."``: add or override a file (any path, even ``../evil.txt``);
-* ``hub.gated = True``: answer 401 ``GatedRepo`` on every repo route.
+* ``hub.gated = True``: answer 401 ``GatedRepo`` on every repo route;
+* ``hub.extra_siblings`` / ``hub.extra_tree``: raw entries appended to the model listing / the tree listing (poisoned
+  paths or digests), and ``hub.sibling_overrides[path]`` / ``hub.tree_overrides[path]``: fields merged into that
+  file's entry;
+* ``hub.etags[path]``: the ETag (and ``X-Linked-Etag``) to advertise instead of the real one;
+* ``hub.lengths[path] = N``: claim ``Content-Length`` / ``X-Linked-Size`` N while sending the real body, then close;
+* ``hub.stall_file(path, after=N)``: the next GET of ``path`` sends ``N`` body bytes, sets ``hub.stalled``, waits
+  until ``hub.release`` is set, then sends the rest;
+* ``hub.redirect_to = "http://host:port"``: ``/resolve/`` of LFS files answers ``302`` to the same path on that
+  origin (as the Hub sends LFS files to its CDN), with the metadata headers on the redirect.
 
-Every request is recorded in ``hub.requests`` (method, path, query, Range header).
+Every request is recorded in ``hub.requests`` (method, path, query, Range header). The HTTP handler that
+answers the requests is in tests/hub_handler.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Self
-from urllib.parse import unquote, urlsplit
 
 import pytest
+from tests.hub_handler import HubHandler
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".onnx", ".msgpack", ".h5")
 
@@ -67,7 +74,7 @@ class RecordedRequest:
 
 
 class FakeHub:
-    """Serve ``repo_dir`` as model repo ``repo_id`` on ``http://127.0.0.1:<free port>``."""
+    """Serve ``repo_dir`` as model repo ``repo_id`` on ``http://<host, default 127.0.0.1>:<free port>``."""
 
     def __init__(
         self,
@@ -75,8 +82,10 @@ class FakeHub:
         repo_id: str = "org/tiny",
         *,
         lfs_suffixes: tuple[str, ...] = LFS_SUFFIXES,
+        host: str = "127.0.0.1",
     ) -> None:
         self.repo_id = repo_id
+        self.host = host
         self.lfs_suffixes = lfs_suffixes
         self.files: dict[str, bytes] = {}
         if repo_dir is not None:
@@ -87,6 +96,16 @@ class FakeHub:
         self.lfs_files: set[str] = set()  # extra paths to treat as LFS regardless of suffix
         self.corrupt: set[str] = set()
         self.gated = False
+        self.extra_siblings: list[dict[str, object]] = []
+        self.extra_tree: list[dict[str, object]] = []
+        self.sibling_overrides: dict[str, dict[str, object]] = {}
+        self.tree_overrides: dict[str, dict[str, object]] = {}
+        self.etags: dict[str, str] = {}
+        self.lengths: dict[str, int] = {}
+        self.redirect_to: str | None = None
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+        self._stalls: dict[str, int] = {}
         self.requests: list[RecordedRequest] = []
         self._cuts: dict[str, list[int]] = {}  # path -> [after, remaining times]
         self._lock = threading.Lock()
@@ -99,6 +118,15 @@ class FakeHub:
         """Close the connection after ``after`` body bytes on the next ``times`` GETs of ``path``."""
         with self._lock:
             self._cuts[path] = [after, times]
+
+    def stall_file(self, path: str, *, after: int) -> None:
+        """The next GET of ``path`` pauses after ``after`` body bytes (``stalled`` set) until ``release`` is set."""
+        with self._lock:
+            self._stalls[path] = after
+
+    def take_stall(self, path: str) -> int | None:
+        with self._lock:
+            return self._stalls.pop(path, None)
 
     def is_lfs(self, path: str) -> bool:
         return path in self.lfs_files or path.endswith(self.lfs_suffixes)
@@ -113,6 +141,8 @@ class FakeHub:
 
     def etag(self, path: str) -> str:
         content = self.files[path]
+        if path in self.etags:
+            return self.etags[path]
         return hashlib.sha256(content).hexdigest() if self.is_lfs(path) else git_blob_sha1(content)
 
     def gets_of(self, path: str) -> list[RecordedRequest]:
@@ -131,8 +161,8 @@ class FakeHub:
         return f"http://{host!s}:{port}"
 
     def start(self) -> Self:
-        handler = type("BoundHubHandler", (_HubHandler,), {"fake_hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        handler = type("BoundHubHandler", (HubHandler,), {"fake_hub": self})
+        self._server = ThreadingHTTPServer((self.host, 0), handler)
         self._server.daemon_threads = True
         server = self._server
         self._thread = threading.Thread(
@@ -142,6 +172,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.release.set()  # a stalled response ends, so the server can shut down
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -175,7 +206,7 @@ class FakeHub:
                 }
             else:
                 entry["blobId"] = git_blob_sha1(content)
-        return entry
+        return {**entry, **self.sibling_overrides.get(path, {})}
 
     def tree_entry(self, path: str) -> dict[str, object]:
         content = self.files[path]
@@ -183,8 +214,10 @@ class FakeHub:
             pointer = lfs_pointer(content)
             sha = hashlib.sha256(content).hexdigest()
             lfs = {"oid": sha, "size": len(content), "pointerSize": len(pointer)}
-            return {"type": "file", "oid": git_blob_sha1(pointer), "size": len(content), "path": path, "lfs": lfs}
-        return {"type": "file", "oid": git_blob_sha1(content), "size": len(content), "path": path}
+            entry = {"type": "file", "oid": git_blob_sha1(pointer), "size": len(content), "path": path, "lfs": lfs}
+        else:
+            entry = {"type": "file", "oid": git_blob_sha1(content), "size": len(content), "path": path}
+        return {**entry, **self.tree_overrides.get(path, {})}
 
     def tree(self, prefix: str) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
@@ -200,7 +233,7 @@ class FakeHub:
                     oid = hashlib.sha1(d.encode()).hexdigest()
                     out.append({"type": "directory", "oid": oid, "size": 0, "path": d})
             out.append(self.tree_entry(path))
-        return out
+        return out + list(self.extra_tree)
 
     def body_for(self, path: str) -> bytes:
         content = self.files[path]
@@ -216,178 +249,6 @@ class FakeHub:
                 return None
             cut[1] -= 1
             return cut[0]
-
-
-class _HubHandler(BaseHTTPRequestHandler):
-    fake_hub: FakeHub
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeHub/1.0"
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    # -- plumbing ------------------------------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._dispatch(head=False)
-
-    def do_HEAD(self) -> None:
-        self._dispatch(head=True)
-
-    def _send(
-        self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, head: bool = False
-    ) -> None:
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if "Content-Length" not in (headers or {}):
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head and body:
-            self.wfile.write(body)
-
-    def _json(self, payload: object, *, head: bool, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(payload).encode()
-        self._send(200, body, {"Content-Type": "application/json", **(headers or {})}, head=head)
-
-    def _error(self, status: int, code: str | None, message: str, *, head: bool) -> None:
-        headers = {"Content-Type": "application/json", "X-Error-Message": message}
-        if code:
-            headers["X-Error-Code"] = code
-        if code == "EntryNotFound":  # the Hub tells which commit the file is missing from
-            headers["X-Repo-Commit"] = self.fake_hub.commit
-        self._send(status, json.dumps({"error": message}).encode(), headers, head=head)
-
-    def _dispatch(self, *, head: bool) -> None:
-        hub = self.fake_hub
-        split = urlsplit(self.path)
-        path = unquote(split.path)
-        with hub._lock:
-            hub.requests.append(
-                RecordedRequest(self.command, path, split.query, self.headers.get("Range"), dict(self.headers.items()))
-            )
-        api_prefix = f"/api/models/{hub.repo_id}"
-        resolve_prefix = f"/{hub.repo_id}/resolve/"
-        raw = split.path  # keep %2F inside revisions intact for splitting
-        if path == api_prefix or path.startswith(api_prefix + "/"):
-            if hub.gated:
-                return self._error(401, "GatedRepo", "Access to this model is restricted.", head=head)
-            rest = raw[len("/api/models/") + len(hub.repo_id) :].lstrip("/")
-            return self._api(rest, split.query, head=head)
-        if path.startswith(resolve_prefix):
-            if hub.gated:
-                return self._error(401, "GatedRepo", "Access to this model is restricted.", head=head)
-            rest = raw[len("/") + len(hub.repo_id) + len("/resolve/") :]
-            rev, _, file_path = rest.partition("/")
-            return self._resolve(unquote(rev), unquote(file_path), head=head)
-        if path.startswith("/api/models/") or "/resolve/" in path:
-            return self._error(404, "RepoNotFound", "Repository not found", head=head)
-        return self._error(404, None, "Not found", head=head)
-
-    def _check_rev(self, rev: str, *, head: bool) -> bool:
-        if rev in ("main", self.fake_hub.commit):
-            return True
-        self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", head=head)
-        return False
-
-    # -- routes --------------------------------------------------------------------------------------------------
-
-    def _api(self, rest: str, query: str, *, head: bool) -> None:
-        hub = self.fake_hub
-        parts = rest.split("/") if rest else []
-        if not parts or parts[0] == "revision":
-            rev = unquote(parts[1]) if len(parts) > 1 else "main"
-            if not self._check_rev(rev, head=head):
-                return
-            blobs = "blobs=true" in query.lower()
-            return self._json(
-                {
-                    "_id": hashlib.sha1(hub.repo_id.encode()).hexdigest()[:24],
-                    "id": hub.repo_id,
-                    "modelId": hub.repo_id,
-                    "author": hub.repo_id.split("/")[0],
-                    "sha": hub.commit,
-                    "lastModified": "2024-01-01T00:00:00.000Z",
-                    "createdAt": "2024-01-01T00:00:00.000Z",
-                    "private": False,
-                    "gated": False,
-                    "disabled": False,
-                    "downloads": 0,
-                    "likes": 0,
-                    "tags": [],
-                    "siblings": [hub.sibling(p, blobs) for p in sorted(hub.files)],
-                },
-                head=head,
-            )
-        if parts[0] == "tree" and len(parts) > 1:
-            rev = unquote(parts[1])
-            if not self._check_rev(rev, head=head):
-                return
-            return self._json(hub.tree(unquote("/".join(parts[2:]))), head=head)
-        self._error(404, None, "Not found", head=head)
-
-    def _resolve(self, rev: str, file_path: str, *, head: bool) -> None:
-        hub = self.fake_hub
-        if not self._check_rev(rev, head=head):
-            return
-        if file_path not in hub.files:
-            return self._error(404, "EntryNotFound", f"{file_path} does not exist", head=head)
-        body = hub.body_for(file_path)
-        total = len(body)
-        etag = hub.etag(file_path)
-        headers = {
-            "Content-Type": "application/octet-stream",
-            "Accept-Ranges": "bytes",
-            "X-Repo-Commit": hub.commit,
-            "ETag": f'"{etag}"',
-        }
-        if hub.is_lfs(file_path):
-            headers["X-Linked-Etag"] = f'"{etag}"'
-            headers["X-Linked-Size"] = str(total)
-        status, start, end = 200, 0, total - 1
-        range_header = self.headers.get("Range")
-        if range_header and not head:
-            parsed = _parse_range(range_header, total)
-            if parsed is None:
-                headers["Content-Range"] = f"bytes */{total}"
-                return self._send(416, b"", headers)
-            start, end = parsed
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{total}"
-        payload = body[start : end + 1]
-        headers["Content-Length"] = str(len(payload))
-        cut = None if head else hub.take_cut(file_path)
-        if cut is None:
-            return self._send(status, payload, headers, head=head)
-        # Fault: full headers, then only `cut` bytes, then slam the connection shut.
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(payload[:cut])
-        self.wfile.flush()
-        self.close_connection = True
-        with contextlib.suppress(OSError):  # the client may already be gone
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-
-def _parse_range(value: str, total: int) -> tuple[int, int] | None:
-    unit, _, spec = value.partition("=")
-    if unit.strip() != "bytes" or "," in spec:
-        return None
-    first, _, last = spec.strip().partition("-")
-    try:
-        if not first:  # suffix range: last N bytes
-            n = int(last)
-            start, end = max(total - n, 0), total - 1
-        else:
-            start = int(first)
-            end = int(last) if last else total - 1
-    except ValueError:
-        return None
-    if start >= total or start > end:
-        return None
-    return start, min(end, total - 1)
 
 
 @pytest.fixture

@@ -48,37 +48,80 @@ def decode_audio(data: bytes, *, rate: int | None = None, max_seconds: float = D
 XING_WINDOW = 200  # an MP3's Xing / Info tag sits in its first frame, after the header and side info
 
 
+BLOCK_FRAMES = 1 << 16  # frames read at a time: memory follows the audio there is, never what a header claims
+
+
 def _with_soundfile(data: bytes, max_seconds: float) -> Audio | None:
-    """The audio through libsndfile, or None when libsndfile does not know the format. A file it
-    opens but cannot read to the end, or a WAV shorter than its RIFF header says, is truncated."""
+    """The audio through libsndfile, or None when libsndfile does not know the format. A WAV whose
+    header claims more than the limit is refused (413) and one shorter than its RIFF header says is
+    truncated (400), both before decoding; so is a file it opens but cannot read to the end. The
+    samples are read a block at a time and mixed to mono as they come, so a header claiming billions
+    of frames (a FLAC STREAMINFO, ...) allocates nothing: the limit is checked on what decodes."""
     sf = _need("soundfile")
-    np = _need("numpy")
     try:
         opened = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None
     with opened as f:
         _check_length(f.frames / f.samplerate if f.samplerate else 0.0, max_seconds)
-        try:
-            samples = f.read(dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise BadMediaError(f"the audio is truncated or damaged ({str(exc).strip()})") from None
+        _check_riff(data, max_seconds)
+        samples = _read_mono(f, sf, max_seconds)
         rate = int(f.samplerate)
         _check_xing(data, f.format, int(f.frames), len(samples))
-    _check_riff(data)
     if not len(samples):
         raise BadMediaError("the audio has no samples (empty or truncated)")
-    return Audio(np.ascontiguousarray(samples.mean(axis=1), dtype=np.float32), rate)
+    return Audio(samples, rate)
 
 
-def _check_riff(data: bytes) -> None:
-    """A WAV file shorter than the size its RIFF header declares was cut off (libsndfile reads what is
-    there without complaint). Streamed WAVs declare an unknown size (0, or 0x7FFFxxxx and up)."""
+def _read_mono(f: Any, sf: Any, max_seconds: float) -> Any:
+    """``f``'s samples as one mono float32 array, read ``BLOCK_FRAMES`` at a time."""
+    np = _need("numpy")
+    parts: list[Any] = []
+    total = 0
+    try:
+        while len(block := f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)):
+            parts.append(block.mean(axis=1, dtype=np.float32))
+            total += len(block)
+            _check_length(total / f.samplerate if f.samplerate else 0.0, max_seconds)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise BadMediaError(f"the audio is truncated or damaged ({str(exc).strip()})") from None
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype=np.float32)
+
+
+def _check_riff(data: bytes, max_seconds: float) -> None:
+    """A WAV whose data chunk claims more audio than the limit is too long (413), from its header; one
+    shorter than the size its RIFF header declares was cut off (400; libsndfile reads what is there
+    without complaint). Streamed WAVs declare an unknown size (corral and FFmpeg write 0xFFFFFFFF,
+    espeak-ng 0x7FFFF000): a data size of 0, 0xFFFFFFFF or 0x7F000000-0x7FFFFFFF claims no length."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return
+    claim = _wav_data_claim(data)
+    if claim is not None:
+        size, byte_rate = claim
+        streamed = size in (0, 0xFFFFFFFF) or 0x7F000000 <= size <= 0x7FFFFFFF
+        if not streamed and byte_rate and size / byte_rate > max_seconds:
+            raise MediaTooLargeError(f"the WAV header declares {size} bytes of audio ({size / byte_rate:.1f} s); the "
+                                     f"limit is {max_seconds:g} s", "send a shorter clip (the server's "
+                                     "--max-audio-seconds)")
     declared = int.from_bytes(data[4:8], "little")
     if 0 < declared < 0x7F000000 and declared + 8 > len(data):
         raise BadMediaError(f"the WAV file is truncated: its header declares {declared + 8} bytes, it has {len(data)}")
+
+
+def _wav_data_claim(data: bytes) -> tuple[int, int] | None:
+    """(the size the ``data`` chunk declares, the ``fmt `` chunk's bytes per second), walking at most
+    64 chunks of the RIFF header; None when either is missing."""
+    pos, byte_rate = 12, 0
+    for _ in range(64):
+        if pos + 8 > len(data):
+            return None
+        kind, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if kind == b"fmt " and pos + 20 <= len(data):
+            byte_rate = int.from_bytes(data[pos + 16:pos + 20], "little")
+        elif kind == b"data":
+            return size, byte_rate
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _check_xing(data: bytes, kind: str, declared: int, got: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from corral.errors import CorralError
 from corral.tasks import DEFAULT_SAMPLING, ChatRequest, CompletionRequest, EmbedRequest, Message, Sampling, Task
+from corral.wire import loads
 
 OPTIONS = ("temperature", "top_p", "max_tokens", "seed", "stop")
 SHAPES = ("messages", "prompt", "input")
@@ -65,7 +66,7 @@ def parse_line(raw: bytes, number: int, chats: bool) -> Item:
         if len(raw) > MAX_LINE:
             raise LineError(f"the line is {len(raw)} bytes; at most {MAX_LINE} are read")
         try:
-            data = json.loads(raw)
+            data = loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LineError(f"not JSON ({exc.__class__.__name__}: {exc})") from None
         if not isinstance(data, dict):
@@ -170,7 +171,7 @@ def done_ids(path: Path) -> tuple[dict[str | int, bytes], bool]:
     with path.open("rb") as f:
         for raw in f:
             try:
-                row = json.loads(raw) if raw.endswith(b"\n") else None
+                row = loads(raw) if raw.endswith(b"\n") else None
             except (json.JSONDecodeError, UnicodeDecodeError):
                 row = None
             if not isinstance(row, dict) or "id" not in row or row.get("error") is not None:

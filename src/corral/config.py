@@ -115,9 +115,14 @@ class RuntimeSettings(_Section):
                                    env="CORRAL_KEEP_ALIVE")
     max_queue: int = setting(64, "requests that may wait per model before 429 (default 64)",
                              env="CORRAL_MAX_QUEUE", ge=0)
+    stall_timeout: Duration = setting(300.0, "fail a streamed answer whose model produced nothing for this long: 504, "
+                                      "or an error event once streaming (default 5m; -1: never)",
+                                      env="CORRAL_STALL_TIMEOUT")
     parallel: int = setting(8, "GGUF requests decoded together per model, each with its own --ctx (default 8)",
                             env="CORRAL_PARALLEL", ge=1, le=64)
     log_prompts: bool = setting(False, "store prompt text in the request log", env="CORRAL_LOG_PROMPTS")
+    download_reserve: Size = setting(2**30, "refuse a download, before its first byte, that would leave less disk "
+                                     "free than this (default 1GiB)", env="CORRAL_DOWNLOAD_RESERVE", ge=0)
     max_image_pixels: int = setting(40_000_000, "refuse an image with more pixels than this (default 40 million), "
                                     "from its header, before decoding it", env="CORRAL_MAX_IMAGE_PIXELS", ge=1)
     max_audio_seconds: Duration = setting(3600.0, "refuse audio longer than this (default 1h), from its header "

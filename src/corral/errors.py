@@ -72,6 +72,12 @@ class OfflineError(DownloadError):
     http_status = 503
 
 
+class InsufficientStorageError(DownloadError):
+    """A download would leave less free disk than the configured reserve; refused before the first byte."""
+
+    http_status = 507
+
+
 class UsageError(CorralError):
     """A command-line or request parameter is invalid."""
 
@@ -112,6 +118,12 @@ class InsufficientMemoryError(CorralError):
     """A model cannot fit the memory budget even with every other model unloaded."""
 
     http_status = 507
+
+
+class StalledError(CorralError):
+    """A model produced nothing for longer than the stall timeout (``--stall-timeout``)."""
+
+    http_status = 504
 
 
 class BusyError(CorralError):

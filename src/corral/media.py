@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from typing import Any
 
 from corral.errors import CorralError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ a 7700 x 5200 photo
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")  # a URL's scheme (RFC 3986)
 
 
 class BadMediaError(CorralError):
@@ -25,19 +27,30 @@ class MediaTooLargeError(CorralError):
     http_status = 413
 
 
+def url_scheme(value: str) -> str | None:
+    """The scheme of ``value`` (lowercased: ``http``, ``data``, ``file``, ...) when it is a URL, else None
+    (base64 text holds no colon)."""
+    found = _SCHEME.match(value)
+    return found.group(1).lower() if found else None
+
+
 def media_bytes(value: Any, what: str = "image") -> bytes:
     """Bytes of raw bytes, a base64 string or a ``data:...;base64,`` URL; never a fetched URL."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if not isinstance(value, str) or not value:
         raise BadMediaError(f"the {what} must be bytes, base64 text or a data: URL")
-    if value.startswith(("http://", "https://")):
+    if url_scheme(value) == "data":
+        head, _, value = value.partition(",")
+        if ";base64" not in head.lower():
+            raise BadMediaError(f"the {what} data: URL must be base64-encoded")
+    scheme = url_scheme(value)  # also inside a data: URL (a client that wrapped a link in one)
+    if scheme in ("http", "https"):
         raise BadMediaError(f"the {what} is a URL; corral does not fetch remote media",
                             "send the bytes, base64-encoded, or a data: URL")
-    if value.startswith("data:"):
-        head, _, value = value.partition(",")
-        if ";base64" not in head:
-            raise BadMediaError(f"the {what} data: URL must be base64-encoded")
+    if scheme is not None:
+        raise BadMediaError(f"the {what} is a {scheme}: URL, which corral never reads",
+                            "send the bytes, base64-encoded, or a data: URL")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from corral.media import BadMediaError, MediaTooLargeError, decode_image, media_bytes
+from corral.media import BadMediaError, MediaTooLargeError, decode_image, media_bytes, url_scheme
 
 if TYPE_CHECKING:
     from corral.config import Settings
@@ -148,7 +148,7 @@ class _Target:
 async def load_image(url: str, remote: RemoteMedia, max_pixels: int) -> Any:
     """The decoded image a ``data:`` URL (or base64 text) holds, or, where ``remote`` allows, that an
     ``http(s)`` URL serves; decoded off the event loop."""
-    data = await remote.fetch(url) if url.startswith(("http://", "https://")) else media_bytes(url)
+    data = await remote.fetch(url) if url_scheme(url) in ("http", "https") else media_bytes(url)
     return await asyncio.to_thread(decode_image, data, max_pixels=max_pixels)
 
 

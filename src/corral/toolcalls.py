@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from corral.wire import loads
+
 _TAGGED = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
 
@@ -54,7 +56,7 @@ def _as_call(obj: Any, names: set[str]) -> ParsedCall | None:
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):
         try:
-            args = json.loads(args)
+            args = loads(args)
         except json.JSONDecodeError:
             return None
     if not isinstance(args, dict):
@@ -69,7 +71,7 @@ def parse_calls(text: str, names: set[str]) -> list[ParsedCall] | None:
     if tagged:
         for raw in tagged:
             try:
-                candidates.append(json.loads(raw))
+                candidates.append(loads(raw))
             except json.JSONDecodeError:
                 return None
     else:
@@ -77,7 +79,7 @@ def parse_calls(text: str, names: set[str]) -> list[ParsedCall] | None:
         if not stripped.startswith(("{", "[")):
             return None
         try:
-            obj = json.loads(stripped)
+            obj = loads(stripped)
         except json.JSONDecodeError:
             return None
         candidates = obj.get("tool_calls", [obj]) if isinstance(obj, dict) else obj
@@ -99,6 +101,6 @@ def arguments_object(text: str) -> Any:
     """A call's JSON arguments (OpenAI sends them as a string) as the object the Ollama and Anthropic
     APIs carry; text that is not JSON is kept as ``{"value": text}``."""
     try:
-        return json.loads(text or "{}")
+        return loads(text or "{}")
     except json.JSONDecodeError:
         return {"value": text}

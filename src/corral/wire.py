@@ -2,16 +2,20 @@
 
 Collecting a stream of chunks into one answer (and priming one), the usage object and the embedding list are the
 same whether the HTTP door answers a request, the CLI prints ``--json`` or the sidecar replies;
-they are written here and nowhere else. Transport-free: no FastAPI, no argparse.
+they are written here and nowhere else, as is ``loads``, the parse of JSON that clients and models write
+(bounded depth: a clean JSONDecodeError). Transport-free: no FastAPI, no argparse.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from corral.errors import ParameterError
 from corral.tasks import EmbedResult, TextChunk, TokenLogprob, Usage
 
 T = TypeVar("T")
@@ -107,6 +111,40 @@ def embedding_list(result: EmbedResult, model: str, *, dimensions: int | None = 
              else v} for i, v in enumerate(vectors)]
     return {"object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}}
+
+
+def loads(data: str | bytes) -> Any:
+    """JSON a client or a model wrote (a request body, a tool call's arguments). Nesting deeper than the
+    decoder's limit is malformed JSON like any other (``json.JSONDecodeError``), never a RecursionError."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # what json.loads leaves of a "\\udXXX" escape that is no pair
+
+
+def check_text(value: Any) -> None:
+    """Refuse parsed JSON holding a lone surrogate (JSON can spell one, UTF-8 cannot, so no model, log
+    or answer could carry it) with a 400 naming the field, before anything reads it. Walks without
+    recursion: the value may be nested as deep as the parser allows."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        texts: Iterable[str] = ()
+        if isinstance(item, str):
+            texts = (item,)
+        elif isinstance(item, dict):
+            texts = (k for k in item if isinstance(k, str))
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+        for text in texts:
+            if found := _SURROGATE.search(text):
+                raise ParameterError(where or "body", f"{where or 'the body'} holds a lone UTF-16 surrogate "
+                                     f"(\\u{ord(found.group()):04x}), which is not text",
+                                     "send valid Unicode: a surrogate belongs only in a pair that spells one character")
 
 
 def dumps(payload: Any, *, indent: bool = False) -> bytes:

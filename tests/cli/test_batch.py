@@ -145,3 +145,10 @@ def test_a_terminal_sees_the_progress_bar(up: StandIn, tmp_path: Path) -> None:
     screen = child.before or ""
     assert child.exitstatus == 1 and "10/10" in screen and "failed 1" in screen, screen
     assert "/s" in screen and "ETA" in screen and "10 of 10 results written" in screen
+
+
+def test_a_line_nested_too_deeply_is_a_bad_line_not_a_crash() -> None:
+    from corral.batchfile import parse_line
+
+    item = parse_line(b"[" * 100_000, 3, True)
+    assert item.request is None and item.error is not None and "nested too deeply" in item.error

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from corral.api import (
     admin,
@@ -24,8 +24,10 @@ from corral.api import (
     responses,
     ui,
 )
+from corral.api.departure import Departures
 from corral.api.guard import Guard, ServerState
 from corral.runtime.runtime import Runtime
+from corral.wire import check_text
 
 
 @dataclass
@@ -47,6 +49,20 @@ def _response_store(runtime: Runtime) -> Any:
     return ResponseStore(runtime.settings.data_dir, server.response_retention)
 
 
+async def unicode_body(request: Request) -> None:
+    """Every route's dependency: a JSON body is valid Unicode text (no lone surrogate) before the route
+    or its body model reads it. The parse is the one FastAPI made (Starlette keeps it); a body that
+    does not parse is left to the route, which answers it."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if (kind and kind != "application/json" and not kind.endswith("+json")) or not await request.body():
+        return  # no JSON (a body without a content type may be: FastAPI and the HF routes read it so)
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):
+        return
+    check_text(body)
+
+
 def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> Any:
     """The HTTP door over ``runtime``: its lifespan is the runtime's ``async with``."""
 
@@ -66,7 +82,8 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
                 if app.state.responses is not None:
                     app.state.responses.close()
 
-    app = FastAPI(title="corral", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="corral", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None,
+                  dependencies=[Depends(unicode_body)])
     app.state.runtime, app.state.server = runtime, state
     app.state.background = set()  # work a client started and may leave before it ends (a pull)
     errors.install(app)
@@ -85,4 +102,5 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):
         hosts.append(options.host)
-    return Guard(app, allowed_hosts=hosts, api_keys=options.api_keys, state=state, max_body=options.max_body)
+    watched = Departures(app, send_timeout=runtime.options.stall_timeout)
+    return Guard(watched, allowed_hosts=hosts, api_keys=options.api_keys, state=state, max_body=options.max_body)

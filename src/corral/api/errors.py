@@ -18,8 +18,8 @@ log = logging.getLogger("corral.api")
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
          404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
-         422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
-         507: "insufficient_storage"}
+         422: "invalid_request_error", 429: "rate_limit_error", 431: "invalid_request_error",
+         503: "service_unavailable", 507: "insufficient_storage"}
 
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.exceptions import HTTPException
+
 from corral.api.errors import error_body_for
-from corral.errors import CorralError
 
 Scope = dict[str, Any]
 OPEN_PATHS = frozenset({"/health", "/ready", "/"})  # probes answer without a key ("/": Ollama's "is running")
@@ -45,8 +46,13 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-class BodyTooLargeError(CorralError):
-    http_status = 413
+class BodyTooLargeError(HTTPException):
+    """A body that passed the limit while the app read it: an HTTPException because FastAPI's body
+    parsing lets only those through (any other error there turns into a 400), rendered as a 413 in the
+    route's API shape by ``errors.install``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes; send less (--max-body)")
 
 
 def limited(receive: Any, limit: int) -> Any:
@@ -58,7 +64,7 @@ def limited(receive: Any, limit: int) -> Any:
         if message.get("type") == "http.request":
             seen[0] += len(message.get("body", b""))
             if seen[0] > limit:
-                raise BodyTooLargeError(f"the request body is larger than {limit} bytes", "send less (--max-body)")
+                raise BodyTooLargeError(limit)
         return message
     return wrapped
 

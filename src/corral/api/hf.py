@@ -6,7 +6,6 @@ client parses (``protocols.hf``): JSON, or a file's bytes (text-to-speech audio)
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,7 +19,7 @@ from corral.models.refs import check_name
 from corral.protocols.hf.tasks import HF_TASKS, choose, split_payload
 from corral.runtime.dispatcher import Door
 from corral.tasks import Task
-from corral.wire import Binary, dumps
+from corral.wire import Binary, dumps, loads
 
 router = APIRouter()
 
@@ -31,7 +30,7 @@ async def _payload(request: Request) -> Any:
     kind = request.headers.get("content-type", "")
     if "json" in kind or (not kind and body[:1] in (b"{", b"[")):
         try:
-            return json.loads(body or b"null")
+            return loads(body or b"null")
         except ValueError as exc:
             raise UsageError(f"the request body is not valid JSON: {exc}") from None
     return {"inputs": body}

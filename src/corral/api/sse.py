@@ -1,11 +1,12 @@
 """Server-sent events: OpenAI's `data: {...}` lines and `data: [DONE]`, with the body iterator
 always closed (so a client that goes away stops generation at once, not at garbage collection), an
-error after the first event sent in band;
+error after the first event sent in band (a corral error as it is, any other as an internal error);
 ClosingStream does the same for any streamed body (speech audio)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from corral.api.errors import error_body
 from corral.errors import CorralError
+
+log = logging.getLogger("corral.api")
 
 
 def event(data: dict[str, Any]) -> str:
@@ -39,6 +42,9 @@ async def sse_events(chunks: AsyncIterator[dict[str, Any]], *, done: bool = True
     except CorralError as exc:
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
         yield event(error_body(exc.http_status, message, code=type(exc).__name__))
+    except Exception as exc:  # an engine that crashed mid-answer: logged with its stack, sent in band
+        log.exception("a stream failed")
+        yield event(error_body(500, f"internal error: {type(exc).__name__}", code="internal_error"))
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
     if done:

@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
 
     from corral.api.app import ServeOptions, create_app
     from corral.api.guard import ServerState
+    from corral.api.http_protocol import BoundedHttpToolsProtocol
     from corral.runtime.runtime import RuntimeOptions, build_runtime
 
     server = ctx.settings.server
@@ -71,7 +72,8 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     app = create_app(runtime, ServeOptions(host=server.host, port=server.port, api_keys=server.api_keys,
                                            allowed_hosts=server.allowed_hosts, max_body=server.max_body), state)
     config = uvicorn.Config(app, host=server.host, port=server.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5, lifespan="on", loop="uvloop", http="httptools")
+                            timeout_graceful_shutdown=5, lifespan="on", loop="uvloop",
+                            http=BoundedHttpToolsProtocol)  # httptools, with bounded request heads
     draining = DrainingServer(config, state, server.grace, runtime.metrics)
     budget = runtime.registry.budget_bytes
     sys.stderr.write(f"corral serving on http://{server.host}:{server.port} "

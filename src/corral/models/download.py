@@ -1,26 +1,34 @@
 """Download Hugging Face model repos into the standard HF cache, and verify what was downloaded.
 
-Files come through :func:`huggingface_hub.snapshot_download` (its cache layout, progress bars and in-call
-``Range`` resume). Around it: one listing with a timeout (commit + hashes), paths that would escape the snapshot
-are refused, every file this call materialized is hashed (LFS sha256 / git blob sha1) and a mismatch is removed
-from the cache, and every failure becomes a one-line CorralError. huggingface_hub freezes HF_HOME, HF_HUB_CACHE,
-HF_HUB_OFFLINE and HF_ENDPOINT at import; they are read here at call time and passed explicitly.
+Files come through :func:`huggingface_hub.snapshot_download` (its cache layout, progress bars, per-blob file lock
+and in-call ``Range`` resume). Around it, before a byte is fetched: the model listing (commit + hashes) and the tree
+listing are checked (:mod:`corral.models.hub_listing`: paths, digests, agreement), only the checked paths are let
+through, each missing file's metadata is checked (its ETag names the cached blob), and the disk must hold the
+missing bytes plus a free-space reserve. Files are hashed (LFS sha256 / git blob sha1): cached ones before they
+are reused (a process killed before its own check left them unverified; a registered snapshot is only size-checked)
+and every one that arrives; a mismatch is removed from the cache, temp files a killed download left beside a blob
+now complete are removed, and every failure becomes a one-line CorralError.
+huggingface_hub freezes HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE and HF_ENDPOINT at import; they are read here at
+call time and passed explicitly.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import glob
 import hashlib
 import os
 import re
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import httpx2
-from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url, snapshot_download
 from huggingface_hub.errors import (
     FileMetadataError,
     GatedRepoError,
@@ -35,7 +43,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
-from corral.errors import BadReferenceError, CorralError, DownloadError, OfflineError
+from corral.errors import BadReferenceError, CorralError, DownloadError, InsufficientStorageError, OfflineError
+from corral.models.hub_listing import Expected, check_etag, check_tree, duplicate_weights, expected_file
 
 __all__ = ["Progress", "PullProgress", "download_repo", "hub_cache_dir"]
 
@@ -97,14 +106,6 @@ def _bars(progress: Progress, repo: str, total: int) -> type[hf_tqdm] | None:
     return None if progress else _QuietTqdm
 
 
-@dataclass(frozen=True)
-class _Expected:
-    path: str
-    size: int | None
-    sha256: str | None  # LFS files: sha256 of the content
-    git_sha1: str | None  # regular files: git blob id
-
-
 def hub_cache_dir() -> Path:
     """The HF hub cache folder, resolved from the environment now, with huggingface_hub's precedence."""
     env = os.environ.get
@@ -131,8 +132,15 @@ def download_repo(
     progress: Progress = True,
     endpoint: str | None = None,
     timeout: float = 10.0,
+    reserve: int = 0,
+    verified: Collection[Path] = (),
 ) -> Path:
-    """Download (or reuse) a snapshot of a HF model repo into the standard HF cache; return the snapshot folder."""
+    """Download (or reuse) a snapshot of a HF model repo into the standard HF cache; return the snapshot folder.
+
+    ``reserve``: bytes of disk that must stay free after the download, or it is refused before the first byte.
+    ``verified``: snapshot folders checked before (registered models): their cached files are size-checked, not
+    hashed again; any other cached file is hashed before it is reused.
+    """
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
     cache_dir = hub_cache_dir()
     where = f"{repo_id}@{revision}" if revision else repo_id
@@ -140,31 +148,21 @@ def download_repo(
     try:
         if _offline_mode():
             return _cached_snapshot(repo_id, revision, cache_dir, where, None)
-        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, timeout=timeout, files_metadata=True)
-        commit, storage, snapshot, expected, ignore = _plan(info, repo_id, where, cache_dir)
+        api = HfApi(endpoint=endpoint)
+        info = api.model_info(repo_id, revision=revision, timeout=timeout, files_metadata=True)
+        plan = _plan(info, repo_id, where, cache_dir)
+        check_tree(api.list_repo_tree(repo_id, revision=plan.commit, recursive=True), plan.expected,
+                   plan.snapshot, where)
         listed = True
-        present = {e.path for e in expected if (snapshot / e.path).exists()}
-        total = sum(e.size or 0 for e in expected)
-        if callable(progress):
-            progress(PullProgress(repo_id, 0, total))
-        try:
-            folder = snapshot_download(
-                repo_id,
-                revision=commit,  # pinned: what is downloaded is exactly what was listed and checked above
-                cache_dir=cache_dir,
-                endpoint=endpoint,
-                etag_timeout=timeout,
-                tqdm_class=_bars(progress, repo_id, total),
-                ignore_patterns=ignore or None,
-            )
-        except Exception:
-            _sweep(snapshot, storage, expected, skip_hash=present)  # what did arrive must not stay unverified
-            raise
-        bad = _sweep(snapshot, storage, expected, skip_hash=present)
-        if Path(folder).resolve() != snapshot.resolve():
-            raise DownloadError(f"unexpected snapshot folder for {where}: {folder}")
-        if revision != commit:
-            _write_ref(storage, revision or constants.DEFAULT_REVISION, commit)
+        # a cached file is checked before it is reused: a process killed before its own check left it unverified
+        present = [e for e in plan.expected if (plan.snapshot / e.path).exists()]
+        _sweep(plan, present, hash_it=plan.snapshot not in verified)
+        missing = [e for e in plan.expected if not (plan.snapshot / e.path).exists()]
+        _check_space(plan.storage, missing, reserve, where)
+        _check_metadata(repo_id, plan.commit, missing, endpoint, timeout, where)
+        bad = _fetch(repo_id, plan, missing, endpoint, timeout, progress)
+        if revision != plan.commit:
+            _write_ref(plan.storage, revision or constants.DEFAULT_REVISION, plan.commit)
     except CorralError:
         raise
     except (httpx2.TransportError, OfflineModeIsEnabled) as exc:
@@ -179,15 +177,51 @@ def download_repo(
             " the corrupt download was removed from the cache",
             hint="run the download again",
         )
-    if callable(progress) and listed:
-        progress(PullProgress(repo_id, total, total))
-    return snapshot
+    if callable(progress):
+        progress(PullProgress(repo_id, plan.total, plan.total))
+    return plan.snapshot
 
 
-def _plan(info: Any, repo_id: str, where: str,
-          cache_dir: Path) -> tuple[str, Path, Path, list[_Expected], list[str]]:
-    """From the listing: the commit, the repo's cache folder, the snapshot folder, the files to expect
-    (paths checked, duplicate weight formats left out) and the patterns left out."""
+@dataclass(frozen=True)
+class _Plan:
+    commit: str
+    storage: Path  # the repo's folder in the cache
+    snapshot: Path
+    expected: list[Expected]
+
+    @property
+    def total(self) -> int:
+        return sum(e.size or 0 for e in self.expected)
+
+
+def _fetch(repo_id: str, plan: _Plan, missing: list[Expected], endpoint: str | None, timeout: float,
+           progress: Progress) -> list[str]:
+    """snapshot_download of the checked paths at the pinned commit; the paths of arrivals that fail their check."""
+    if callable(progress):
+        progress(PullProgress(repo_id, 0, plan.total))
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=plan.commit,  # pinned: what is downloaded is exactly what was listed and checked
+            cache_dir=plan.storage.parent,
+            endpoint=endpoint,
+            etag_timeout=timeout,
+            tqdm_class=_bars(progress, repo_id, plan.total),
+            allow_patterns=[glob.escape(e.path) for e in plan.expected],  # only the checked paths
+        )
+    except Exception:
+        _sweep(plan, missing)  # what did arrive must not stay unverified
+        raise
+    bad = _sweep(plan, missing)
+    _drop_stale_temp(plan)
+    if Path(folder).resolve() != plan.snapshot.resolve():
+        raise DownloadError(f"unexpected snapshot folder for {repo_id}: {folder}")
+    return bad
+
+
+def _plan(info: Any, repo_id: str, where: str, cache_dir: Path) -> _Plan:
+    """From the listing: the commit, the repo's cache folder, the snapshot folder and the files to expect
+    (paths and digests checked, duplicate weight formats left out)."""
     commit = info.sha or ""
     if not _COMMIT_RE.fullmatch(commit):
         raise DownloadError(f"the hub returned an invalid commit id for {where}: {commit!r}")
@@ -195,10 +229,40 @@ def _plan(info: Any, repo_id: str, where: str,
         raise DownloadError(f"the hub returned no file list for {where}")
     storage = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
     snapshot = storage / "snapshots" / commit
-    expected = [_expected(s, snapshot) for s in info.siblings]
-    ignore = _duplicate_weights([e.path for e in expected])
+    expected = [expected_file(s, snapshot) for s in info.siblings]
+    ignore = duplicate_weights([e.path for e in expected])
     kept = [e for e in expected if not any(fnmatch.fnmatch(e.path, p) for p in ignore)]
-    return commit, storage, snapshot, kept, ignore
+    return _Plan(commit, storage, snapshot, kept)
+
+
+def _check_space(storage: Path, missing: list[Expected], reserve: int, where: str) -> None:
+    """Refuse, before the first byte, a download that would leave less than ``reserve`` bytes free."""
+    if not missing:
+        return
+    needed = sum(e.size or 0 for e in missing)
+    folder = next(p for p in (storage, *storage.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if needed + reserve > free:
+        raise InsufficientStorageError(
+            f"not enough disk space for {where}: it needs {_size(needed)} and {folder} has {_size(free)} free, "
+            f"of which {_size(reserve)} must stay free",
+            "free some disk space, or lower the download_reserve setting (CORRAL_DOWNLOAD_RESERVE)")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _check_metadata(repo_id: str, commit: str, missing: list[Expected], endpoint: str | None, timeout: float,
+                    where: str) -> None:
+    """Each missing file's metadata (a HEAD), checked before huggingface_hub fetches it (check_etag)."""
+    def head(exp: Expected) -> None:
+        url = hf_hub_url(repo_id, exp.path, revision=commit, endpoint=endpoint)
+        meta = get_hf_file_metadata(url, timeout=timeout, endpoint=endpoint)
+        check_etag(meta.etag, meta.commit_hash, exp.path, commit, where)
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="corral-head") as pool:
+        list(pool.map(head, missing))
 
 
 def _cached_snapshot(
@@ -215,40 +279,6 @@ def _cached_snapshot(
         raise OfflineError(msg, hint=_OFFLINE_HINT) from exc
 
 
-# Formats that duplicate safetensors weights; pickle ones are also unsafe to load.
-_DUPLICATE_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.h5", "*.msgpack", "*.ot"]
-
-
-def _duplicate_weights(paths: list[str]) -> list[str]:
-    """Patterns to skip: other weight formats, when the repo has safetensors weights."""
-    return _DUPLICATE_WEIGHTS if any(p.endswith(".safetensors") for p in paths) else []
-
-
-def _expected(sibling: Any, snapshot: Path) -> _Expected:
-    path = str(sibling.rfilename)
-    _check_path(path, snapshot)
-    lfs = sibling.lfs
-    if lfs is not None:
-        return _Expected(path, lfs.size, str(lfs.sha256).lower(), None)
-    blob_id = sibling.blob_id
-    return _Expected(path, sibling.size, None, str(blob_id).lower() if blob_id else None)
-
-
-def _check_path(path: str, snapshot: Path) -> None:
-    """Refuse a repo file path that is empty, absolute, drive-anchored or climbs out with ``..``."""
-    posix, win = PurePosixPath(path), PureWindowsPath(path)
-    unsafe = (
-        not path
-        or "\0" in path
-        or posix.is_absolute()
-        or bool(win.drive or win.root)
-        or ".." in path.replace("\\", "/").split("/")
-        or not Path(os.path.normpath(snapshot / path)).is_relative_to(snapshot)
-    )
-    if unsafe:
-        raise DownloadError(f"refusing unsafe file path {path!r} listed by the hub (it would escape the model folder)")
-
-
 def _write_ref(storage: Path, revision: str, commit: str) -> None:
     """Record ``revision -> commit`` in ``refs/`` like huggingface_hub does, so offline lookups find it."""
     refs = storage / "refs"
@@ -263,7 +293,7 @@ def _write_ref(storage: Path, revision: str, commit: str) -> None:
     os.replace(tmp, ref)
 
 
-def _file_digest(path: Path, expected: _Expected) -> str:
+def _file_digest(path: Path, expected: Expected) -> str:
     h = hashlib.sha256() if expected.sha256 is not None else hashlib.sha1(b"blob %d\0" % path.stat().st_size)
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
@@ -271,19 +301,33 @@ def _file_digest(path: Path, expected: _Expected) -> str:
     return h.hexdigest()
 
 
-def _matches(file: Path, exp: _Expected, *, hash_it: bool) -> bool:
+def _matches(file: Path, exp: Expected, blobs: Path, hash_it: bool) -> bool:
+    """A regular file, or a link into this repo's blobs/, of the listed size (and digest, with ``hash_it``)."""
+    real = Path(os.path.realpath(file))
+    if file.is_symlink() and real.parent != blobs.resolve():
+        return False
     if not file.is_file() or (exp.size is not None and file.stat().st_size != exp.size):
         return False
     want = exp.sha256 or exp.git_sha1
     return not hash_it or want is None or _file_digest(file, exp) == want
 
 
-def _sweep(snapshot: Path, storage: Path, expected: list[_Expected], *, skip_hash: set[str]) -> list[str]:
-    """Hash the files this call materialized (size-check the others); remove those that do not match."""
-    bad = [exp.path for exp in expected if not _matches(snapshot / exp.path, exp, hash_it=exp.path not in skip_hash)]
+def _sweep(plan: _Plan, files: list[Expected], *, hash_it: bool = True) -> list[str]:
+    """Check (hash) ``files`` in the snapshot; remove those that do not match; their paths."""
+    blobs = plan.storage / "blobs"
+    bad = [exp.path for exp in files if not _matches(plan.snapshot / exp.path, exp, blobs, hash_it)]
     for path in bad:
-        _discard(snapshot / path, storage)
+        _discard(plan.snapshot / path, plan.storage)
     return bad
+
+
+def _drop_stale_temp(plan: _Plan) -> None:
+    """Remove temp files (``<blob>.*.incomplete``) that a killed download left beside a blob now complete."""
+    for exp in plan.expected:
+        blob = Path(os.path.realpath(plan.snapshot / exp.path))
+        if blob.is_file() and blob.parent == (plan.storage / "blobs").resolve():
+            for stale in blob.parent.glob(glob.escape(blob.name) + "*.incomplete"):
+                stale.unlink(missing_ok=True)
 
 
 def _discard(pointer: Path, storage: Path) -> None:

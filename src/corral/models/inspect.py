@@ -35,8 +35,8 @@ def read_json(path: Path) -> dict[str, Any]:
         raise InvalidModelFileError(f"{path.name} is larger than {MAX_JSON} bytes; refusing to parse it")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidModelFileError(f"{path.name} is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, an integer of over 4300 digits, too deep
+        raise InvalidModelFileError(f"{path.name} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise InvalidModelFileError(f"{path.name} does not hold a JSON object")
     return data

@@ -92,7 +92,9 @@ class Resolver:
         if ref.kind == "hf":
             from corral.models.download import download_repo
 
-            path = download_repo(ref.value, ref.revision, progress=progress)
+            verified = {e.path for e in self.store.list() if e.source_kind == "hf"}  # checked when registered
+            path = download_repo(ref.value, ref.revision, progress=progress,
+                                 reserve=self.settings.runtime.download_reserve, verified=verified)
             owned = True
         elif ref.kind == "package":
             path, owned = self._packaged(ref.value)

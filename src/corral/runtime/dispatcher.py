@@ -135,8 +135,10 @@ class Tally:
 
 class Dispatcher:
     def __init__(self, registry: Registry, log: RequestLog, metrics: Metrics, *, max_queue: int = 64,
-                 engines: Mapping[str, EngineSpec] = ENGINES, pricer: Pricer | None = None) -> None:
+                 engines: Mapping[str, EngineSpec] = ENGINES, pricer: Pricer | None = None,
+                 stall_timeout: float | None = None) -> None:
         self.registry, self.log, self.metrics, self.max_queue = registry, log, metrics, max_queue
+        self.stall_timeout = stall_timeout if stall_timeout and stall_timeout > 0 else None  # None: never
         self.engines = engines  # the table tasks are checked against before a load
         self.pricer = pricer  # (target, usage, seconds) -> Cost: what a call cost (None: free)
 
@@ -157,16 +159,25 @@ class Dispatcher:
                ttft: float | None, error: str | None, ended: float | None = None) -> None:
         """Count and log one call ``model`` served (for ``call.via``, when the router chose it), priced."""
         total = (time.perf_counter() if ended is None else ended) - started
-        self.metrics.observe(model, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
+        label = self.metric_label(model, status)
+        self.metrics.observe(label, call.route, status, usage.prompt_tokens, usage.completion_tokens, total, ttft)
         cost = self.settle(model, call, usage, total)
         if cost is not None:
-            self.metrics.cost.labels(model or "-", cost.source).inc(cost.usd)
+            self.metrics.cost.labels(label or "-", cost.source).inc(cost.usd)
         trace = call.trace
         row = LogRow(call.via or model, call.route, status, usage.prompt_tokens, usage.completion_tokens,
                      None if ttft is None else ttft * 1000, total * 1000, call.client, error, call.prompt,
                      door=call.door.value, task=task.value, target=model, attempts=trace.attempts,
                      cost_usd=cost.usd if cost is not None else 0.0, price_source=cost.source if cost else None)
         self.log.write(row)  # queued; the log's own thread writes it
+
+    def metric_label(self, model: str | None, status: int) -> str | None:
+        """The model a call is counted under in the metrics: a client error (4xx) on a name that is no
+        loaded model (a name the client made up) counts under "-", since every label value is kept for
+        the life of the server: one series per made-up name would grow memory without bound."""
+        if 400 <= status < 500 and model not in self.registry.models:
+            return None
+        return model
 
     def settle(self, model: str | None, call: CallInfo, usage: Usage, seconds: float) -> Cost | None:
         """Price the call and note who served it in ``call.trace`` (for the door's headers)."""
@@ -203,8 +214,8 @@ class Dispatcher:
                 if cold:
                     call.trace.load_ms = (time.perf_counter() - tally.started) * 1000
                 method = implementation(model.handler, require_task(model.name, model.handler, task))
-                async with self.serving(model).gate.slot(model.name):
-                    chunks = stream_from_thread(lambda: method(request))
+                async with self.serving(model).gate.slot(model.name) as slot:
+                    chunks = stream_from_thread(lambda: method(request), self.stall_timeout, slot.keep_until)
                     try:
                         async for chunk in chunks:
                             tally.see(chunk)

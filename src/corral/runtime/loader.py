@@ -6,6 +6,8 @@ checks, imports and loads through those rows the same way."""
 
 from __future__ import annotations
 
+import pickle
+import sys
 from collections.abc import Mapping, Sequence
 
 from corral.engines.base import Handler, LoadOptions, handler_class
@@ -39,8 +41,10 @@ def open_model(entry: Entry, options: LoadOptions, engines: Mapping[str, EngineS
     handler = cls(entry.path, entry.info, options, spec=engines[engine])
     try:
         handler.load()
-    except CorralError:
-        raise
+    except (CorralError, MemoryError):
+        raise  # MemoryError: the registry answers it with what the model needs and what is free
+    except pickle.UnpicklingError as exc:  # with --allow-pickle: torch's weights-only unpickler met more than tensors
+        raise pickle_refused(entry.name, exc) from None
     except SystemExit as exc:  # a model's own code (trusted with --trust-remote-code) tried to end the process
         raise InvalidModelFileError(f"the code shipped with {entry.name} exited while loading: {exc}",
                                     "the model's own Python code failed; check it, or use another model") from None
@@ -49,11 +53,30 @@ def open_model(entry: Entry, options: LoadOptions, engines: Mapping[str, EngineS
         raise MissingDependencyError(f"{entry.info.engine} could not load {entry.name}: {first}",
                                      "install the package it names, or use another model") from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if out_of_memory(exc):  # torch's OutOfMemoryError is a RuntimeError: the device ran out, the files are fine
+            raise MemoryError(str(exc).strip().splitlines()[0]) from None
         # the libraries' own loading errors: a broken or incomplete model folder
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidModelFileError(f"{entry.info.engine} could not load {entry.name}: {first}",
                                     "check the model's files with `corral inspect`") from None
     return handler
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: MemoryError, or torch's (CUDA) OutOfMemoryError when torch is loaded."""
+    torch = sys.modules.get("torch")  # never imported here: an error of torch's needs torch already loaded
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return isinstance(exc, MemoryError) or (isinstance(oom, type) and isinstance(exc, oom))
+
+
+def pickle_refused(name: str, exc: pickle.UnpicklingError) -> InvalidModelFileError:
+    """What torch's weights-only unpickler said about a pickle that holds more than tensors (objects
+    that run code when unpickled), as one clear error."""
+    said = next((line.split("error:", 1)[1] for line in str(exc).splitlines() if "WeightsUnpickler error:" in line), "")
+    said = said.strip().split(". ")[0][:200]
+    return InvalidModelFileError(f"{name}: its pickle weights hold more than tensors" + (f" ({said})" if said else "")
+                                 + "; they were not loaded, even with --allow-pickle",
+                                 "such a file runs code when unpickled: use a safetensors version of the model")
 
 
 def require_task(name: str, handler: Handler, *wanted: Task) -> Task:

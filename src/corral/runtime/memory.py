@@ -1,4 +1,4 @@
-"""Memory: how much there is (for the default budget) and how much a load really took."""
+"""Memory: how much there is (for the default budget and a load that ran out) and how much a load really took."""
 
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ class MemoryProbe:
     def delta(self, before: Snapshot, device: str | None) -> int:
         after = self.snapshot(device)
         return max(0, after.rss - before.rss) + max(0, after.cuda_allocated - before.cuda_allocated)
+
+    def free_bytes(self, device: str | None) -> tuple[int, str]:
+        """(bytes free now, where): the GPU's free memory when ``device`` is one torch sees, else RAM's."""
+        torch = _torch_cuda() if self.uses_gpu(device) else None
+        if torch is not None:
+            free, _total = torch.cuda.mem_get_info()  # type: ignore[attr-defined]
+            return int(free), "on the GPU"
+        import psutil
+
+        return int(psutil.virtual_memory().available), "in RAM"
 
     def uses_gpu(self, device: str | None) -> bool:
         return device not in (None, "cpu") and device != "auto"

@@ -162,12 +162,28 @@ class Registry:
         model.handler.unload()
         gc.collect()
 
+    async def _open_handler(self, entry: Entry) -> Handler:
+        """Open ``entry``. Running out of memory while it loads is a 507 naming what it needs and what is
+        free; what the failed load had allocated is collected first."""
+        try:
+            return await asyncio.to_thread(self._open, entry, self.options)
+        except MemoryError as exc:  # raised below, outside this block: the failed load's frames are let go
+            said = (str(exc).strip().splitlines() or [""])[0][:200]
+        gc.collect()
+        need, _ = self.need_for(entry)
+        free, where = self._probe.free_bytes(self.options.device)
+        raise InsufficientMemoryError(
+            f"{entry.name} ran out of memory while loading{f' ({said})' if said else ''}: it needs about "
+            f"{human(need)} and {human(free)} is free {where}",
+            "unload other models (`corral ps`; POST /api/models/NAME/unload), close other programs, "
+            "or use a smaller or more quantized model")
+
     async def _load(self, entry: Entry, future: asyncio.Future[LoadedModel]) -> None:
         try:
             with suppress(Exception):  # a missing engine is reported by the load itself
                 await asyncio.to_thread(import_engine, entry, self.engines)
             before = self._probe.snapshot(self.options.device)
-            handler = await asyncio.to_thread(self._open, entry, self.options)
+            handler = await self._open_handler(entry)
             measured = self._probe.delta(before, self.options.device)
             _, estimate = self.need_for(entry)
             measured = max(measured, 1)

@@ -5,6 +5,7 @@ started with --log-prompts."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from corral.migrations import Step, migrate
+
+log = logging.getLogger("corral.requestlog")
 
 MIGRATIONS: tuple[Step, ...] = (
     (  # 1: the schema before migrations existed
@@ -73,14 +76,17 @@ class RequestLog:
     The writer wakes for the first row after a quiet spell, writes what is queued, then sleeps
     ``FLUSH_S`` (cut short by :meth:`close`) before it looks again: under load, queuing a row
     wakes no thread and rows reach the file at most about ``FLUSH_S`` after their call ended.
-    WAL with synchronous=NORMAL: a crash or kill never corrupts the log; at worst the rows of the
-    last moments before a power loss are missing.
+    WAL with synchronous=NORMAL: a crash or kill never corrupts the log, and every committed row
+    survives the death of the process; a ``kill -9`` loses the rows still queued (the calls of its
+    last ~``FLUSH_S``), a power loss at worst the last transactions. :meth:`close` (the runtime's
+    exit, so SIGTERM's) writes the whole queue first.
     """
 
-    def __init__(self, path: Path, *, log_prompts: bool = False) -> None:
+    def __init__(self, path: Path, *, log_prompts: bool = False, busy_timeout: float = 30.0) -> None:
         self.path, self.log_prompts = path, log_prompts
+        self.dropped = 0  # rows SQLite refused (see _write)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         migrate(self._conn, MIGRATIONS, f"the request log {path}")
@@ -102,9 +108,7 @@ class RequestLog:
             while not self._queue.empty():
                 rows.append(self._queue.get())
             done = rows[-1] is None
-            data = [asdict(r) for r in rows if isinstance(r, LogRow)]
-            for start in range(0, len(data), 512):
-                self._insert(data[start:start + 512])
+            self._write([asdict(r) for r in rows if isinstance(r, LogRow)])
             for r in rows:
                 if isinstance(r, threading.Event):
                     r.set()
@@ -112,6 +116,18 @@ class RequestLog:
                 return
             if not any(isinstance(r, threading.Event) for r in rows):
                 self._closing.wait(FLUSH_S)
+
+    def _write(self, data: list[dict[str, Any]]) -> None:
+        """Insert ``data``, up to 512 rows a transaction. A batch SQLite refuses (the file locked by
+        another process past the busy timeout, a full disk, an I/O error) is dropped with a warning;
+        the writer lives on, so later rows, flush() and close() still work."""
+        for start in range(0, len(data), 512):
+            batch = data[start:start + 512]
+            try:
+                self._insert(batch)
+            except sqlite3.Error as exc:
+                self.dropped += len(batch)
+                log.warning("the request log %s refused %d row(s), dropped: %s", self.path, len(batch), exc)
 
     def _insert(self, data: list[dict[str, Any]]) -> None:
         cols = list(data[0])

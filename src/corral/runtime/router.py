@@ -14,7 +14,9 @@ in order:
   a failure after that ends the stream with an error (:class:`StreamBrokenError`, which the doors
   send in-band), never a switch to another target that would splice two models' answers;
 - a target that failed ``cooldown.failures`` times within ``cooldown.window`` seconds is skipped
-  for ``cooldown.seconds``; the chain goes on without it.
+  for ``cooldown.seconds``; the chain goes on without it;
+- when every target failed, an alias answers :class:`ChainFailedError` (503) listing each failure; a
+  remote name asked for directly (no alias) answers its own last failure (504 for a timeout, 429).
 
 Time (``clock``), waiting (``sleep``) and jitter (``random``) are passed in, so tests check the
 back-off without waiting for it."""
@@ -150,6 +152,7 @@ class Router:
     async def _routed(self, task: Task, name: str, targets: list[Target], alias: AliasSettings | None,
                       request: Any, call: CallInfo) -> AsyncIterator[Any]:
         attempts, errors = Attempts(), []
+        last: RemoteError | None = None
         call = replace(call, via=name)  # logged as the name asked for, with the target that served it
         queue = list(targets)
         while queue:
@@ -164,6 +167,7 @@ class Router:
                         alias.context_fallback not in [t.ref for t in queue]:
                     queue.insert(0, self.target(alias.context_fallback))
                 errors.append(f"{target.ref}: {exc.message}")
+                last = exc
                 if exc.retryable or exc.too_long:
                     self.metrics.fallbacks.labels(name, target.ref).inc()
                     continue
@@ -175,6 +179,8 @@ class Router:
                 async for chunk in rest:
                     yield chunk
             return
+        if alias is None and last is not None:  # a remote name, no chain: its own failure (a 504 timeout, a 429)
+            raise last
         raise ChainFailedError(f"no target of {name} could answer: " + "; ".join(errors or attempts.notes),
                                "try again later, or add another target to the alias")
 

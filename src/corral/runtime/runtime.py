@@ -53,6 +53,7 @@ class RuntimeOptions:
     allow_paths: bool = False  # the CLI accepts file paths as model references; a server never does
     record_memory: bool = True  # store each load's measured memory for later fit decisions
     reap_interval: float = 1.0
+    stall_timeout: float = 300.0  # seconds a stream may go without a chunk before it fails (<= 0: never)
 
     @classmethod
     def from_settings(cls, settings: Settings, load: LoadOptions | None = None) -> RuntimeOptions:
@@ -61,7 +62,7 @@ class RuntimeOptions:
         load = load or LoadOptions()
         return cls(load=replace(load, parallel=r.parallel), budget_bytes=r.memory_budget, max_loaded=r.max_loaded,
                    keep_alive=r.keep_alive, max_queue=r.max_queue, log_prompts=r.log_prompts,
-                   preload=tuple(r.models))
+                   preload=tuple(r.models), stall_timeout=r.stall_timeout)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ class Runtime:
             listener=self._on_event, clock=clock, engines=engines)
         self.log = RequestLog(settings.data_dir / "requests.db", log_prompts=options.log_prompts)
         self.dispatcher = Dispatcher(self.registry, self.log, self.metrics, max_queue=options.max_queue,
-                                     engines=engines, pricer=functools.partial(price, settings))
+                                     engines=engines, pricer=functools.partial(price, settings),
+                                     stall_timeout=options.stall_timeout)
         self.media = RemoteMedia.from_settings(settings)  # what the doors may fetch for image URLs
         self.providers = ProviderPool(settings.providers)
         self.router = Router(settings, self.dispatcher, self.providers, self.metrics, clock=clock)

@@ -4,6 +4,7 @@ threads to asyncio with cancellation, and micro-batching of concurrent requests 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import threading
@@ -15,17 +16,29 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from corral.engines.base import Handler, implementation
-from corral.errors import BusyError
+from corral.errors import BusyError, StalledError
 from corral.tasks import TASKS, EmbedRequest, EmbedResult, Task
 
 T = TypeVar("T")
 _END = object()
+BACKLOG = 256  # chunks a stream's engine may produce ahead of its reader before it waits
 
 
 def queue_full(model: str, limit: int) -> BusyError:
     """The 429 for a model whose queue already holds ``limit`` waiting requests."""
     return BusyError(f"the queue for {model} is full ({limit} waiting)", "retry after the time in Retry-After",
                      retry_after=1, status=429)
+
+
+class Slot:
+    """One request's place in a :class:`Gate`. A stream whose engine stalled hands the slot to the
+    engine thread (:meth:`keep_until`): it comes back when that thread ends, not when the request does."""
+
+    def __init__(self) -> None:
+        self.held_until: asyncio.Future[None] | None = None
+
+    def keep_until(self, done: asyncio.Future[None]) -> None:
+        self.held_until = done
 
 
 class Gate:
@@ -36,9 +49,10 @@ class Gate:
         self._sem = asyncio.Semaphore(slots)
         self.waiting = 0
         self.running = 0
+        self.stalled = 0  # slots held by engine threads that stalled (their requests have ended)
 
     @asynccontextmanager
-    async def slot(self, model: str) -> AsyncIterator[None]:
+    async def slot(self, model: str) -> AsyncIterator[Slot]:
         if self._sem.locked() and self.waiting >= self.max_queue:
             raise queue_full(model, self.max_queue)
         self.waiting += 1
@@ -47,72 +61,124 @@ class Gate:
         finally:
             self.waiting -= 1
         self.running += 1
+        slot = Slot()
         try:
-            yield
+            yield slot
         finally:
             self.running -= 1
-            self._sem.release()
+            held = slot.held_until
+            if held is None or held.done():
+                self._sem.release()
+            else:
+                self.stalled += 1
+                held.add_done_callback(self._stall_ended)
+
+    def _stall_ended(self, _: asyncio.Future[None]) -> None:
+        self.stalled -= 1
+        self._sem.release()
 
 
-async def stream_from_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
-    """Run a blocking iterator in its own thread and yield its items on the event loop.
+def stalled(seconds: float) -> StalledError:
+    """The 504 for a stream whose engine produced nothing for ``seconds``."""
+    return StalledError(f"the model produced nothing for {seconds:g} s (the stall timeout)",
+                        "try again; if the model is slow rather than stuck (a long prompt on a CPU), raise "
+                        "--stall-timeout (-1 turns it off)")
 
-    When the consumer stops early (client gone, task cancelled), the thread closes the engine's
-    iterator after its current item, which stops generation and frees the model's slot.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-    stop = threading.Event()
 
-    def put(item: object) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
+class _EngineThread:
+    """The thread that runs one stream's engine iterator: its items go onto the loop's queue, at most
+    BACKLOG ahead of the reader; ``ended`` completes when the thread is done."""
 
-    def work() -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.stop = threading.Event()
+        self.ended: asyncio.Future[None] = loop.create_future()
+        self.credit = threading.Semaphore(BACKLOG)  # chunks the engine may be ahead of its reader
+
+    def put(self, item: object) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def work(self, make: Callable[[], Iterator[Any]]) -> None:
         try:
             iterator = make()
             try:
                 for item in iterator:
-                    put(item)
-                    if stop.is_set():
+                    self.credit.acquire()  # a reader that does not keep up (a slow client) pauses the engine
+                    self.put(item)
+                    if self.stop.is_set():
                         break
             finally:
                 close = getattr(iterator, "close", None)
                 if close is not None:
                     close()
         except BaseException as exc:  # handed to the consumer
-            put(exc)
+            self.put(exc)
         finally:
-            put(_END)
+            self.put(_END)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                self.loop.call_soon_threadsafe(_settle, self.ended)
 
-    thread = threading.Thread(target=work, name="corral-stream", daemon=True)
+    def halt(self) -> None:
+        """Stop after the current item; an engine paused for its reader goes on, sees the stop and ends."""
+        self.stop.set()
+        self.credit.release(BACKLOG)
+
+
+async def stream_from_thread(make: Callable[[], Iterator[T]], stall: float | None = None,
+                             on_stall: Callable[[asyncio.Future[None]], None] | None = None) -> AsyncIterator[T]:
+    """Run a blocking iterator in its own thread and yield its items on the event loop.
+
+    When the consumer stops early (client gone, task cancelled), the thread closes the engine's
+    iterator after its current item, which stops generation and frees the model's slot. The engine
+    runs at most BACKLOG chunks ahead of the consumer (memory stays bounded for a client that does
+    not read). With a ``stall`` timeout, no item for that many seconds raises :class:`StalledError` at
+    once; the thread is told to stop and ``on_stall`` receives a future that completes when it has
+    ended (the engine is still busy until then: the caller keeps its slot taken).
+    """
+    engine = _EngineThread(asyncio.get_running_loop())
+    thread = threading.Thread(target=engine.work, args=(make,), name="corral-stream", daemon=True)
     thread.start()
+    handed = False  # the engine stalled: its thread's end is the caller's to wait for
     try:
         while True:
-            item = await queue.get()
+            try:
+                item = await asyncio.wait_for(engine.queue.get(), stall) if stall else await engine.queue.get()
+            except TimeoutError:
+                if on_stall is not None:
+                    on_stall(engine.ended)
+                    handed = True
+                raise stalled(stall or 0) from None
             if item is _END:
                 break
             if isinstance(item, BaseException):
                 raise item
+            engine.credit.release()
             yield item  # type: ignore[misc]
     finally:
-        stop.set()
-        await _join(thread)
+        engine.halt()
+        if not handed:
+            await _join(engine.ended)
 
 
-async def _join(thread: threading.Thread) -> None:
-    """Wait for the engine thread to end, even under cancellation: a response task that anyio's
-    cancel scope cancelled (a client that left) is cancelled again at every await, and a join
-    given up would free the model's slot while its engine still runs. The cancellation is
-    re-raised once the thread has ended (it stops after its current item)."""
-    joined = asyncio.ensure_future(asyncio.to_thread(thread.join))
+async def _join(ended: asyncio.Future[None]) -> None:
+    """Wait for the engine thread to end (``ended`` completes as it does), even under cancellation:
+    a response task that anyio's cancel scope cancelled (a client that left) is cancelled again at
+    every await, and a join given up would free the model's slot while its engine still runs. The
+    cancellation is re-raised once the thread has ended (it stops after its current item)."""
     cancelled = False
-    while not joined.done():
+    while not ended.done():
         try:
-            await asyncio.shield(joined)
+            await asyncio.shield(ended)
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 GATHER_GAP_S = 0.001

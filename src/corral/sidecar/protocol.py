@@ -4,7 +4,6 @@ no longer than a limit (a longer one is skipped to its end and reported, never b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,9 +45,13 @@ def _valid_id(value: Any) -> bool:
 
 
 def parse(line: bytes) -> Incoming:
-    """One NDJSON line -> Incoming; otherwise an RpcError carrying the id when one could be read."""
+    """One NDJSON line -> Incoming; otherwise an RpcError carrying the id when one could be read. JSON
+    nested past the parser's depth is a parse error, a lone surrogate in the params invalid params."""
+    from corral.errors import ParameterError
+    from corral.wire import check_text, loads
+
     try:
-        message = json.loads(line)
+        message = loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RpcError(PARSE_ERROR, f"parse error: the line is not JSON ({exc})") from None
     if isinstance(message, list):
@@ -69,6 +72,10 @@ def parse(line: bytes) -> Incoming:
         params = {}
     if not isinstance(params, dict):
         raise RpcError(INVALID_PARAMS, "invalid params: params must be an object (by name)", id=rid)
+    try:
+        check_text(params)
+    except ParameterError as exc:
+        raise RpcError(INVALID_PARAMS, f"invalid params: {exc.message}", {"param": exc.param}, id=rid) from None
     return Incoming(method, params, rid)
 
 

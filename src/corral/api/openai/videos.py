@@ -5,7 +5,6 @@ SDK sends it, or JSON), ``GET /v1/videos`` (list), ``GET /v1/videos/{id}``, ``GE
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,7 +16,7 @@ from corral.api.common import call_info
 from corral.protocols.openai.images import UnsupportedParameter
 from corral.protocols.openai.videos import VideoBody, VideoJobs
 from corral.runtime.dispatcher import Door
-from corral.wire import dumps
+from corral.wire import dumps, loads
 
 router = APIRouter()
 ROUTE = "/v1/videos"
@@ -33,7 +32,7 @@ async def _fields(request: Request) -> dict[str, Any]:
     kind = request.headers.get("content-type", "")
     if "json" in kind:
         try:
-            data = json.loads(await request.body() or b"null")
+            data = loads(await request.body() or b"null")
         except ValueError as exc:
             raise UnsupportedParameter(f"the request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):

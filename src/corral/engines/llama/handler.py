@@ -18,6 +18,7 @@ from corral.engines.base import Handler
 from corral.engines.llama.sampling import TOP_K
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
 from corral.errors import UnsupportedTaskError, UsageError
+from corral.models.gguf_reader import read_gguf_header
 from corral.tasks import (
     ChatRequest,
     CompletionRequest,
@@ -49,7 +50,16 @@ class LlamaCppHandler(Handler):
         threads = self.options.threads or max(1, (os.cpu_count() or 2))
         return ctx, threads, -1 if gpu else 0
 
+    def _checked_path(self) -> str:
+        """The model file, its header read again with corral's bounded reader just before llama.cpp
+        opens it (the file may have changed since it was inspected): a crafted or damaged GGUF is an
+        InvalidModelFileError here and never reaches llama.cpp's loader."""
+        if self.path.is_file():
+            read_gguf_header(self.path)
+        return str(self.path)
+
     def load(self) -> None:
+        model_path = self._checked_path()
         ctx, threads, gpu_layers = self._settings()
         self.max_concurrency = max(1, self.options.parallel)
         self.context_length = ctx
@@ -58,7 +68,7 @@ class LlamaCppHandler(Handler):
             # flash attention on it gives the same tokens as the batched decoder.
             from llama_cpp import Llama
 
-            self._single = Llama(model_path=str(self.path), n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers,
+            self._single = Llama(model_path=model_path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers,
                                  flash_attn=True, verbose=False)
             meta: dict[str, str] = dict(self._single.metadata)
             bos, eos = self._single.token_bos(), self._single.token_eos()
@@ -66,7 +76,7 @@ class LlamaCppHandler(Handler):
         else:
             from corral.engines.llama.batch import BatchedDecoder
 
-            self._decoder = BatchedDecoder(str(self.path), n_ctx_per_seq=ctx, max_sequences=self.max_concurrency,
+            self._decoder = BatchedDecoder(model_path, n_ctx_per_seq=ctx, max_sequences=self.max_concurrency,
                                            n_threads=threads, n_gpu_layers=gpu_layers,
                                            n_batch=max(512, self.max_concurrency))
             meta = self._decoder.metadata()
@@ -180,7 +190,7 @@ class LlamaCppHandler(Handler):
             from llama_cpp import Llama
 
             ctx, threads, gpu_layers = self._settings()
-            params: dict[str, Any] = {"model_path": str(self.path), "n_ctx": ctx, "n_threads": threads,
+            params: dict[str, Any] = {"model_path": self._checked_path(), "n_ctx": ctx, "n_threads": threads,
                                       "n_gpu_layers": gpu_layers, "embedding": True, "verbose": False}
             meta = (self._decoder.metadata() if self._decoder is not None
                     else dict(self._single.metadata) if self._single is not None else {})

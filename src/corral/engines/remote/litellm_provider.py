@@ -6,7 +6,10 @@ as it documents, and the config's ``api_key`` / ``base_url``, when given, are pa
 / ``api_base``. LiteLLM's own retries are off (``num_retries=0``: the router is the only retry
 loop). Before the import, ``LITELLM_LOCAL_MODEL_COST_MAP`` is set (unless the user set it) so that
 importing LiteLLM never fetches its price table from the network. LiteLLM has no call that is free
-for every provider, so health cannot check its models without ``--deep``."""
+for every provider, so health cannot check its models without ``--deep``. Without a ``base_url``, an id
+on one of LiteLLM's self-hosted routes (``ollama/...``, ``llamafile/...``, ...: a server on this machine
+or network, localhost by default) is refused: a request's model name must not choose what corral
+connects to."""
 
 from __future__ import annotations
 
@@ -18,6 +21,13 @@ from corral.engines.remote.base import RemoteError, status_error
 from corral.engines.remote.openai_compat import message_json, sampling_arguments
 from corral.targets import ProviderSettings
 from corral.tasks import ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Message, Task, TextChunk, Usage
+
+# LiteLLM routes to servers people host themselves (localhost by default, or wherever the call says):
+# usable only through a provider whose config names the server (base_url)
+SELF_HOSTED = frozenset({"ollama", "ollama_chat", "llamafile", "lemonade", "docker_model_runner", "lm_studio",
+                         "hosted_vllm", "vllm", "xinference", "triton", "oobabooga", "petals", "infinity",
+                         "langgraph", "langflow", "litellm_proxy", "custom", "custom_openai", "openai_like",
+                         "aiohttp_openai"})
 
 
 def import_litellm() -> Any:
@@ -42,6 +52,7 @@ class LiteLLMProvider:
         return frozenset({Task.CHAT, Task.COMPLETE, Task.EMBED})
 
     def run(self, task: Task, upstream: str, request: Any) -> AsyncIterator[Any]:
+        self.check_route(upstream)
         if task is Task.CHAT:
             return self._chat(upstream, [message_json(m) for m in request.messages], request)
         if task is Task.COMPLETE:
@@ -52,6 +63,19 @@ class LiteLLMProvider:
 
     async def aclose(self) -> None:
         return None
+
+    def check_route(self, upstream: str) -> None:
+        """Refuse an id on a self-hosted LiteLLM route unless the config names the server."""
+        if "api_base" in self.extra:
+            return
+        try:
+            route = str(self.litellm.get_llm_provider(upstream)[1])
+        except Exception:  # LiteLLM cannot tell: its own call will say why
+            route = upstream.partition("/")[0]
+        if route in SELF_HOSTED or upstream.partition("/")[0] in SELF_HOSTED:
+            raise RemoteError(f"provider {self.name} has no base_url, and {upstream!r} is LiteLLM's {route} route, "
+                              "a server on this machine or its network that a request may not choose; refused",
+                              f"set base_url for provider {self.name} to that server in the config", status=400)
 
     async def models(self) -> list[str]:
         raise RemoteError(f"provider {self.name} (LiteLLM) has no free way to list or check its models",

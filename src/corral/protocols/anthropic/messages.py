@@ -20,6 +20,7 @@ from corral.protocols.anthropic.schemas import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from corral.protocols.convert import converted
 from corral.protocols.openai.schemas import ChatCompletionBody
 from corral.toolcalls import arguments_object
 
@@ -82,7 +83,7 @@ def chat_body(body: CountTokensBody, *, max_tokens: int, stream: bool = True) ->
         if shape is not None:
             fields["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": "output", "schema": shape.schema_}}
-    return ChatCompletionBody.model_validate(fields)
+    return converted(ChatCompletionBody, fields)
 
 
 def _tool_use(call: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.protocols.upstream import NoUpstreamChoice
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -79,7 +81,7 @@ class OutputConfig(_Body):
     effort: str | None = None  # accepted: corral's models have one effort
 
 
-class CountTokensBody(_Body):
+class CountTokensBody(NoUpstreamChoice, _Body):
     model: str
     messages: list[Message] = Field(min_length=1)
     system: str | list[TextBlock] | None = None

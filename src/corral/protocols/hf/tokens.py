@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.errors import UsageError
+from corral.protocols.convert import converted
 from corral.tasks import ClassifyTokensRequest, ClassifyTokensResult, Entity, Task
 
 if TYPE_CHECKING:
@@ -72,5 +73,5 @@ async def create_token_classification(runtime: Runtime, body: TokenClassificatio
 async def token_classification(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
                                call: CallInfo) -> list[Any]:
     """The Hugging Face task API's ``inputs`` / ``parameters`` (as every task of ``protocols.hf``)."""
-    body = TokenClassificationBody.model_validate({"model": model, "inputs": inputs, "parameters": parameters})
+    body = converted(TokenClassificationBody, {"model": model, "inputs": inputs, "parameters": parameters})
     return await create_token_classification(runtime, body, call)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from corral.errors import UsageError
+from corral.protocols.convert import converted
 from corral.protocols.ollama.schemas import ChatBody, GenerateBody, Message, Options
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody
 from corral.task_types import UNBOUNDED
@@ -72,7 +73,7 @@ def _message(m: Message, index: int) -> dict[str, Any]:
 
 def chat_body(body: ChatBody, model: str) -> ChatCompletionBody:
     """``/api/chat``'s body as the OpenAI chat corral runs (``model``: corral's name for it)."""
-    return ChatCompletionBody.model_validate({
+    return converted(ChatCompletionBody, {
         "model": model, "messages": [_message(m, i) for i, m in enumerate(body.messages)],
         "tools": body.tools or None, "response_format": _format(body.format), "stream": True,
         "stream_options": {"include_usage": True}, **_sampling(body.options)})
@@ -83,7 +84,7 @@ def generate_body(body: GenerateBody, model: str) -> ChatCompletionBody:
     messages: list[dict[str, Any]] = [{"role": "system", "content": body.system}] if body.system else []
     user: Any = body.prompt if not body.images else [{"type": "text", "text": body.prompt}, *_images(body.images)]
     messages.append({"role": "user", "content": user})
-    return ChatCompletionBody.model_validate({
+    return converted(ChatCompletionBody, {
         "model": model, "messages": messages, "response_format": _format(body.format), "stream": True,
         "stream_options": {"include_usage": True}, **_sampling(body.options)})
 
@@ -92,7 +93,7 @@ def completion_body(body: GenerateBody, model: str) -> CompletionBody:
     """``/api/generate`` with ``raw``: the prompt as it is, no template (OpenAI's completions)."""
     fields = _sampling(body.options)
     fields.setdefault("max_tokens", UNBOUNDED)  # no num_predict: the engine caps by the context left
-    return CompletionBody.model_validate({"model": model, "prompt": body.prompt, "stream": True, **fields})
+    return converted(CompletionBody, {"model": model, "prompt": body.prompt, "stream": True, **fields})
 
 
 async def completion_deltas(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from corral.protocols.upstream import NoUpstreamChoice
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -55,7 +57,7 @@ class _Named(_Body):
         return data
 
 
-class _Generating(_Named):
+class _Generating(NoUpstreamChoice, _Named):
     format: str | dict[str, Any] | None = None  # "json" or a JSON schema
     options: Options | None = None
     stream: bool = True
@@ -78,7 +80,7 @@ class GenerateBody(_Generating):
     context: list[int] | None = None  # accepted and ignored (deprecated in Ollama)
 
 
-class EmbedBody(_Named):
+class EmbedBody(NoUpstreamChoice, _Named):
     input: str | list[str]
     truncate: bool = True
     dimensions: int | None = Field(default=None, ge=1)
@@ -86,7 +88,7 @@ class EmbedBody(_Named):
     keep_alive: float | str | None = None
 
 
-class EmbeddingsBody(_Named):
+class EmbeddingsBody(NoUpstreamChoice, _Named):
     prompt: str
     options: Options | None = None
     keep_alive: float | str | None = None

@@ -24,7 +24,7 @@ from corral.protocols.openai.schemas import (
 from corral.task_types import UNBOUNDED
 from corral.tasks import ChatRequest, ImagePart, Message, Sampling, TextChunk, TokenLogprob, Usage
 from corral.toolcalls import ParsedCall, calls_schema, maybe_call, parse_calls, tools_prompt
-from corral.wire import acollect, primed, usage_json
+from corral.wire import acollect, loads, primed, usage_json
 
 if TYPE_CHECKING:
     from corral.runtime.dispatcher import CallInfo, Trace
@@ -49,7 +49,7 @@ def _message(m: ChatMessage, images: Iterator[Any]) -> Message:
 
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError:
         return text
 
@@ -153,14 +153,16 @@ async def _merge(streams: list[AsyncIterator[TextChunk]],
     """Chunks of several streams as they come, tagged with the stream's index; each stream is run
     by a task of its own, added to ``tasks``."""
     queue: asyncio.Queue[tuple[int, TextChunk | BaseException | None]] = asyncio.Queue()
+    room = asyncio.Semaphore(16 * len(streams))  # a client that reads slowly holds the pumps, and they their engines
 
     async def pump(i: int, stream: AsyncIterator[TextChunk]) -> None:
         try:
             async for c in stream:
-                await queue.put((i, c))
-            await queue.put((i, None))
+                await room.acquire()
+                queue.put_nowait((i, c))
+            queue.put_nowait((i, None))
         except BaseException as exc:
-            await queue.put((i, exc))
+            queue.put_nowait((i, exc))
         finally:  # the pump closes its own stream: closing it from outside while the pump runs it fails
             await stream.aclose()  # type: ignore[attr-defined]
 
@@ -174,6 +176,7 @@ async def _merge(streams: list[AsyncIterator[TextChunk]],
             elif isinstance(item, BaseException):
                 raise item
             else:
+                room.release()
                 yield i, item
     finally:
         # no await here: a client that left cancels this task (and, under anyio, every await it makes

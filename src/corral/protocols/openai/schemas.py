@@ -1,6 +1,7 @@
 """Request bodies of the OpenAI-compatible routes; fields shared by chat and completion declared once.
 
-Bodies carry parameters only: no field can choose an upstream host, a file path or a credential.
+Bodies carry parameters only: no field can choose an upstream host, a file path or a credential
+(one that would, as LiteLLM's proxy reads them, is refused: ``protocols.upstream``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from corral.protocols.upstream import NoUpstreamChoice
 
 
 class _Body(BaseModel):
@@ -110,7 +113,7 @@ def _check_stop(value: Stop) -> Stop:
     return value
 
 
-class _GenerationBody(_Body):
+class _GenerationBody(NoUpstreamChoice, _Body):
     """The fields chat and completion bodies share, declared once (OpenAI's defaults)."""
 
     model: str
@@ -149,7 +152,7 @@ class CompletionBody(_GenerationBody):
     suffix: str | None = None
 
 
-class EmbeddingBody(_Body):
+class EmbeddingBody(NoUpstreamChoice, _Body):
     input: str | list[str]
     model: str
     dimensions: int | None = Field(default=None, ge=1)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from corral.errors import CorralError
+from corral.protocols.convert import converted
 from corral.protocols.openai.schemas import ChatCompletionBody
 from corral.protocols.responses.schemas import (
     FunctionCallItem,
@@ -79,7 +80,7 @@ def chat_body(body: ResponsesBody, messages: list[dict[str, Any]]) -> ChatComple
     tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                **({"parameters": t.parameters} if t.parameters else {})}}
              for t in body.tools or []]
-    return ChatCompletionBody.model_validate({
+    return converted(ChatCompletionBody, {
         "model": body.model, "messages": messages, "max_tokens": body.max_output_tokens,
         "temperature": body.temperature, "top_p": body.top_p, "tools": tools or None,
         "tool_choice": choice if tools else None, "response_format": response_format, "stream": True,

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from corral.protocols.upstream import NoUpstreamChoice
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -71,7 +73,7 @@ class TextConfig(_Body):
     format: TextFormat | None = None
 
 
-class ResponsesBody(_Body):
+class ResponsesBody(NoUpstreamChoice, _Body):
     model: str
     input: str | list[Item]
     instructions: str | None = None
