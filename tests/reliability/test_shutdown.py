@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import httpx
 import psutil
 import pytest
 from tests.server.conftest import Server
+from tests.server.test_runtime import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 CHAT = "/v1/chat/completions"
@@ -53,15 +53,6 @@ def stream_in_background(srv: Server, max_tokens: int) -> tuple[threading.Thread
     worker = threading.Thread(target=read)
     worker.start()
     return worker, lines
-
-
-def wait_for(check: object, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def descendants(pid: int) -> list[psutil.Process]:
