@@ -75,7 +75,8 @@ class Departures:
             if message["type"] == "http.response.start":
                 connection.started = True
             try:
-                await asyncio.wait_for(send(message), self.send_timeout)
+                async with asyncio.timeout(self.send_timeout):  # no task per chunk, unlike wait_for
+                    await send(message)
             except TimeoutError:
                 connection.slow = True
                 raise SlowReader from None
