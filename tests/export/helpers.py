@@ -100,14 +100,20 @@ def check_files(folder: Path) -> None:
 
 
 RESOLVED: set[str] = set()
+# What pip prints when the index's answer was cut off or the connection dropped (seen in CI: a JSON page
+# truncated at 6 MB); a resolution that really fails prints none of these.
+INDEX_HICCUPS = ("JSONDecodeError", "ReadTimeoutError", "ProtocolError", "IncompleteRead", "Connection reset")
 
 
 def resolves(folder: Path) -> None:
     """``pip install --dry-run`` of requirements.txt against the package index picks exactly the pins."""
     report = folder.parent / f"{folder.name}-pip-report.json"
-    resolved = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                               "--disable-pip-version-check", "--report", str(report), "-r",
-                               str(folder / "requirements.txt")], capture_output=True, text=True, timeout=600)
+    for _ in range(3):  # a page the index cut short is the network's fault, not the pins': ask again
+        resolved = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                                   "--disable-pip-version-check", "--report", str(report), "-r",
+                                   str(folder / "requirements.txt")], capture_output=True, text=True, timeout=600)
+        if resolved.returncode == 0 or not any(sign in resolved.stderr for sign in INDEX_HICCUPS):
+            break
     assert resolved.returncode == 0, resolved.stderr[-2000:]
     got = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"].split("+")[0]
            for i in json.loads(report.read_text())["install"]}

@@ -145,3 +145,30 @@ def test_the_sidecar_and_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert all(isinstance(a[1][1], str) and a[1][1] for a in answers)  # a message for each
     assert set(codes) <= {1, 2} and "Traceback" not in capsys.readouterr().err
     assert outside(SEEN, allowed_roots(tmp_path)) == []
+
+
+def test_made_up_names_leave_no_metrics_series(tmp_path: Path) -> None:
+    """Every label value of a metric is kept for the life of the server: a client that sends a new
+    made-up model name per request must not grow ``/metrics`` (or the server's memory) by one series
+    each. Client errors on unknown names are counted under "-"; served models keep their own label."""
+    from tests.server.test_fake_http import chat_body
+
+    register(tmp_path, "echo")
+
+    async def scenario() -> tuple[str, str, list[int]]:
+        async with serving(fake_runtime()) as (_, http):
+            assert (await http.post("/v1/chat/completions", json=chat_body("hi"))).status_code == 200
+            statuses = [(await http.post("/v1/chat/completions", json=chat_body("hi", model="made-up-0"))).status_code]
+            before = (await http.get("/metrics")).text
+            for i in range(1, 60):
+                body = chat_body("hi", model=f"made-up-{i}")
+                statuses.append((await http.post("/v1/chat/completions", json=body)).status_code)
+            return before, (await http.get("/metrics")).text, statuses
+
+    before, after, statuses = run(scenario())
+    assert set(statuses) == {404}
+    assert 'model="echo"' in after and "made-up" not in after  # the served model is labelled, the rest are not
+    series = [line for line in after.splitlines() if line and not line.startswith("#")]
+    assert len(series) == len([line for line in before.splitlines() if line and not line.startswith("#")])
+    refused = [line for line in series if line.startswith("corral_requests_total{") and 'model="-"' in line]
+    assert refused and float(refused[0].split()[-1]) >= 60  # each refusal still counted, under "-"

@@ -134,3 +134,30 @@ def _bad_inputs(url: str, speech: bytes, espeak: str) -> None:
         still = _post(url, hello, response_format="text")
         assert still.status_code == 200 and still.text.strip(), (words, still.text)
     assert httpx.post(f"{url}/v1/audio/transcriptions", json={"model": "pocketsphinx"}).status_code == 422
+
+
+def test_pocketsphinx_hears_speech_cut_off_on_a_frame_boundary(espeak: str) -> None:
+    """pocketsphinx's Segmenter closes speech still going at the end of the audio only when the last
+    frame (30 ms: 480 samples at 16 kHz) is short: audio of whole frames, cut mid-sentence, gave an
+    empty transcript. Cut at a whole frame and one sample later, it is heard the same."""
+    import io
+
+    import soundfile as sf
+
+    from corral.audio import resample
+    from corral.engines.base import LoadOptions
+    from corral.engines.sphinx.handler import SphinxHandler
+    from corral.media_tasks import Audio, TranscribeRequest
+    from corral.models.inspect import inspect_path
+    from corral.models.packaged import find_packaged_model
+
+    folder = find_packaged_model("pocketsphinx")
+    engine = SphinxHandler(folder, inspect_path(folder), LoadOptions())
+    engine.load()
+    samples, rate = sf.read(io.BytesIO(speak(espeak)), dtype="float32")
+    at16k = resample(Audio(np.asarray(samples, dtype=np.float32), int(rate)), 16000).samples
+    cut = int(len(at16k) * 0.8) // 480 * 480  # mid-sentence, a whole number of frames
+    heard_at = {n: engine.transcribe(TranscribeRequest(Audio(at16k[:n], 16000), language="en")).text
+                for n in (cut, cut + 1)}
+    assert heard_at[cut + 1].split()[:3] == ["i", "would", "like"], heard_at
+    assert heard_at[cut] == heard_at[cut + 1]

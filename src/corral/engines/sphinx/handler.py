@@ -26,6 +26,13 @@ def is_word(token: str) -> bool:
     return bool(token) and token[0] not in "<[" and token != "++"
 
 
+def whole_frames_closed(pcm: bytes, frame_bytes: int) -> bytes:
+    """``pcm`` with one sample of silence added when it is a whole number of the segmenter's frames:
+    pocketsphinx 5.1's ``Segmenter.segment`` closes speech still going at the end only on a short
+    last frame, so speech running to the end of such audio was dropped (an empty transcript)."""
+    return pcm + b"\0\0" if pcm and len(pcm) % frame_bytes == 0 else pcm
+
+
 class SphinxHandler(Handler):
     engine = "pocketsphinx"
 
@@ -67,7 +74,8 @@ class SphinxHandler(Handler):
         audio = resample(request.audio, self.rate)
         duration = audio.duration
         segments = []
-        for speech in Segmenter(sample_rate=self.rate).segment(io.BytesIO(pcm16(audio.samples))):
+        segmenter = Segmenter(sample_rate=self.rate)
+        for speech in segmenter.segment(io.BytesIO(whole_frames_closed(pcm16(audio.samples), segmenter.frame_bytes))):
             words = self._decode(speech.pcm, float(speech.start_time), duration)
             if words:
                 start, end = span(speech.start_time, speech.end_time, duration)
