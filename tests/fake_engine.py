@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from corral.engines.base import Handler
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
@@ -74,6 +75,7 @@ class FakeGeneration:
     """One chat or completion the handler served."""
 
     prompt_tokens: int
+    request: Any = None  # the ChatRequest / CompletionRequest as the engine got it
     produced: int = 0
     waiting: bool = False  # blocked on FakeHandler.release right now
     ended: bool = False  # produced every token it meant to
@@ -127,7 +129,7 @@ class FakeHandler(Handler):
         sampling = request.sampling
         room = tokens_to_generate(prompt_tokens, self.config.context, sampling.max_tokens)
         limit = room if self.config.repeat and words else min(room, len(words))
-        record = FakeGeneration(prompt_tokens)
+        record = FakeGeneration(prompt_tokens, request)
         self._note(lambda: self.generations.append(record))
         counted = [0]
         return stream_with_stops(self._words(words, limit, record, counted), sampling.stop, prompt_tokens,

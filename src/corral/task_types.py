@@ -46,6 +46,7 @@ class Sampling:
     top_k: int | None = None  # None: the engine's default; 0: no top-k cut
     context: int | None = None  # prompt + output tokens this request may use (Ollama's num_ctx); None: the model's
     asked: bool = False  # max_tokens is the caller's own (checked against the model: 400), not a door's default
+    given: frozenset[str] = frozenset()  # the fields the caller set itself: a preset's defaults fill the others
 
     def check(self, name: Callable[[str], str] = str) -> Sampling:
         """Itself, or a UsageError naming the field that is out of range (``name`` spells the
@@ -143,9 +144,30 @@ class TextChunk:
 
 
 @dataclass(frozen=True)
+class EmbedImage:
+    """An image to embed, for models that put images and text in one space (CLIP, SigLIP): a decoded
+    RGB image (PIL), checked by the door."""
+
+    image: Any
+
+
+@dataclass(frozen=True)
 class EmbedRequest:
-    inputs: tuple[str, ...]
+    inputs: tuple[str | EmbedImage, ...]  # texts and (image-text models) images, one vector each, in order
     normalize: bool = True
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(item, EmbedImage) for item in self.inputs)
+
+    def texts(self, model: str) -> tuple[str, ...]:
+        """The inputs of a model that embeds text only; an image among them is refused naming ``model``."""
+        if self.has_images:
+            from corral.errors import UnsupportedTaskError
+
+            raise UnsupportedTaskError(f"{model} embeds text only; it cannot embed images",
+                                       "send text only, or use an image-text embedding model (CLIP, SigLIP)")
+        return tuple(item for item in self.inputs if isinstance(item, str))
 
 
 @dataclass(frozen=True)

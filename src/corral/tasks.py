@@ -59,6 +59,7 @@ from corral.task_types import (
     Detection,
     DetectObjectsRequest,
     DetectObjectsResult,
+    EmbedImage,
     EmbedRequest,
     EmbedResult,
     Entity,
@@ -107,6 +108,7 @@ __all__ = [
     "DetectObjectsRequest",
     "DetectObjectsResult",
     "Detection",
+    "EmbedImage",
     "EmbedRequest",
     "EmbedResult",
     "Entity",
@@ -204,6 +206,7 @@ class BatchRule:
     key: Callable[[Any], object] = lambda request: None
 
 
+# texts and images (an image-text model) merge into one call; the handler embeds each kind in its own passes
 EMBED_BATCH = BatchRule(size=_inputs, key=lambda r: r.normalize, split=_split("vectors"),
                         merge=lambda rs: EmbedRequest(tuple(t for r in rs for t in r.inputs), rs[0].normalize))
 CLASSIFY_TEXT_BATCH = BatchRule(

@@ -13,6 +13,7 @@ from corral.api import (
     admin,
     anthropic,
     compare,
+    conversations,
     errors,
     hf,
     manage,
@@ -99,6 +100,7 @@ def create_app(runtime: Runtime, options: ServeOptions, state: ServerState) -> A
     app.include_router(ollama_admin.router)
     app.include_router(anthropic.router)
     app.include_router(responses.router)
+    app.include_router(conversations.router)
     hosts = [*options.allowed_hosts]
     if options.host not in ("0.0.0.0", "::", ""):
         hosts.append(options.host)

@@ -37,7 +37,9 @@ async def _payload(request: Request) -> Any:
 
 
 async def _answer(request: Request, name: str, task: str | None) -> Response:
-    check_name(name)
+    from corral.presets import without_mode
+
+    check_name(without_mode(name))
     payload = await _payload(request)
     inputs, parameters = split_payload(payload)
     runtime = runtime_of(request)

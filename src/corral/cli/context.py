@@ -46,6 +46,17 @@ class Context:
         routed = remote_entry(self.settings, text, lambda name: self.resolver.resolve(name, progress=progress))
         return routed or self.resolver.resolve(text, progress=progress)
 
+    def resolve_asked(self, text: str) -> tuple[str, Entry]:
+        """(the name to ask the runtime for, the entry of the model that serves it): a preset
+        (``MODEL@MODE``, a config preset) is asked for by its own name, so the router applies it."""
+        from corral.presets import find_preset
+
+        preset = find_preset(self.settings, text)
+        if preset is not None:
+            return text, self.resolve(preset[0])
+        entry = self.resolve(text)
+        return entry.name, entry
+
 
 def add_trust_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true",

@@ -24,6 +24,7 @@ from corral.tasks import (
     ChatRequest,
     CompletionRequest,
     DescribeImageRequest,
+    EmbedImage,
     EmbedRequest,
     EmbedResult,
     ImagePart,
@@ -75,15 +76,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("chat", help="an interactive multi-turn chat in the terminal")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", help="the model (left out with --resume: the saved chat's)")
     add_sampling(p)
     p.add_argument("--system", help="a system message")
+    p.add_argument("--save", metavar="NAME", help="keep this chat in the data folder as NAME (see --resume)")
+    p.add_argument("--resume", metavar="NAME", help="continue the chat saved as NAME (its last turns shown first)")
     add_load_flags(p)
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("embed", help="print embedding vectors for texts")
+    p = sub.add_parser("embed", help="print embedding vectors for texts (and images: image-text models)")
     p.add_argument("model")
-    p.add_argument("texts", nargs="+")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="image-text models (CLIP, SigLIP): an image to embed (repeatable; - reads stdin); "
+                   "the vectors of the images come first, in the order given, then those of the texts")
     p.add_argument("--json", action="store_true", help="OpenAI-style JSON with usage")
     p.add_argument("--no-normalize", action="store_true", help="raw vectors, not unit length")
     add_load_flags(p)
@@ -104,17 +110,21 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
     d = DEFAULT_SAMPLING
     p.add_argument("--temperature", type=float,
                    help=f"0 means greedy (default {d.temperature}; 0 for translation and summarisation)")
-    p.add_argument("--top-p", type=float, default=d.top_p, help=f"nucleus sampling (default {d.top_p})")
-    p.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"(default {d.max_tokens})")
+    p.add_argument("--top-p", type=float, help=f"nucleus sampling (default {d.top_p})")
+    p.add_argument("--max-tokens", type=int, help=f"(default {d.max_tokens})")
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
 
 
 def sampling_from(args: argparse.Namespace, *, greedy: bool = False) -> Sampling:
     """The sampling flags; a temperature left out is the default, or 0 where ``greedy``."""
-    temperature = args.temperature if args.temperature is not None else 0.0 if greedy else DEFAULT_SAMPLING.temperature
-    return Sampling(max_tokens=args.max_tokens, temperature=temperature, top_p=args.top_p,
-                    seed=args.seed, stop=tuple(args.stop)).check(lambda field: "--" + field.replace("_", "-"))
+    d = DEFAULT_SAMPLING
+    temperature = args.temperature if args.temperature is not None else 0.0 if greedy else d.temperature
+    given = {f for f in ("temperature", "top_p", "max_tokens", "seed") if getattr(args, f) is not None}
+    given |= {"stop"} if args.stop else set()
+    return Sampling(max_tokens=d.max_tokens if args.max_tokens is None else args.max_tokens, temperature=temperature,
+                    top_p=d.top_p if args.top_p is None else args.top_p, seed=args.seed, stop=tuple(args.stop),
+                    given=frozenset(given)).check(lambda field: "--" + field.replace("_", "-"))
 
 
 def stream_text(chunks: Iterator[TextChunk], echo: bool) -> Collected:
@@ -128,7 +138,7 @@ def stream_text(chunks: Iterator[TextChunk], echo: bool) -> Collected:
 
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
-    entry = ctx.resolve(args.model)
+    asked, entry = ctx.resolve_asked(args.model)
     from corral.cli.tasks import ONE_SHOT
 
     own = Task(args.task) if args.task else Task.CHAT if args.image else \
@@ -151,7 +161,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         task, request = _text_request(args, ctx, entry, own, prompt)
     with cli_runtime(args, ctx) as runtime:
         started = time.perf_counter()
-        with closing(runtime.stream(task, entry.name, request, CallInfo(Door.CLI, "run", prompt=prompt))) as chunks:
+        with closing(runtime.stream(task, asked, request, CallInfo(Door.CLI, "run", prompt=prompt))) as chunks:
             got = stream_text(chunks, echo=not args.json)
         elapsed = time.perf_counter() - started
     if args.json:
@@ -195,8 +205,14 @@ def _text_request(args: argparse.Namespace, ctx: Context, entry: Entry, own: Tas
 
 def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
     """Interactive chat; every turn one call through the runtime (logged with door cli)."""
+    if args.save or args.resume:  # a chat kept in the data folder: cli/conversations.py
+        from corral.cli.conversations import chat_kept
+
+        return chat_kept(args, ctx)
+    if args.model is None:
+        raise UsageError("chat needs a MODEL, or --resume NAME to continue a saved chat")
     sampling = sampling_from(args)
-    entry = ctx.resolve(args.model)
+    asked, entry = ctx.resolve_asked(args.model)
     entry_task(entry, Task.CHAT)
     history: list[Message] = [Message("system", args.system)] if args.system else []
     with cli_runtime(args, ctx) as runtime:
@@ -214,7 +230,7 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
                 turn = [*history, Message("user", line)]
                 call = CallInfo(Door.CLI, "chat", prompt=line)
                 try:
-                    with closing(runtime.stream(Task.CHAT, entry.name,
+                    with closing(runtime.stream(Task.CHAT, asked,
                                                 ChatRequest(tuple(turn), sampling=sampling), call)) as chunks:
                         answer = stream_text(chunks, echo=True).text
                 except KeyboardInterrupt:
@@ -240,9 +256,15 @@ def _prompt() -> str | None:
 def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
     entry = ctx.resolve(args.model)
     entry_task(entry, Task.EMBED)
+    if not args.texts and not args.image:
+        raise UsageError("nothing to embed: give texts, or --image FILE for an image-text model",
+                         'corral embed MODEL "some text" [--image photo.jpg]')
+    from corral.cli.tasks import read_image
+
+    inputs = (*(EmbedImage(read_image(name, ctx)) for name in args.image), *args.texts)  # images first
     with cli_runtime(args, ctx) as runtime:
         result: EmbedResult = runtime.call(Task.EMBED, entry.name,
-                                           EmbedRequest(tuple(args.texts), normalize=not args.no_normalize),
+                                           EmbedRequest(inputs, normalize=not args.no_normalize),
                                            CallInfo(Door.CLI, "embed"))
     if args.json:
         sys.stdout.write(dumps(embedding_list(result, entry.name), indent=True).decode() + "\n")

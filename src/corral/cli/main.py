@@ -19,7 +19,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import batch, compare, config, export, generate, health, models, query, scale, serve, sidecar, usage
+    from corral.cli import (
+        batch,
+        compare,
+        config,
+        export,
+        generate,
+        health,
+        hub,
+        models,
+        presets,
+        query,
+        scale,
+        serve,
+        sidecar,
+        usage,
+    )
 
     parser = _Parser(prog="corral", description="One runtime for every model, local or remote.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
@@ -27,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "$XDG_CONFIG_HOME/corral/config.toml)")
     sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     models.register(sub)
+    presets.register(sub)
     generate.register(sub)
     query.register(sub)
     batch.register(sub)
@@ -38,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.register(sub)
     usage.register(sub)
     health.register(sub)
+    hub.register(sub)
     return parser
 
 
@@ -52,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse cannot take a positional after options (`run MODEL --seed 1 "prompt"`)
         if getattr(args, "prompt", "set") is None and not any(x.startswith("-") for x in extra):
             args.prompt = " ".join(extra)
+        elif isinstance(getattr(args, "texts", None), list) and not any(x.startswith("-") for x in extra):
+            args.texts += extra  # `embed MODEL --image photo.jpg "a caption"`
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from corral.cli.context import Context, add_trust_flags
 from corral.cli.output import human_bytes, human_count, print_json, table
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--remote", metavar="PROVIDER", help="list the models a configured provider has (a free call)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("rm", help="remove a registration")
+    p = sub.add_parser("rm", help="remove a registration, or a preset from the config")
     p.add_argument("name")
     p.add_argument("--delete-files", action="store_true",
                    help="also delete the files corral downloaded or joined for it (never local or packaged files)")
@@ -96,11 +97,13 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     entries = every_entry(ctx.store)  # registered, then built-in system models present (espeak-ng)
     measured = ctx.store.measurements()
     remote = remote_rows(ctx.settings)
-    aliases = alias_rows(ctx.settings, ctx.store, {e.name for e in entries}) if args.aliases else []
+    every_alias = alias_rows(ctx.settings, ctx.store, {e.name for e in entries})
+    presets = [a for a in every_alias if "preset" in a]  # listed always; other aliases with --aliases
+    aliases = [a for a in every_alias if "preset" not in a] if args.aliases else []
     if args.json:
-        print_json(model_rows(ctx.store) + remote + aliases)
+        print_json(model_rows(ctx.store) + remote + presets + aliases)
         return 0
-    if not entries and not aliases and not remote:
+    if not entries and not aliases and not remote and not presets:
         print("no models registered yet; try `corral pull smollm2` or `corral pull ./my-model`")
         return 0
     blocks = []
@@ -110,11 +113,22 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     if remote:
         blocks.append(table(["remote model", "provider", "type"], [[r["name"], r["provider"], r["type"]]
                                                                   for r in remote]))
+    if presets:
+        blocks.append(table(["preset", "model", "defaults"], [[p["name"], " -> ".join(p["targets"]),
+                                                               _defaults(p["preset"])] for p in presets]))
     if aliases:
         blocks.append(table(["alias", "points to", "registered as"],
                             [[a["name"], " -> ".join(a["targets"]), a["registered_as"] or "-"] for a in aliases]))
     print("\n\n".join(blocks))
     return 0
+
+
+def _defaults(preset: dict[str, Any]) -> str:
+    """A preset's defaults in one cell: the system prompt's start, then the sampling values."""
+    system = preset.get("system")
+    shown = [f"system: {system[:40]!r}" + ("..." if len(system) > 40 else "")] if system else []
+    shown += [f"{k}={v}" for k, v in preset.items() if k not in ("system", "json_schema")]
+    return ", ".join(shown + (["json"] if "json_schema" in preset else [])) or "-"
 
 
 def _list_remote(args: argparse.Namespace, ctx: Context) -> int:
@@ -143,8 +157,11 @@ def _list_remote(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
+    from corral.cli.presets import remove_preset
     from corral.models.removal import remove_model
 
+    if remove_preset(args.name, ctx):
+        return 0
     removed = remove_model(ctx.store, args.name, delete_files=args.delete_files)
     print(f"removed {removed.name}")
     if removed.deleted:

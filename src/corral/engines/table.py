@@ -27,6 +27,7 @@ HF_VISION_CHAT = "corral.engines.transformers.vlm:VisionChatHandler"
 HF_TOKENS = "corral.engines.transformers.tokens:TokenClassifierHandler"
 HF_AUDIO_CLASSIFIER = "corral.engines.transformers.media_classify:AudioClassifierHandler"
 HF_VIDEO_CLASSIFIER = "corral.engines.transformers.media_classify:VideoClassifierHandler"
+HF_IMAGE_TEXT_EMBED = "corral.engines.transformers.image_text_embed:ImageTextEmbedHandler"
 SENTENCE = "corral.engines.sentence.handler:SentenceTransformersHandler"
 SENTENCE_RERANK = "corral.engines.sentence.rerank:CrossEncoderHandler"
 SPACY = "corral.engines.spacy.handler:SpacyHandler"
@@ -100,7 +101,9 @@ ENGINES: dict[str, EngineSpec] = {
                              Task.SEGMENT_IMAGE: HF_VISION, Task.DESCRIBE_IMAGE: HF_CAPTIONER,
                              Task.CLASSIFY_TOKENS: HF_TOKENS, Task.CLASSIFY_AUDIO: HF_AUDIO_CLASSIFIER,
                              Task.CLASSIFY_VIDEO: HF_VIDEO_CLASSIFIER, Task.TRANSCRIBE: HF_ASR, Task.SPEAK: HF_TTS},
-                   together=((frozenset({Task.CHAT, Task.DESCRIBE_IMAGE}), HF_VISION_CHAT),)),
+                   together=((frozenset({Task.CHAT, Task.DESCRIBE_IMAGE}), HF_VISION_CHAT),
+                             # CLIP / SigLIP: texts and images in one space (no ViT classifier head)
+                             (frozenset({Task.EMBED, Task.CLASSIFY_IMAGE}), HF_IMAGE_TEXT_EMBED))),
         EngineSpec("sentence_transformers", ("sentence-transformers", "torch"), ("sentence_transformers", "torch"),
                    "torch", frozenset({"safetensors", "pickle"}), dtypes=TORCH_DTYPES,
                    handlers={Task.EMBED: SENTENCE, Task.RERANK: SENTENCE_RERANK}),
@@ -122,6 +125,16 @@ ENGINES: dict[str, EngineSpec] = {
                    handlers={Task.GENERATE_IMAGE: DIFFUSERS, Task.GENERATE_VIDEO: DIFFUSERS}),
     )
 }
+
+
+# handlers whose embed takes images as well as texts (EmbedImage inputs); every other embed refuses images
+IMAGE_EMBEDDERS = frozenset({HF_IMAGE_TEXT_EMBED})
+
+
+def embeds_images(engine: str | None, tasks: list[str], engines: Mapping[str, EngineSpec] = ENGINES) -> bool:
+    """Whether a model with these inspected ``tasks`` embeds images (its handler is an image embedder)."""
+    spec = engines.get(engine or "")
+    return spec is not None and spec.handler_for(tasks) in IMAGE_EMBEDDERS
 
 
 def all_dtypes(engines: Mapping[str, EngineSpec] | None = None) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.engines.table import tasks_served
+from corral.engines.table import embeds_images, tasks_served
 from corral.errors import UnsupportedTaskError, UsageError
 from corral.export.pins import Pin, cuda_pins, installed_pin, pin_closure
 from corral.export.table import EXPORTS, ExportSpec
@@ -106,6 +106,9 @@ def plan_export(entry: Entry, *, bundle: bool = False, trust: Trust | None = Non
     tasks = tuple(t for t in entry.info.tasks if t in served)
     if not tasks:
         raise UnsupportedTaskError(f"{entry.name} has no task corral runs, so there is nothing to serve")
+    if embeds_images(entry.info.engine, entry.info.tasks):
+        raise UnsupportedTaskError(f"{entry.name} embeds images and texts (CLIP, SigLIP): corral cannot export "
+                                   "image-text embedding models yet", "serve it with `corral serve`")
     trust = trust or Trust()
     check_trust(entry.name, entry.info, trust)
     source = choose_source(entry, bundle)

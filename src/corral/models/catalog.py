@@ -1,7 +1,8 @@
 """What a user can name, as JSON rows every door lists the same way (`corral list --json`, the
 sidecar's `models/list`): registered models with their inspection and measured memory, then the
 built-in system models present (espeak-ng), the remote models the config names, and aliases not
-shadowed by a model, with the model each one resolved to or the chain it tries."""
+shadowed by a model, with the model each one resolved to or the chain it tries (and, for a preset,
+its defaults under ``preset``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from corral.config import Settings
 from corral.models.store import Store
 from corral.models.system import every_entry
+from corral.presets import Preset
 from corral.targets import split_remote
 
 
@@ -30,8 +32,13 @@ def alias_rows(settings: Settings, store: Store, registered: set[str]) -> list[d
             continue
         targets = [singles[name]] if name in singles else settings.chains()[name].targets
         entry = store.find_by_source(targets[0]) or store.get(targets[0])
-        out.append({"kind": "alias", "name": name, "alias_of": targets[0], "targets": targets,
-                    "registered_as": entry.name if entry else None})
+        row: dict[str, Any] = {"kind": "alias", "name": name, "alias_of": targets[0], "targets": targets,
+                               "registered_as": entry.name if entry else None}
+        preset = Preset.of_alias(name, settings.aliases[name]) if name in settings.aliases else None
+        if preset is not None:
+            row["preset"] = {"system": preset.system, **preset.sampling,
+                             **({"json_schema": preset.json_schema} if preset.json_schema else {})}
+        out.append(row)
     return out
 
 

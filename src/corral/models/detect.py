@@ -23,7 +23,7 @@ PIPELINE_TAGS: dict[str, tuple[Task, ...]] = {
     "text-ranking": (Task.RERANK,),
     "question-answering": (Task.ANSWER_QUESTION,),
     "image-classification": (Task.CLASSIFY_IMAGE,),
-    "zero-shot-image-classification": (Task.CLASSIFY_IMAGE,),
+    "zero-shot-image-classification": (Task.EMBED, Task.CLASSIFY_IMAGE),  # CLIP-like: images and texts in one space
     "object-detection": (Task.DETECT_OBJECTS,),
     "image-segmentation": (Task.SEGMENT_IMAGE,),
     "text-to-image": (Task.GENERATE_IMAGE,),
@@ -71,8 +71,9 @@ MODEL_TYPES: dict[str, tuple[Task, ...]] = {
     "m2m_100": (Task.TRANSLATE,),
     "nllb-moe": (Task.TRANSLATE,),
     "pegasus": (Task.SUMMARIZE,),
-    "clip": (Task.CLASSIFY_IMAGE, Task.EMBED),
-    "siglip": (Task.CLASSIFY_IMAGE, Task.EMBED),
+    "clip": (Task.EMBED, Task.CLASSIFY_IMAGE),  # CLIPModel / SiglipModel: image-text embeddings first
+    "siglip": (Task.EMBED, Task.CLASSIFY_IMAGE),
+    "siglip2": (Task.EMBED, Task.CLASSIFY_IMAGE),
     "llava": (Task.DESCRIBE_IMAGE, Task.CHAT),
     "llava_next": (Task.DESCRIBE_IMAGE, Task.CHAT),
     "qwen2_vl": (Task.DESCRIBE_IMAGE, Task.CHAT),
@@ -129,6 +130,7 @@ MODEL_NEEDS: dict[str, tuple[str, ...]] = {
     "smolvlm": ("torchvision",),
     "llava_onevision": ("torchvision",),
     "speecht5": ("sentencepiece",),  # SpeechT5Tokenizer reads spm_char.model
+    "siglip": ("sentencepiece",),  # SiglipTokenizer reads spiece.model
 }
 
 # GGUF general.architecture values that are embedding-only encoders

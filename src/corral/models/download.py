@@ -44,6 +44,7 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
 from corral.errors import BadReferenceError, CorralError, DownloadError, InsufficientStorageError, OfflineError
+from corral.models.hub_auth import LOGIN, hub_site, refusal, token_sent
 from corral.models.hub_listing import Expected, check_etag, check_tree, duplicate_weights, expected_file
 
 __all__ = ["Progress", "PullProgress", "download_repo", "hub_cache_dir"]
@@ -63,7 +64,6 @@ Progress = bool | Callable[[PullProgress], None]
 
 _CHUNK = 1024 * 1024
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-_LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 _OFFLINE_HINT = "to work offline, register a local model folder or GGUF file instead"
 
 
@@ -170,7 +170,7 @@ def download_repo(
             raise DownloadError(f"download of {where} was interrupted: {_one_line(exc)}", "run it again") from exc
         return _cached_snapshot(repo_id, revision, cache_dir, where, exc)
     except Exception as exc:  # every other library failure becomes one clear CorralError
-        raise _translate(exc, where, endpoint) from exc
+        raise _translate(exc, repo_id, where, endpoint) from exc
     if bad:
         raise DownloadError(
             f"{', '.join(bad)} of {where} failed verification against the hub's checksum;"
@@ -343,21 +343,23 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _translate(exc: Exception, where: str, endpoint: str | None) -> CorralError:
+def _translate(exc: Exception, repo_id: str, where: str, endpoint: str | None) -> CorralError:
     status = exc.response.status_code if isinstance(exc, HfHubHTTPError) and exc.response is not None else None
+    sent = token_sent(exc)  # whether the refused request carried the stored token (or HF_TOKEN)
+    refused = refusal(status, gated=isinstance(exc, GatedRepoError), sent=sent, what=where,
+                      page=f"{hub_site(endpoint)}/{repo_id}")  # 401 / 403: the next step to take
+    if refused is not None:
+        return refused
     if isinstance(exc, GatedRepoError):
-        return DownloadError(f"repository {where} is gated: you need to accept its terms and log in", _LOGIN_HINT)
+        return DownloadError(f"repository {where} is gated: you need to accept its terms and log in", LOGIN)
     if isinstance(exc, RepositoryNotFoundError):
-        if status == 401:
-            return DownloadError(f"repository {where} not found (or private: it needs a login)", _LOGIN_HINT)
-        return DownloadError(f"repository {where} not found on {endpoint or constants.ENDPOINT}")
+        no_access = ", or your token has no access to it (a private repo)" if sent else ""
+        return DownloadError(f"repository {where} not found on {endpoint or constants.ENDPOINT}{no_access}")
     if isinstance(exc, RevisionNotFoundError):
         return DownloadError(f"revision not found: {where}")
     if isinstance(exc, RemoteEntryNotFoundError):
         return DownloadError(f"a file listed for {where} is missing on the hub: {_one_line(exc)}")
     if isinstance(exc, HfHubHTTPError):
-        if status in (401, 403):
-            return DownloadError(f"access to {where} was refused (HTTP {status})", _LOGIN_HINT)
         return DownloadError(f"the hub answered HTTP {status} for {where}: {_one_line(exc)}")
     if isinstance(exc, HFValidationError):
         return BadReferenceError(f"invalid Hugging Face repository id {where!r}: {_one_line(exc)}")

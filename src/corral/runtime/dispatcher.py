@@ -11,14 +11,14 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from corral.engines.base import implementation
-from corral.engines.table import ENGINES, EngineSpec, tasks_served
+from corral.engines.table import ENGINES, EngineSpec, embeds_images, tasks_served
 from corral.errors import CorralError, ParameterError, UnsupportedTaskError
 from corral.models.store import Entry
 from corral.runtime.loader import entry_task, require_task
 from corral.runtime.registry import Check, LoadedModel, Registry
 from corral.runtime.requestlog import LogRow, RequestLog
 from corral.runtime.scheduler import Batcher, Gate, ServingState, queue_full, stream_from_thread
-from corral.tasks import TASKS, ChatRequest, Progress, Task, Usage
+from corral.tasks import TASKS, ChatRequest, EmbedRequest, Progress, Task, Usage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,7 +79,7 @@ def outcome(exc: BaseException) -> tuple[int, str]:
 
 def task_check(task: Task, engines: Mapping[str, EngineSpec] = ENGINES, request: Any = None) -> Check:
     """A registry check that refuses a model whose files do not serve ``task`` (as the engine table
-    ``engines`` says), or a request with images to a model that reads none, before it loads."""
+    ``engines`` says), or a request with images to a model that reads (or embeds) none, before it loads."""
     def check(entry: Entry) -> None:
         entry_task(entry, task, engines=engines)
         check_max_tokens(entry, request)
@@ -89,6 +89,9 @@ def task_check(task: Task, engines: Mapping[str, EngineSpec] = ENGINES, request:
                 raise UnsupportedTaskError(f"{entry.name} does not read images; it serves: "
                                  + ", ".join(sorted(t.value for t in served)),
                                  "send text only, or use an image-text model (LLaVA, Qwen2-VL, SmolVLM, ...)")
+        if isinstance(request, EmbedRequest) and request.has_images \
+                and not embeds_images(entry.info.engine, entry.info.tasks, engines):
+            request.texts(entry.name)  # refused, naming the model, before it loads or joins a batch
     return check
 
 
@@ -234,7 +237,7 @@ class Dispatcher:
         status, error, usage, model_name = 200, None, Usage(), name
         cold = not self.registry.is_loaded(name)
         try:
-            async with self.registry.use(name, task_check(task, self.engines)) as model:
+            async with self.registry.use(name, task_check(task, self.engines, request)) as model:
                 model_name = model.name
                 if cold:
                     call.trace.load_ms = (time.perf_counter() - started) * 1000

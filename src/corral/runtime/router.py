@@ -132,11 +132,29 @@ class Router:
         return Target(ref) if remote is None else Target(ref, *remote)
 
     def run(self, task: Task, name: str, request: Any, call: CallInfo) -> AsyncIterator[Any]:
+        name, request, call = self.presets(name, request, call)
         planned = self.chain(name)
         if planned is None:
             return self.dispatcher.run(task, name, request, call)
         targets, alias = planned
         return self._routed(task, name, targets, alias, request, call)
+
+    def presets(self, name: str, request: Any, call: CallInfo) -> tuple[str, Any, CallInfo]:
+        """The name to route and the request with the defaults of the presets ``name`` stands for
+        (a mode, ``MODEL@MODE``, then a config preset ``MODEL`` may be; :mod:`corral.presets`)."""
+        from corral.presets import apply_preset, find_preset
+
+        for _ in range(2):
+            found = find_preset(self.settings, name)
+            if found is None:
+                break
+            routed, preset = found
+            request = apply_preset(preset, request, name, mode=routed != name)
+            call = replace(call, via=call.via or name)  # logged as the name asked for
+            if routed == name:
+                break
+            name = routed
+        return name, request, call
 
     def _rules(self, target: Target) -> tuple[Retries, Cooldown]:
         if target.provider is None:

@@ -120,6 +120,7 @@ class SyncRuntime:
         """A streaming task's chunks (text, audio, progress: the task's own), made in the caller's thread."""
         if not TASKS[task].streams:
             raise ValueError(f"{task.value} does not stream; use call()")
+        name, request, call = self.runtime.router.presets(name, request, call)  # MODEL@MODE, a config preset
         if self.runtime.router.chain(name) is not None:  # remote, or a chain: the router's path, on the loop
             yield from self._routed(task, name, request, call)
             return

@@ -32,6 +32,7 @@ from corral.protocols.openai.completions import CompletionFold, start_completion
 from corral.protocols.openai.embeddings import create_embeddings
 from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from corral.runtime.dispatcher import CallInfo, Door
+from corral.sidecar.conversations import METHODS as CONVERSATIONS
 from corral.sidecar.devices import probe_devices
 from corral.sidecar.generation import generate_image, generate_video
 from corral.sidecar.speech import speak
@@ -254,5 +255,5 @@ METHODS: dict[str, Method] = {
     "models/status": models_status, "chat": chat, "complete": complete, "embed": embed, "rerank": rerank,
     **{t.value: functools.partial(hf_task, t) for t in HF_SHAPED}, "speak": speak,
     "generate_image": generate_image, "generate_video": generate_video,
-    "logs": logs, "usage": usage,
+    "logs": logs, "usage": usage, **CONVERSATIONS,
 }  # and "shutdown", which the session loop itself answers

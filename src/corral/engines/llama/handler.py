@@ -198,7 +198,7 @@ class LlamaCppHandler(Handler):
                 # decoder models declare no pooling: mean-pool so one input gives one vector
                 params["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
             self._embedder = Llama(**params)
-        vectors, n_tokens = self._embedder.embed(list(request.inputs), normalize=request.normalize,
+        vectors, n_tokens = self._embedder.embed(list(request.texts(self.path.name)), normalize=request.normalize,
                                                  truncate=True, return_count=True)
         return EmbedResult([list(map(float, v)) for v in vectors], Usage(prompt_tokens=int(n_tokens)))
 

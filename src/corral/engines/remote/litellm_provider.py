@@ -103,8 +103,9 @@ class LiteLLMProvider:
         yield TextChunk("", finish_reason=finish, usage=usage or Usage())
 
     async def _embed(self, upstream: str, request: EmbedRequest) -> AsyncIterator[EmbedResult]:
+        texts = list(request.texts(f"{self.name}/{upstream}"))
         try:
-            answer = await self.litellm.aembedding(model=upstream, input=list(request.inputs), **self.extra)
+            answer = await self.litellm.aembedding(model=upstream, input=texts, **self.extra)
         except Exception as exc:
             raise self.failure(exc) from None
         vectors = [item["embedding"] for item in sorted(answer.data, key=lambda d: d["index"])]

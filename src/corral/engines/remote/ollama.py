@@ -90,8 +90,9 @@ class OllamaProvider:
                         usage=Usage(int(last.get("prompt_eval_count") or 0), int(last.get("eval_count") or 0)))
 
     async def _embed(self, upstream: str, request: EmbedRequest) -> AsyncIterator[EmbedResult]:
+        texts = list(request.texts(f"{self.name}/{upstream}"))
         try:
-            response = await self.client.post("/api/embed", json={"model": upstream, "input": list(request.inputs)})
+            response = await self.client.post("/api/embed", json={"model": upstream, "input": texts})
         except httpx.HTTPError as exc:
             raise RemoteError(f"provider {self.name} cannot be reached ({type(exc).__name__})", status=503,
                               retryable=True) from None

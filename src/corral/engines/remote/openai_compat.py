@@ -117,7 +117,8 @@ class OpenAICompatible:
         return event
 
     async def _embed(self, upstream: str, request: EmbedRequest) -> AsyncIterator[EmbedResult]:
-        answer = await self._json("POST", "embeddings", {"model": upstream, "input": list(request.inputs)})
+        texts = list(request.texts(f"{self.name}/{upstream}"))
+        answer = await self._json("POST", "embeddings", {"model": upstream, "input": texts})
         try:
             items = sorted(answer["data"], key=lambda d: int(d["index"]))
             vectors = [[float(x) for x in item["embedding"]] for item in items]

@@ -13,7 +13,7 @@ class SentenceTransformersHandler(SentenceHandler):
         touch_weights(self.model)  # mapped weights count at load (see resident.py)
 
     def embed(self, request: EmbedRequest) -> EmbedResult:
-        texts = list(request.inputs)
+        texts = list(request.texts(self.path.name))
         vectors = self.model.encode(texts, normalize_embeddings=request.normalize,
                                     convert_to_numpy=True, batch_size=32)
         tokens = self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)

@@ -77,8 +77,10 @@ def chat_body(body: CountTokensBody, *, max_tokens: int, stream: bool = True) ->
                               "tools": tools or None, "tool_choice": _tool_choice(body), "stream": stream,
                               "stream_options": {"include_usage": True} if stream else None}
     if isinstance(body, MessagesBody):
-        fields.update(temperature=body.temperature, top_p=body.top_p or 1.0, top_k=body.top_k,
-                      stop=body.stop_sequences or None)
+        given = body.model_fields_set  # only what the client set: a preset's defaults fill the rest
+        fields.update({k: v for k, v in (("temperature", body.temperature), ("top_p", body.top_p),
+                                         ("top_k", body.top_k), ("stop", body.stop_sequences or None))
+                       if (k if k != "stop" else "stop_sequences") in given and v is not None})
         shape = body.output_config.format if body.output_config else None
         if shape is not None:
             fields["response_format"] = {"type": "json_schema",

@@ -1,5 +1,6 @@
 """Text tasks in the Hugging Face Inference API's shapes: text and zero-shot classification
-(labels with scores, best first), feature extraction (vectors), sentence similarity (cosine
+(labels with scores, best first), feature extraction (vectors; image-text models also embed
+``{"image": ...}`` items, see protocols.embed_inputs), sentence similarity (cosine
 scores) and extractive question answering (answer, score, start, end). Each takes the
 request's ``inputs`` and ``parameters`` and returns the JSON value."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UsageError
+from corral.protocols.embed_inputs import embed_inputs
 from corral.tasks import (
     AnswerQuestionRequest,
     AnswerQuestionResult,
@@ -75,9 +77,11 @@ async def zero_shot_classification(runtime: Runtime, model: str, inputs: Any, pa
 
 async def feature_extraction(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
                              call: CallInfo) -> Any:
-    items, single = texts(inputs)
+    """A vector per input: strings, and (image-text models) ``{"text": ...}`` / ``{"image": ...}`` items or
+    a body that is an image."""
+    items, single = await embed_inputs(inputs, runtime, field="inputs", max_inputs=MAX_INPUTS, blank=False)
     normalize = parameters.get("normalize")
-    request = EmbedRequest(tuple(items), normalize=True if normalize is None else bool(normalize))
+    request = EmbedRequest(items, normalize=True if normalize is None else bool(normalize))
     result: EmbedResult = await runtime.call(Task.EMBED, model, request, call)
     dims = parameters.get("dimensions")
     vectors = embedding_vectors(result, dims if isinstance(dims, int) and dims > 0 else None, model)

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from corral.errors import UsageError
 from corral.protocols.convert import converted
@@ -20,6 +20,7 @@ from corral.protocols.openai.schemas import ChatCompletionBody, CompletionBody
 from corral.task_types import UNBOUNDED
 from corral.toolcalls import arguments_object
 
+B = TypeVar("B", ChatCompletionBody, CompletionBody)
 UNTIL_CONTEXT_ENDS = (-1, -2)  # num_predict values that mean "no limit": the engine caps by the context
 
 
@@ -71,12 +72,19 @@ def _message(m: Message, index: int) -> dict[str, Any]:
     return out
 
 
+def _defaulted(body: B, options: Options | None) -> B:
+    """``body``, noting the sampling fields that hold Ollama's defaults rather than the client's."""
+    o = options or Options()
+    body._door_defaults = frozenset(f for f, v in (("temperature", o.temperature), ("top_p", o.top_p)) if v is None)
+    return body
+
+
 def chat_body(body: ChatBody, model: str) -> ChatCompletionBody:
     """``/api/chat``'s body as the OpenAI chat corral runs (``model``: corral's name for it)."""
-    return converted(ChatCompletionBody, {
+    return _defaulted(converted(ChatCompletionBody, {
         "model": model, "messages": [_message(m, i) for i, m in enumerate(body.messages)],
         "tools": body.tools or None, "response_format": _format(body.format), "stream": True,
-        "stream_options": {"include_usage": True}, **_sampling(body.options)})
+        "stream_options": {"include_usage": True}, **_sampling(body.options)}), body.options)
 
 
 def generate_body(body: GenerateBody, model: str) -> ChatCompletionBody:
@@ -84,16 +92,17 @@ def generate_body(body: GenerateBody, model: str) -> ChatCompletionBody:
     messages: list[dict[str, Any]] = [{"role": "system", "content": body.system}] if body.system else []
     user: Any = body.prompt if not body.images else [{"type": "text", "text": body.prompt}, *_images(body.images)]
     messages.append({"role": "user", "content": user})
-    return converted(ChatCompletionBody, {
+    return _defaulted(converted(ChatCompletionBody, {
         "model": model, "messages": messages, "response_format": _format(body.format), "stream": True,
-        "stream_options": {"include_usage": True}, **_sampling(body.options)})
+        "stream_options": {"include_usage": True}, **_sampling(body.options)}), body.options)
 
 
 def completion_body(body: GenerateBody, model: str) -> CompletionBody:
     """``/api/generate`` with ``raw``: the prompt as it is, no template (OpenAI's completions)."""
     fields = _sampling(body.options)
     fields.setdefault("max_tokens", UNBOUNDED)  # no num_predict: the engine caps by the context left
-    return converted(CompletionBody, {"model": model, "prompt": body.prompt, "stream": True, **fields})
+    return _defaulted(converted(CompletionBody, {"model": model, "prompt": body.prompt, "stream": True, **fields}),
+                      body.options)
 
 
 async def completion_deltas(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

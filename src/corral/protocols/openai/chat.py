@@ -19,6 +19,7 @@ from corral.protocols.openai.schemas import (
     ChatMessage,
     ImageUrlPart,
     NamedToolChoice,
+    given_fields,
     stop_tuple,
 )
 from corral.task_types import UNBOUNDED
@@ -226,7 +227,7 @@ def prepare_chat(body: ChatCompletionBody, images: Sequence[Any] = ()) -> Prepar
     max_tokens = body.max_completion_tokens or body.max_tokens or UNBOUNDED
     sampling = Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
                         stop=stop_tuple(body.stop), top_k=body.top_k, context=body.context_limit,
-                        asked=max_tokens != UNBOUNDED)
+                        asked=max_tokens != UNBOUNDED, given=given_fields(body))
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     request = ChatRequest(tuple(messages), sampling=sampling, json_schema=schema, logprobs=logprobs)
     return PreparedChat(request, names, body.logprobs)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import UsageError
-from corral.protocols.openai.schemas import CompletionBody, stop_tuple
+from corral.protocols.openai.schemas import CompletionBody, given_fields, stop_tuple
 from corral.task_types import UNBOUNDED
 from corral.tasks import CompletionRequest, Sampling, Task, TextChunk, Usage
 from corral.wire import acollect, primed, usage_json
@@ -76,7 +76,8 @@ async def start_completion(runtime: Runtime, body: CompletionBody, call: CallInf
             sampling = Sampling(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
                                 seed=seed, stop=stop_tuple(body.stop), top_k=body.top_k,
                                 context=body.context_limit,
-                                asked="max_tokens" in body.model_fields_set and body.max_tokens != UNBOUNDED)
+                                asked="max_tokens" in body.model_fields_set and body.max_tokens != UNBOUNDED,
+                                given=given_fields(body))
             job = runtime.run(Task.COMPLETE, body.model, CompletionRequest(prompt, sampling=sampling),
                               replace(call, prompt=prompt))
             jobs.append(await primed(job) if not jobs else job)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from corral.protocols.upstream import NoUpstreamChoice
 
@@ -127,8 +127,21 @@ class _GenerationBody(NoUpstreamChoice, _Body):
     top_k: int | None = Field(default=None, ge=0)  # not OpenAI's: vLLM's, Ollama's and Anthropic's
     context_limit: int | None = Field(default=None, ge=1)  # not OpenAI's: Ollama's num_ctx (prompt + output)
     user: str | None = None
+    # fields another door's translation filled with that API's own defaults (Ollama's temperature 0.8):
+    # not the client's values, so a preset's defaults take their place
+    _door_defaults: frozenset[str] = PrivateAttr(default=frozenset())
 
     _stop = field_validator("stop")(classmethod(lambda cls, v: _check_stop(v)))
+
+
+SAMPLING_NAMES = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed", "stop": "stop",
+                  "max_tokens": "max_tokens", "max_completion_tokens": "max_tokens"}  # body field -> Sampling field
+
+
+def given_fields(body: _GenerationBody) -> frozenset[str]:
+    """The Sampling fields the client set (a null counts as not set): a preset fills the others."""
+    return frozenset(SAMPLING_NAMES[f] for f in body.model_fields_set - body._door_defaults
+                     if f in SAMPLING_NAMES and getattr(body, f) is not None)
 
 
 class ChatCompletionBody(_GenerationBody):
@@ -153,7 +166,7 @@ class CompletionBody(_GenerationBody):
 
 
 class EmbeddingBody(NoUpstreamChoice, _Body):
-    input: str | list[str]
+    input: str | list[str | dict[str, Any]]  # items {"text": ...} / {"image": ...}: protocols.embed_inputs
     model: str
     dimensions: int | None = Field(default=None, ge=1)
     encoding_format: Literal["float", "base64"] = "float"

@@ -80,11 +80,11 @@ def chat_body(body: ResponsesBody, messages: list[dict[str, Any]]) -> ChatComple
     tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                **({"parameters": t.parameters} if t.parameters else {})}}
              for t in body.tools or []]
+    sampling: dict[str, Any] = {k: getattr(body, k) for k in ("temperature", "top_p") if k in body.model_fields_set}
     return converted(ChatCompletionBody, {
-        "model": body.model, "messages": messages, "max_tokens": body.max_output_tokens,
-        "temperature": body.temperature, "top_p": body.top_p, "tools": tools or None,
-        "tool_choice": choice if tools else None, "response_format": response_format, "stream": True,
-        "stream_options": {"include_usage": True}})
+        "model": body.model, "messages": messages, "max_tokens": body.max_output_tokens, **sampling,
+        "tools": tools or None, "tool_choice": choice if tools else None, "response_format": response_format,
+        "stream": True, "stream_options": {"include_usage": True}})
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
