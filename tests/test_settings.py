@@ -3,6 +3,8 @@ name where a bad value came from, flags generated from the schema, the global --
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,28 @@ def test_global_config_flag_beats_corral_config(tmp_path: Path) -> None:
     # the environment beats the file
     r = run_cli("--config", str(bad), "list", env={"CORRAL_MAX_LOADED": "2"})
     assert r.returncode == 0, r.stderr
+
+
+def test_threads_reach_the_engines_from_flags_environment_and_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral.cli.context import Context, load_options
+    from corral.cli.flags import setting_flags
+    from corral.cli.main import build_parser
+    from corral.runtime.runtime import RuntimeOptions
+
+    parser = build_parser()
+    monkeypatch.setenv("CORRAL_THREADS", "3")
+    assert load_options(parser.parse_args(["run", "smollm2", "hi"]), Context()).threads == 3
+    assert load_options(parser.parse_args(["run", "smollm2", "hi", "--threads", "2"]), Context()).threads == 2
+    served = parser.parse_args(["serve", "--threads", "4"])  # serve's --threads is the [runtime] setting's flag
+    ctx = Context(flags=setting_flags(served))
+    assert RuntimeOptions.from_settings(ctx.settings, load_options(served, ctx)).load.threads == 4
+    monkeypatch.setenv("CORRAL_THREADS", "0")
+    with pytest.raises(ConfigError, match="threads"):
+        load_settings()
+
+
+def test_engines_default_to_the_cpus_the_process_may_use() -> None:
+    pinned = subprocess.run([sys.executable, "-c", "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+                             "from corral.devices import usable_cpus; print(usable_cpus())"],
+                            capture_output=True, text=True, timeout=60)
+    assert pinned.returncode == 0 and pinned.stdout.strip() == "1", pinned.stderr

@@ -118,6 +118,8 @@ class RuntimeSettings(_Section):
     stall_timeout: Duration = setting(300.0, "fail a streamed answer whose model produced nothing for this long: 504, "
                                       "or an error event once streaming (default 5m; -1: never)",
                                       env="CORRAL_STALL_TIMEOUT")
+    threads: int | None = setting(None, "CPU threads llama.cpp computes with (default: the CPUs this process may use)",
+                                  env="CORRAL_THREADS", ge=1)
     parallel: int = setting(8, "GGUF requests decoded together per model, each with its own --ctx (default 8)",
                             env="CORRAL_PARALLEL", ge=1, le=64)
     log_prompts: bool = setting(False, "store prompt text in the request log", env="CORRAL_LOG_PROMPTS")

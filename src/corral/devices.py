@@ -16,6 +16,17 @@ def check_device(device: str | None) -> str | None:
     return device
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's cpuset, `taskset`), at
+    least 1: what a CPU engine's thread count defaults to (``os.cpu_count()`` counts the machine's)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 def wants_gpu(device: str | None) -> bool:
     """True unless the user asked for the CPU (engines then use a GPU when one exists)."""
     return check_device(device) != "cpu"

@@ -144,6 +144,8 @@ async def logs(request: Request, model: str | None = None, status: str | None = 
 
     if not 1 <= limit <= MAX_PAGE:
         raise UsageError(f"limit must be 1 to {MAX_PAGE}, not {limit}")
+    if before is not None and not 0 <= before < 2**63:  # a row id: SQLite's INTEGER
+        raise UsageError(f"before must be a row id from a previous page (0 to {2**63 - 1})")
     if status is not None and status not in ("ok", "error") and not (status.isdigit() and len(status) == 3):
         raise UsageError(f"status must be ok, error or a three-digit code, not {status[:20]!r}")
     rt = runtime_of(request)

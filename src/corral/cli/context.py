@@ -65,11 +65,14 @@ def add_trust_flags(p: argparse.ArgumentParser) -> None:
                    help="allow pickle-based weight files (.bin/.pt/.ckpt), which can run code")
 
 
-def add_load_flags(p: argparse.ArgumentParser) -> None:
+def add_load_flags(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
+    """The flags of a model load; ``threads``: also --threads (serve and sidecar have it as a [runtime] setting)."""
     add_trust_flags(p)
     p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: best available)")
     p.add_argument("--ctx", type=int, dest="context_length", help="context length to allocate")
-    p.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
+    if threads:
+        p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: [runtime] threads, "
+                       "CORRAL_THREADS, else the CPUs this process may use)")
     p.add_argument("--dtype", choices=("auto", *all_dtypes()), metavar="DTYPE",
                    help="load weights as this type: torch models float32, float16, bfloat16 (default: as stored; "
                    "half precision on CUDA); CTranslate2 (faster-whisper) compute types int8, int8_float32, "
@@ -82,8 +85,9 @@ def trust_from(args: argparse.Namespace) -> Trust:
 
 def load_options(args: argparse.Namespace, ctx: Context) -> LoadOptions:
     device = check_device(args.device or ctx.settings.default_device)
+    threads = getattr(args, "threads", None) or ctx.settings.runtime.threads
     return LoadOptions(device=device, trust=trust_from(args), context_length=args.context_length,
-                       threads=args.threads, dtype=args.dtype)
+                       threads=threads, dtype=args.dtype)
 
 
 NO_BUDGET = 2**62  # the CLI loads what it is asked to: no memory budget, one model at a time

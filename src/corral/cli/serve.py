@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
                        description="Every setting below can also come from the environment (CORRAL_*) or the "
                                    "config file ([server], [runtime]); flags win, then the environment, then the file.")
     add_setting_flags(p, "server", "runtime")
-    add_load_flags(p)
+    add_load_flags(p, threads=False)
     p.add_argument("--ray", action="store_true",
                    help="serve as a Ray Serve deployment: replicas on a Ray cluster behind Serve's HTTP proxy "
                         "(needs corral[ray]; the options below)")

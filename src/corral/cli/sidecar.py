@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
                        description="stdout carries only protocol lines; logs go to stderr. Every [runtime] setting "
                                    "can also come from the environment (CORRAL_*) or the config file.")
     add_setting_flags(p, "runtime")
-    add_load_flags(p)
+    add_load_flags(p, threads=False)
     p.add_argument("--max-line-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
                    help="refuse a message longer than this (default 16 MiB); the session goes on")
     p.add_argument("--allow-paths", action="store_true",

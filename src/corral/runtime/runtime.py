@@ -60,7 +60,8 @@ class RuntimeOptions:
         """The options ``[runtime]`` settings (flags > environment > config file) describe."""
         r = settings.runtime
         load = load or LoadOptions()
-        return cls(load=replace(load, parallel=r.parallel), budget_bytes=r.memory_budget, max_loaded=r.max_loaded,
+        return cls(load=replace(load, parallel=r.parallel, threads=load.threads or r.threads),
+                   budget_bytes=r.memory_budget, max_loaded=r.max_loaded,
                    keep_alive=r.keep_alive, max_queue=r.max_queue, log_prompts=r.log_prompts,
                    preload=tuple(r.models), stall_timeout=r.stall_timeout)
 

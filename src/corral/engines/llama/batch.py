@@ -28,7 +28,6 @@ from __future__ import annotations
 import codecs
 import ctypes
 import heapq
-import os
 import queue
 import threading
 from collections import deque
@@ -36,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from corral.devices import usable_cpus
 from corral.engines.llama.sampling import SamplerChain, log_softmax, logits_row, top_logprobs
 from corral.errors import ContextLengthError, CorralError
 from corral.tasks import Sampling
@@ -131,7 +131,7 @@ class BatchedDecoder:
         mparams.n_gpu_layers = n_gpu_layers
         model: Any = LlamaModel(path_model=str(model_path), params=mparams, verbose=True)
         self._model = model
-        threads = n_threads or max(1, os.cpu_count() or 1)
+        threads = n_threads or usable_cpus()
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = max_sequences * -(-n_ctx_per_seq // 256) * 256  # llama.cpp pads each stream to 256
         cparams.n_batch = cparams.n_ubatch = n_batch

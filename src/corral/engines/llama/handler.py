@@ -9,11 +9,10 @@ depend on what else is in the batch (see batch.py).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
-from corral.devices import wants_gpu
+from corral.devices import usable_cpus, wants_gpu
 from corral.engines.base import Handler
 from corral.engines.llama.sampling import TOP_K
 from corral.engines.streaming import stream_with_stops, tokens_to_generate
@@ -47,7 +46,7 @@ class LlamaCppHandler(Handler):
 
         ctx = self.options.context_length or min(self.info.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         gpu = wants_gpu(self.options.device) and bool(llama_cpp.llama_supports_gpu_offload())
-        threads = self.options.threads or max(1, (os.cpu_count() or 2))
+        threads = self.options.threads or usable_cpus()
         return ctx, threads, -1 if gpu else 0
 
     def _checked_path(self) -> str:
