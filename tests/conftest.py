@@ -93,3 +93,20 @@ def llama_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with FakeHub(build_causal_lm("llama", tmp_path_factory.mktemp("llama")).path, repo_id="org/tiny-llama") as hub:
         yield hub
+
+
+# Folders whose files hold the longest tests (browsers, fresh venvs, Ray clusters, real models), in the
+# order their files should start. pytest-xdist (--dist loadfile) hands files to workers in collection
+# order, so a long file collected last ran alone at the end while the other worker sat idle.
+HEAVY_FIRST = ("ui", "export", "scale", "tasks", "engines", "sidecar", "reliability")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the heavy folders' files first (a stable sort: a file's tests stay together, in order)."""
+    root = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int:
+        parts = Path(str(item.path)).relative_to(root).parts
+        return HEAVY_FIRST.index(parts[0]) if len(parts) > 1 and parts[0] in HEAVY_FIRST else len(HEAVY_FIRST)
+
+    items.sort(key=rank)

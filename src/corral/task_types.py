@@ -278,7 +278,12 @@ class AnswerQuestionResult:
 
 @dataclass(frozen=True)
 class ClassifyImageRequest:
+    """Images to label with the model's own labels, or (zero-shot, an image-text model such as CLIP)
+    with ``labels``: each scored as the caption ``hypothesis_template.format(label)``."""
+
     images: tuple[Any, ...]  # decoded RGB images (PIL), checked by the door (corral.media)
+    labels: tuple[str, ...] = ()
+    hypothesis_template: str = "This is a photo of {}."
 
 
 @dataclass(frozen=True)

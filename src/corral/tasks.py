@@ -219,7 +219,8 @@ ANSWER_BATCH = BatchRule(
     merge=lambda rs: replace(rs[0], items=tuple(i for r in rs for i in r.items)))
 CLASSIFY_IMAGE_BATCH = BatchRule(
     size=lambda r: len(r.images), split=_split("labels", lambda r: len(r.images)),
-    merge=lambda rs: ClassifyImageRequest(tuple(i for r in rs for i in r.images)))
+    key=lambda r: (r.labels, r.hypothesis_template),
+    merge=lambda rs: replace(rs[0], images=tuple(i for r in rs for i in r.images)))
 DETECT_BATCH = BatchRule(
     size=lambda r: len(r.images), split=_split("detections", lambda r: len(r.images)), key=lambda r: r.threshold,
     merge=lambda rs: DetectObjectsRequest(tuple(i for r in rs for i in r.images), rs[0].threshold))

@@ -105,7 +105,7 @@ def test_images_and_captions_embed_into_one_space_as_transformers_computes_them(
     assert not np.allclose(np.linalg.norm(unnormalised, axis=1), 1.0, atol=1e-3)
     assert unit.input_tokens[0] == unit.input_tokens[2] == 0 and unit.input_tokens[1] > unit.input_tokens[3] > 0
     assert unit.usage.prompt_tokens == sum(unit.input_tokens)
-    assert refused.http_status == 400 and "zero-shot" in refused.message and "corral embed" in (refused.hint or "")
+    assert refused.http_status == 400 and "candidate labels" in refused.message and "--labels" in (refused.hint or "")
 
 
 def test_concurrent_image_and_text_requests_share_one_forward_pass_and_equal_solo(clip: Path) -> None:
@@ -263,3 +263,48 @@ def test_the_cli_embeds_images_then_texts(clip: Path, tmp_path: Path) -> None:
     got = np.array([json.loads(line) for line in r.stdout.splitlines()])  # one "[x, y, ...]" line per input
     image, text = by_hand(clip, [RED], [CAT])
     assert got.shape == (2, PROJECTION) and np.allclose(got, [image[0], text[0]], atol=1e-5)  # images first
+
+
+def test_zero_shot_image_classification_scores_captions_as_clip_does(clip: Path, capsys: pytest.CaptureFixture[str],
+                                                                     tmp_path: Path) -> None:
+    """candidate labels: each image against "This is a photo of {label}." (softmax over the labels of
+    CLIP's scaled cosine similarities), on the runtime, the HF door (``zero-shot-image-classification``
+    picked by ``candidate_labels``), the sidecar's classify_image and ``corral run --labels``; a
+    classifier with labels of its own refuses candidate labels."""
+    import torch
+    from transformers import AutoModel
+
+    from corral.cli.main import main
+
+    labels = ("red square", "blue square", "green tree")
+    images = [decode_image(RED), decode_image(BLUE)]
+    runtime = runtime_with({"clip": clip})
+
+    async def scenario() -> tuple[Any, Any, Any, Any]:
+        async with runtime:
+            direct = await runtime.call(Task.CLASSIFY_IMAGE, "clip", ClassifyImageRequest(tuple(images), labels), CALL)
+            async with serving(runtime) as (_, http):
+                hf = (await http.post("/models/clip", json={"inputs": data_url(BLUE),
+                                                            "parameters": {"candidate_labels": list(labels)}})).json()
+                no_labels = await http.post("/models/clip/pipeline/zero-shot-image-classification",
+                                            json={"inputs": data_url(BLUE)})
+            session = methods.Session(runtime, 1, lambda method, params: None)
+            sidecar = await methods.METHODS["classify_image"](session, {
+                "model": "clip", "inputs": data_url(RED), "parameters": {"candidate_labels": ",".join(labels)}})
+            return direct, hf, no_labels, sidecar
+
+    direct, hf, no_labels, sidecar = asyncio.run(scenario())
+    image, text = by_hand(clip, [RED, BLUE], [f"This is a photo of {label}." for label in labels])
+    scale = float(AutoModel.from_pretrained(clip).logit_scale.detach().exp())
+    expected = torch.softmax(torch.tensor(image @ text.T) * scale, dim=-1).numpy()
+    for scored, row in zip(direct.labels, expected, strict=True):
+        assert [label for label, _ in scored] == [labels[i] for i in np.argsort(-row, kind="stable")]
+        assert np.allclose([score for _, score in scored], sorted(row, reverse=True), atol=1e-5)
+    assert [x["label"] for x in hf] == [label for label, _ in direct.labels[1]]
+    assert np.allclose([x["score"] for x in hf], [score for _, score in direct.labels[1]], atol=1e-6)
+    assert no_labels.status_code == 422 and "candidate_labels" in no_labels.json()["error"]["message"]
+    assert [x["label"] for x in sidecar] == [label for label, _ in direct.labels[0]]
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(RED)
+    assert main(["run", "clip", str(photo), "--labels", ",".join(labels), "--json"]) == 0
+    assert [x["label"] for x in json.loads(capsys.readouterr().out)] == [label for label, _ in direct.labels[0]]

@@ -20,6 +20,7 @@ from tests.fixtures.runtimes import runtime_with
 from tests.fixtures.tiny_media import build_detr, build_segformer, build_vit
 from tests.fixtures.tiny_models import build_bert_classifier
 
+from corral.errors import UnsupportedTaskError
 from corral.media import BadMediaError, MediaTooLargeError, decode_image
 from corral.runtime.dispatcher import CallInfo, Door
 from corral.sidecar.client import SidecarClient, SidecarError
@@ -73,6 +74,10 @@ def test_scores_and_boxes_as_transformers_computes_them(vit: Path, detr: Path) -
                                                            CALL) for i in images))
             boxes = await asyncio.gather(*(runtime.call(Task.DETECT_OBJECTS, "detr", DetectObjectsRequest((i,), 0.0),
                                                         CALL) for i in images))
+            with pytest.raises(UnsupportedTaskError, match="own labels only") as labelled:  # zero-shot: CLIP's
+                await runtime.call(Task.CLASSIFY_IMAGE, "vit", ClassifyImageRequest((images[0],), ("cat", "fish")),
+                                   CALL)
+            assert labelled.value.http_status == 400
             return alone, list(together), list(boxes)
 
     alone, together, boxes = asyncio.run(scenario())

@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--doc", action="append", default=[], metavar="TEXT",
                    help="rerank models: a document to rank against the prompt (repeatable; else one per stdin line)")
     p.add_argument("--top-n", type=int, help="rerank models: show only the best N")
-    p.add_argument("--labels", help="text classifiers: zero-shot labels, comma-separated (an NLI model)")
+    p.add_argument("--labels", help="zero-shot labels, comma-separated: text (an NLI model) or images (CLIP, "
+                   "SigLIP)")
     p.add_argument("--multi-label", action="store_true", help="zero-shot: score each label on its own")
     p.add_argument("--top-k", type=int, help="classifiers: show only the best K labels; QA: the K best answers")
     p.add_argument("--context", help="question-answering models: the text the answer is taken from (else stdin)")
@@ -141,7 +142,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     asked, entry = ctx.resolve_asked(args.model)
     from corral.cli.tasks import ONE_SHOT
 
-    own = Task(args.task) if args.task else Task.CHAT if args.image else \
+    own = Task(args.task) if args.task else Task.CHAT if args.image else _labelled(args, entry) or \
         next((Task(t) for t in entry.info.tasks[:1]), None)
     if own in ONE_SHOT:
         entry_task(entry, own)
@@ -170,6 +171,14 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     else:
         sys.stdout.write("\n")
     return 0
+
+
+def _labelled(args: argparse.Namespace, entry: Entry) -> Task | None:
+    """With --labels, the zero-shot task of a model that classifies images and not text (CLIP, SigLIP)."""
+    tasks = entry.info.tasks
+    if args.labels and Task.CLASSIFY_IMAGE.value in tasks and Task.CLASSIFY_TEXT.value not in tasks:
+        return Task.CLASSIFY_IMAGE
+    return None
 
 
 def _user_message(args: argparse.Namespace, ctx: Context, prompt: str) -> Message:

@@ -147,11 +147,12 @@ def read_image(name: str, ctx: Context) -> Any:
 
 
 def run_classify_image(args: argparse.Namespace, ctx: Context, entry: Entry) -> int:
-    """`corral run IMAGE_CLASSIFIER photo.jpg [--top-k K]`."""
+    """`corral run IMAGE_CLASSIFIER photo.jpg [--labels a,b] [--top-k K]` (labels: zero-shot, CLIP / SigLIP)."""
     image = image_of(args, ctx)
+    labels = tuple(x.strip() for x in (args.labels or "").split(",") if x.strip())
     with cli_runtime(args, ctx) as runtime:
-        result: ClassifyImageResult = runtime.call(Task.CLASSIFY_IMAGE, entry.name, ClassifyImageRequest((image,)),
-                                                   CallInfo(Door.CLI, "run"))
+        result: ClassifyImageResult = runtime.call(Task.CLASSIFY_IMAGE, entry.name,
+                                                   ClassifyImageRequest((image,), labels), CallInfo(Door.CLI, "run"))
     scored = result.labels[0][: args.top_k or 5]
     if args.json:
         print_json([{"label": label, "score": score} for label, score in scored])

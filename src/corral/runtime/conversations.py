@@ -4,7 +4,7 @@ alias or a preset name, passed on as given), persona (system prompt), optional n
 SQLite under the data folder (``conversations.db``, WAL, schema = its MIGRATIONS). Prompt text is
 kept here only, and only because someone asked for a conversation.
 
-- Retention: a conversation not written to for ``[runtime] conversation_retention`` (default 720h;
+- Retention: a conversation not written to for ``[runtime] conversation_retention`` (default 30d;
   -1: forever) is gone at once for every read (404), and its rows are deleted when the store opens,
   on every write (create, append) and on every listing.
 - One answer at a time: a send claims its conversation (an exclusive ``flock`` on its lock file in

@@ -9,8 +9,8 @@ an input merged with concurrent requests gets the vector it gets alone: every im
 processor's size, CLIP masks text padding, and SigLIP (trained on text padded to its full length, no
 mask) always pads to the full length. Usage counts the texts' tokens; an image counts none.
 
-Such a model classifies an image only against labels given with it (zero-shot); classify_image
-carries none, so it is refused with a 400 that says how to compare embeddings instead."""
+Such a model classifies an image only against labels given with it (zero-shot: ``classify_image``
+with ``labels``, the Hugging Face door's ``candidate_labels``); without labels it is a 400."""
 
 from __future__ import annotations
 
@@ -84,11 +84,29 @@ class ImageTextEmbedHandler(TorchTaskHandler):
         return list(_features(out))
 
     def classify_image(self, request: ClassifyImageRequest) -> ClassifyImageResult:
-        raise UnsupportedTaskError(
-            f"{self.path.name} ({self.info.model_type}) has no labels of its own: it classifies an image only "
-            "against labels given with it (zero-shot), which classify_image does not take",
-            "embed the image and a text per label (`corral embed MODEL --image photo.jpg \"a photo of a cat\" "
-            "\"a photo of a dog\"`, or /v1/embeddings) and take the label whose vector is closest")
+        """Zero-shot: each image against a caption per label (``hypothesis_template``), scored as the
+        model was trained to: a softmax over the labels (CLIP), or each label on its own through a
+        sigmoid (SigLIP)."""
+        import torch
+
+        if not request.labels:
+            raise UnsupportedTaskError(
+                f"{self.path.name} ({self.info.model_type}) has no labels of its own: it classifies an image "
+                "against candidate labels given with it", "pass the labels: parameters.candidate_labels, the "
+                "sidecar's the same, or `corral run MODEL photo.jpg --labels cat,dog`")
+        captions = [request.hypothesis_template.format(label) for label in request.labels]
+        texts = torch.nn.functional.normalize(torch.stack(self._texts(captions)[0]), dim=-1)
+        scores: list[list[tuple[str, float]]] = []
+        for start in range(0, len(request.images), BATCH):
+            images = torch.nn.functional.normalize(torch.stack(self._images(list(request.images[start:start + BATCH]))),
+                                                   dim=-1)
+            logits = images @ texts.T * self.model.logit_scale.detach().exp().float().cpu()
+            bias = getattr(self.model, "logit_bias", None)
+            probs = (torch.sigmoid(logits + bias.detach().float().cpu()) if bias is not None
+                     else torch.softmax(logits, dim=-1))
+            scores += [sorted(zip(request.labels, (float(p) for p in row), strict=True), key=lambda x: -x[1])
+                       for row in probs]
+        return ClassifyImageResult(scores)
 
 
 def _features(out: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 from corral.engines.transformers.loading import TorchTaskHandler
 from corral.engines.transformers.segment import SEMANTIC_HEAD, Segmenter, segmentation_class, subtasks_of
+from corral.errors import UnsupportedTaskError
 from corral.tasks import (
     ClassifyImageRequest,
     ClassifyImageResult,
@@ -52,6 +53,10 @@ class VisionHandler(TorchTaskHandler):
     def classify_image(self, request: ClassifyImageRequest) -> ClassifyImageResult:
         import torch
 
+        if request.labels:
+            raise UnsupportedTaskError(f"{self.path.name} classifies images with its own labels only: candidate "
+                                       "labels need an image-text model (CLIP, SigLIP)",
+                                       "leave out the labels, or ask a CLIP or SigLIP model")
         labels: list[list[tuple[str, float]]] = []
         names = self.model.config.id2label
         multi = self.model.config.problem_type == "multi_label_classification"

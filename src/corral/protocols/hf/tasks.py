@@ -38,6 +38,7 @@ HF_TASKS: dict[str, HFTask] = {
     "translation": HFTask(Task.TRANSLATE, generation.translation, generation.start_translation),
     "summarization": HFTask(Task.SUMMARIZE, generation.summarization, generation.start_summarization),
     "image-classification": HFTask(Task.CLASSIFY_IMAGE, vision.image_classification),
+    "zero-shot-image-classification": HFTask(Task.CLASSIFY_IMAGE, vision.zero_shot_image_classification),
     "object-detection": HFTask(Task.DETECT_OBJECTS, vision.object_detection),
     "image-segmentation": HFTask(Task.SEGMENT_IMAGE, vision.image_segmentation),
     "image-to-text": HFTask(Task.DESCRIBE_IMAGE, vision.image_to_text, vision.start_image_to_text),
@@ -76,8 +77,11 @@ def choose(served: list[str], payload: dict[str, Any], requested: str | None = N
         return requested
     params = payload.get("parameters") or {}
     inputs = payload.get("inputs")
-    if isinstance(params, dict) and "candidate_labels" in params and "zero-shot-classification" in names:
-        return "zero-shot-classification"
+    if isinstance(params, dict) and "candidate_labels" in params:
+        if "zero-shot-classification" in names and not _image_like(inputs):
+            return "zero-shot-classification"
+        if "zero-shot-image-classification" in names:
+            return "zero-shot-image-classification"
     if isinstance(inputs, dict) and "source_sentence" in inputs and "sentence-similarity" in names:
         return "sentence-similarity"
     known = {t.value for t in Task}
@@ -86,6 +90,13 @@ def choose(served: list[str], payload: dict[str, Any], requested: str | None = N
         if default is not None:
             return default
     return names[0]
+
+
+def _image_like(inputs: Any) -> bool:
+    """Whether ``inputs`` (one item, or the first of a list) is an image (raw bytes, a data URL) rather
+    than text, for a model that classifies both zero-shot."""
+    first = inputs[0] if isinstance(inputs, list) and inputs else inputs
+    return isinstance(first, bytes | bytearray) or (isinstance(first, str) and first.startswith("data:image/"))
 
 
 def split_payload(payload: Any) -> tuple[Any, dict[str, Any]]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from corral.runtime.runtime import Runtime
 
 MAX_IMAGES = 64
+MAX_LABELS = 256
 
 
 def images_of(inputs: Any, max_pixels: int) -> tuple[list[Any], bool]:
@@ -50,14 +51,39 @@ def _number(parameters: dict[str, Any], name: str, default: float, low: float, h
     return float(value)
 
 
+def candidate_labels(parameters: dict[str, Any]) -> tuple[tuple[str, ...], str]:
+    """(the labels, the caption template) of a zero-shot request; () when it names none."""
+    labels = parameters.get("candidate_labels")
+    if labels is None:
+        return (), ""
+    if isinstance(labels, str):
+        labels = [x.strip() for x in labels.split(",") if x.strip()]
+    if not isinstance(labels, list) or not 1 <= len(labels) <= MAX_LABELS \
+            or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise UsageError(f"parameters.candidate_labels must be a list of 1 to {MAX_LABELS} labels")
+    template = parameters.get("hypothesis_template") or "This is a photo of {}."
+    if not isinstance(template, str) or "{}" not in template:
+        raise UsageError('parameters.hypothesis_template must be a string with "{}" where the label goes')
+    return tuple(labels), template
+
+
 async def image_classification(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
                                call: CallInfo) -> Any:
+    """The model's own labels, or (``candidate_labels``, an image-text model) the labels given."""
     images, single = images_of(inputs, runtime.settings.runtime.max_image_pixels)
-    top_k = int(_number(parameters, "top_k", 5, 1, 1000))
-    result: ClassifyImageResult = await runtime.call(Task.CLASSIFY_IMAGE, model, ClassifyImageRequest(tuple(images)),
-                                                     call)
-    out = [[{"label": label, "score": score} for label, score in labels[:top_k]] for labels in result.labels]
+    labels, template = candidate_labels(parameters)
+    top_k = int(_number(parameters, "top_k", 1000 if labels else 5, 1, 1000))
+    request = ClassifyImageRequest(tuple(images), labels, template) if labels else ClassifyImageRequest(tuple(images))
+    result: ClassifyImageResult = await runtime.call(Task.CLASSIFY_IMAGE, model, request, call)
+    out = [[{"label": label, "score": score} for label, score in scored[:top_k]] for scored in result.labels]
     return out[0] if single else out
+
+
+async def zero_shot_image_classification(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
+                                         call: CallInfo) -> Any:
+    if not candidate_labels(parameters)[0]:
+        raise UsageError("zero-shot image classification needs parameters.candidate_labels: a list of labels")
+    return await image_classification(runtime, model, inputs, parameters, call)
 
 
 async def object_detection(runtime: Runtime, model: str, inputs: Any, parameters: dict[str, Any],
