@@ -19,14 +19,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [os.environ.get("
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-# pytest-xdist's workers share the CPUs: each one's engines (torch's OpenMP pool, llama.cpp, and those of
-# the servers and CLIs it starts) compute with its share, not with every core. Oversubscribed, their
-# spinning thread pools made whole tests many times slower; results do not depend on the thread count.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
-if _WORKERS > 1:
-    _SHARE = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
-    os.environ.setdefault("OMP_NUM_THREADS", _SHARE)
-    os.environ.setdefault("CORRAL_THREADS", _SHARE)
 
 
 def _package_file(package: str, pattern: str) -> Path:

@@ -236,7 +236,8 @@ def _disconnect_stops_the_loop(srv: Any) -> None:
         rows = json.loads(run_cli("logs", "--json", "-n", "100", env={"CORRAL_HOME": str(srv.home)}).stdout)
         gone = [r for r in rows if r["status"] == 499]
         time.sleep(0.2)
-    assert len(gone) == 1 and sum(r["status"] == 200 for r in rows) >= 3  # only the request that left is 499
+    seen = [(r["route"], r["status"], r["error"]) for r in rows]
+    assert len(gone) == 1 and sum(r["status"] == 200 for r in rows) >= 3, seen  # only the request that left: 499
     row = gone[0]
     assert row["route"] == "/v1/images/generations" and row["task"] == "generate_image"
     assert 0 < row["completion_tokens"] < asked  # the steps streamed before the loop stopped
