@@ -52,13 +52,13 @@ class Resolver:
         return self._resolve(text, alias_name=None, depth=0, progress=progress)
 
     def _resolve(self, text: str, alias_name: str | None, depth: int, progress: Progress) -> Entry:
-        from corral.presets import MODES, split_mode
+        from corral.presets import without_mode
 
         if depth > MAX_ALIAS_DEPTH:
             raise BadReferenceError(f"alias chain through {text!r} is too deep or circular")
-        mode = split_mode(text)
-        if mode is not None and mode[1].lower() in MODES:  # MODEL@MODE: the model, with a mode's defaults
-            return self._resolve(mode[0], alias_name, depth + 1, progress)
+        model = without_mode(text)
+        if model != text:  # MODEL@MODE: the model, with a mode's defaults
+            return self._resolve(model, alias_name, depth + 1, progress)
         ref = parse_ref(text, allow_paths=self.allow_paths)
         if ref.kind == "name":
             entry = self.store.get(ref.value)
